@@ -1,0 +1,160 @@
+package archive
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/archivefleet/archivefleet/internal/pb"
+)
+
+// Topic is a Waku v1 legacy topic: 4 bytes, "/waku/1/0x<8 hex>/rfc26" as a content topic.
+type Topic [4]byte
+
+// ParseTopic parses "0x" and 8 hex digits.
+func ParseTopic(s string) (Topic, error) {
+	var t Topic
+	b, err := decodeHex(s)
+	if err != nil {
+		return t, fmt.Errorf("topic %q: %w", truncate(s, 40), err)
+	}
+	if len(b) != len(t) {
+		return t, fmt.Errorf("topic %q: want 4 bytes, got %d", truncate(s, 40), len(b))
+	}
+	copy(t[:], b)
+	return t, nil
+}
+
+// String returns "0x" and 8 lower-case hex digits.
+func (t Topic) String() string { return "0x" + hex.EncodeToString(t[:]) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (t Topic) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (t *Topic) UnmarshalText(b []byte) error {
+	v, err := ParseTopic(string(b))
+	if err != nil {
+		return err
+	}
+	*t = v
+	return nil
+}
+
+// HexBytes is a byte string written in JSON as "0x"-prefixed hex, like
+// status-go's types.HexBytes.
+type HexBytes []byte
+
+// MarshalText implements encoding.TextMarshaler.
+func (h HexBytes) MarshalText() ([]byte, error) {
+	return []byte("0x" + hex.EncodeToString(h)), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler; the "0x" prefix is optional.
+func (h *HexBytes) UnmarshalText(b []byte) error {
+	v, err := decodeHex(string(b))
+	if err != nil {
+		return err
+	}
+	*h = v
+	return nil
+}
+
+func decodeHex(s string) ([]byte, error) {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
+	return hex.DecodeString(s)
+}
+
+// Message is one stored Waku message, the archive's copy (status-go's
+// waku_messages row and protobuf.WakuMessage).
+type Message struct {
+	Sig          HexBytes `json:"sig"`                    // 65-byte uncompressed key of the Waku-layer signer
+	Timestamp    uint64   `json:"timestamp"`              // unix seconds
+	Topic        Topic    `json:"topic"`                  // 4-byte legacy topic
+	Payload      HexBytes `json:"payload"`                // decrypted Waku v1 payload
+	Padding      HexBytes `json:"padding,omitempty"`      // Waku v1 padding
+	Hash         HexBytes `json:"hash"`                   // Waku message hash
+	ThirdPartyID string   `json:"thirdPartyId,omitempty"` // set only for imported messages
+}
+
+// MaxMessageBytes is status-go's maxArchiveSizeInBytes: the cap on the sum of
+// payload and sig per archive chunk. A single message above it cannot be archived.
+const MaxMessageBytes = 30_000_000
+
+// Size is what status-go counts against the 30,000,000-byte chunk cap.
+func (m *Message) Size() int { return len(m.Payload) + len(m.Sig) }
+
+// Validate reports what would make a status-go member drop the message: a sig
+// that is not an uncompressed public key, or a message no archive can hold.
+func (m *Message) Validate() error {
+	if len(m.Sig) != 65 || m.Sig[0] != 0x04 {
+		return fmt.Errorf("sig must be a 65-byte uncompressed public key (0x04…), got %d bytes", len(m.Sig))
+	}
+	if len(m.Hash) == 0 {
+		return fmt.Errorf("hash is empty")
+	}
+	if m.Size() > MaxMessageBytes {
+		return fmt.Errorf("payload+sig is %d bytes, over the %d-byte archive cap", m.Size(), MaxMessageBytes)
+	}
+	return nil
+}
+
+// DecodeMessageJSON decodes one JSON message and validates it.
+func DecodeMessageJSON(b []byte) (Message, error) {
+	var m Message
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return m, fmt.Errorf("decode message: %w", err)
+	}
+	if dec.More() {
+		return m, fmt.Errorf("decode message: trailing data after the JSON object")
+	}
+	if err := m.Validate(); err != nil {
+		return m, fmt.Errorf("message %s: %w", HexBytes(m.Hash).String(), err)
+	}
+	return m, nil
+}
+
+// String returns "0x"-prefixed hex.
+func (h HexBytes) String() string { return "0x" + hex.EncodeToString(h) }
+
+// compareMessages orders messages by timestamp, then hash, so that archives are
+// deterministic however the messages were stored.
+func compareMessages(a, b *Message) int {
+	return cmp.Or(cmp.Compare(a.Timestamp, b.Timestamp), bytes.Compare(a.Hash, b.Hash),
+		bytes.Compare(a.Sig, b.Sig), bytes.Compare(a.Payload, b.Payload))
+}
+
+func (m *Message) toProto() *pb.WakuMessage {
+	return &pb.WakuMessage{
+		Sig:          m.Sig,
+		Timestamp:    m.Timestamp,
+		Topic:        m.Topic[:],
+		Payload:      m.Payload,
+		Padding:      m.Padding,
+		Hash:         m.Hash,
+		ThirdPartyId: m.ThirdPartyID,
+	}
+}
+
+// messageFromProto converts an archived message. A topic that is not 4 bytes
+// is reported: status-go members could not map it to a filter either.
+func messageFromProto(w *pb.WakuMessage) (Message, error) {
+	m := Message{
+		Sig:          w.GetSig(),
+		Timestamp:    w.GetTimestamp(),
+		Payload:      w.GetPayload(),
+		Padding:      w.GetPadding(),
+		Hash:         w.GetHash(),
+		ThirdPartyID: w.GetThirdPartyId(),
+	}
+	if len(w.GetTopic()) != len(m.Topic) {
+		return m, fmt.Errorf("message %s: topic is %d bytes, want 4", m.Hash.String(), len(w.GetTopic()))
+	}
+	copy(m.Topic[:], w.GetTopic())
+	return m, nil
+}

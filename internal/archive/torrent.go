@@ -1,0 +1,151 @@
+package archive
+
+import (
+	"crypto/sha1"
+	"fmt"
+	"hash"
+	"io"
+	"net/url"
+	"os"
+	"slices"
+
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/metainfo"
+)
+
+// File names inside a community's archive folder. Members find the index by
+// DisplayPath()=="index"; "data" sorts first, so data offsets are torrent offsets.
+const (
+	DataFile  = "data"
+	IndexFile = "index"
+)
+
+// DefaultAnnounceList is status-go's defaultAnnounceList.
+var DefaultAnnounceList = [][]string{
+	{"udp://tracker.opentrackr.org:1337/announce"},
+	{"udp://tracker.openbittorrent.com:6969/announce"},
+}
+
+// TorrentOptions shape the metainfo and magnet link. None of them changes the
+// infohash: they live outside the info dictionary.
+type TorrentOptions struct {
+	// AnnounceList is the tracker tiers; nil means DefaultAnnounceList, an empty
+	// non-nil slice means no trackers.
+	AnnounceList [][]string
+	// CreatedBy is the "created by" field; status-go puts the owner's public key there.
+	CreatedBy string
+	// Peers are "host:port" addresses added to the magnet as x.pe (BEP 9),
+	// which status-go's anacrolix client dials directly.
+	Peers []string
+	// WebSeeds are BEP 19 base URLs, written as url-list and ws=.
+	WebSeeds []string
+}
+
+func (o TorrentOptions) announceList() [][]string {
+	if o.AnnounceList == nil {
+		return DefaultAnnounceList
+	}
+	return o.AnnounceList
+}
+
+// metaInfo assembles the torrent for a community folder whose data file has
+// dataLen bytes and whose index is index, given every piece hash.
+func metaInfo(c CommunityID, dataLen int64, indexLen int64, pieces []byte, o TorrentOptions) (*metainfo.MetaInfo, metainfo.Info, error) {
+	info := metainfo.Info{
+		PieceLength: PieceLength,
+		Pieces:      pieces,
+		Name:        c.String(),
+		Files: []metainfo.FileInfo{
+			{Length: dataLen, Path: []string{DataFile}},
+			{Length: indexLen, Path: []string{IndexFile}},
+		},
+	}
+	infoBytes, err := bencode.Marshal(info)
+	if err != nil {
+		return nil, info, fmt.Errorf("encode info: %w", err)
+	}
+	mi := &metainfo.MetaInfo{
+		InfoBytes:    infoBytes,
+		AnnounceList: o.announceList(),
+		CreatedBy:    o.CreatedBy,
+		UrlList:      o.WebSeeds,
+	}
+	return mi, info, nil
+}
+
+// Magnet forms the link status-go's metaInfo.Magnet(nil, &info).String() gives
+// (xt first, then dn and tr, url-encoded, keys sorted), with trackers in
+// announce-list order rather than map order, plus x.pe peers and ws web seeds.
+func Magnet(mi *metainfo.MetaInfo, name string, peers []string) string {
+	m := metainfo.Magnet{
+		InfoHash:    mi.HashInfoBytes(),
+		DisplayName: name,
+		Params:      url.Values{},
+	}
+	for _, tier := range mi.UpvertedAnnounceList() {
+		for _, tr := range tier {
+			if !slices.Contains(m.Trackers, tr) {
+				m.Trackers = append(m.Trackers, tr)
+			}
+		}
+	}
+	if len(mi.UrlList) > 0 {
+		m.Params["ws"] = slices.Clone(mi.UrlList)
+	}
+	if len(peers) > 0 {
+		m.Params["x.pe"] = slices.Clone(peers)
+	}
+	return m.String()
+}
+
+// pieceHasher hashes a stream that starts on a piece boundary into SHA-1
+// piece hashes, appending each completed piece's hash to pieces.
+type pieceHasher struct {
+	h      hash.Hash
+	n      int // bytes in the current piece
+	pieces []byte
+}
+
+func newPieceHasher(prefix []byte) *pieceHasher {
+	return &pieceHasher{h: sha1.New(), pieces: prefix}
+}
+
+func (p *pieceHasher) Write(b []byte) (int, error) {
+	total := len(b)
+	for len(b) > 0 {
+		k := min(len(b), PieceLength-p.n)
+		p.h.Write(b[:k])
+		p.n += k
+		b = b[k:]
+		if p.n == PieceLength {
+			p.pieces = p.h.Sum(p.pieces)
+			p.h.Reset()
+			p.n = 0
+		}
+	}
+	return total, nil
+}
+
+// sum closes a trailing partial piece and returns every hash.
+func (p *pieceHasher) sum() []byte {
+	if p.n > 0 {
+		p.pieces = p.h.Sum(p.pieces)
+		p.h.Reset()
+		p.n = 0
+	}
+	return p.pieces
+}
+
+// hashFilePrefix hashes the first n bytes (a multiple of PieceLength) of a file.
+func hashFilePrefix(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ph := newPieceHasher(make([]byte, 0, n/PieceLength*sha1.Size))
+	if _, err := io.CopyN(ph, f, n); err != nil {
+		return nil, fmt.Errorf("hash %s: %w", path, err)
+	}
+	return ph.sum(), nil
+}
