@@ -108,7 +108,7 @@ type BuildResult struct {
 
 // Errors a caller may act on.
 var (
-	ErrOverlap       = errors.New("range overlaps archives already built")
+	ErrOverlap        = errors.New("range overlaps archives already built")
 	ErrEncryptedNoKey = errors.New("index is encrypted and no decrypter was given")
 )
 
