@@ -1,0 +1,187 @@
+package archive
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	g "github.com/anacrolix/generics"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+)
+
+// loopbackClient is an anacrolix client on 127.0.0.1 with no DHT, trackers or
+// port forwarding: the two clients find each other only through x.pe.
+func loopbackClient(t *testing.T, dataDir string, seed bool) *torrent.Client {
+	t.Helper()
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.ListenHost = func(string) string { return "127.0.0.1" }
+	cfg.ListenPort = 0
+	cfg.NoDHT = true
+	cfg.DisableTrackers = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.DisableIPv6 = true
+	cfg.Seed = seed
+	cfg.DataDir = dataDir
+	// Like status-go's v1.41 client: files written in place (no .part files),
+	// completion kept in memory.
+	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
+		ClientBaseDir:   dataDir,
+		UsePartFiles:    g.Some(false),
+		PieceCompletion: storage.NewMapPieceCompletion(),
+	})
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		t.Fatalf("torrent client: %v", err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// TestMemberDownloadsOneArchive seeds a built torrent and has a second client,
+// given only the magnet link with the seeder's address, fetch the index and then
+// only the pieces of one chosen archive, as a status-go member does, and
+// extract its messages.
+func TestMemberDownloadsOneArchive(t *testing.T) {
+	for _, encrypted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("encrypted=%v", encrypted), func(t *testing.T) {
+			testMemberDownload(t, encrypted)
+		})
+	}
+}
+
+func testMemberDownload(t *testing.T, encrypted bool) {
+	c := testCommunity(t, 51)
+	l := testLayout(t)
+	msgs := genMessages(4, 600, 1_700_000_000, 4*week, 900)
+	o := BuildOptions{Community: c, Topics: testTopics, From: 1_700_000_000, To: 1_700_000_000 + 4*week,
+		Source: NewSliceSource(msgs), Torrent: TorrentOptions{AnnounceList: [][]string{}}}
+	var dec Decrypter
+	if encrypted {
+		r := newTestRatchet(t, c)
+		o.Encrypter, o.Decrypter = r, r
+		dec = &HashRatchet{Community: c, Keys: []RatchetKey{r.State.Key}}
+	}
+	mustBuild(t, l, o)
+
+	seeder := loopbackClient(t, l.DataDir, true)
+	mi, err := metainfo.LoadFromFile(l.TorrentPath(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := seeder.AddTorrent(mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := st.VerifyDataContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Complete().Bool() {
+		t.Fatal("seeder does not hold the complete torrent")
+	}
+	peer := fmt.Sprintf("127.0.0.1:%d", seeder.LocalPort())
+	// Rebuild the magnet with the seeder's real port, as the fleet does.
+	magnet := Magnet(mi, c.String(), []string{peer})
+
+	memberDir := t.TempDir()
+	member := loopbackClient(t, memberDir, false)
+	mt, err := member.AddMagnet(magnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-mt.GotInfo():
+	case <-ctx.Done():
+		t.Fatal("no metadata from the seeder")
+	}
+	var indexFile *torrent.File
+	for _, f := range mt.Files() {
+		if f.DisplayPath() == IndexFile {
+			indexFile = f
+		}
+	}
+	if indexFile == nil {
+		t.Fatal("torrent has no file named index")
+	}
+	indexFile.Download()
+	waitFor(ctx, t, "index", func() bool { return indexFile.BytesCompleted() == indexFile.Length() })
+
+	raw := readAllFile(t, indexFile)
+	ix, err := DecodeIndex(raw, dec, -1, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := ix.ByFrom()
+	if len(entries) < 3 {
+		t.Fatalf("only %d archives", len(entries))
+	}
+	chosen := entries[2]
+	start, end := chosen.Pieces()
+	mt.DownloadPieces(start, end)
+	waitFor(ctx, t, "archive pieces", func() bool {
+		for i := start; i < end; i++ {
+			if !mt.PieceState(i).Complete {
+				return false
+			}
+		}
+		return true
+	})
+	// Only the chosen archive's pieces (and the index's) were fetched.
+	if other := entries[0]; other.Offset != chosen.Offset {
+		s, _ := other.Pieces()
+		if mt.PieceState(s).Complete {
+			t.Fatalf("piece %d of an archive not asked for was downloaded", s)
+		}
+	}
+	data, err := os.Open(filepath.Join(memberDir, c.String(), DataFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	a, err := ReadArchive(data, chosen, dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []Message
+	for _, m := range sortedMessages(msgs) {
+		if m.Timestamp >= chosen.From && m.Timestamp < chosen.To {
+			want = append(want, m)
+		}
+	}
+	if len(a.Messages) == 0 || !reflect.DeepEqual(normalize(a.Messages), normalize(want[:len(a.Messages)])) {
+		t.Fatalf("downloaded archive holds %d messages that differ from the %d built for its window", len(a.Messages), len(want))
+	}
+}
+
+func readAllFile(t *testing.T, f *torrent.File) []byte {
+	t.Helper()
+	r := f.NewReader()
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func waitFor(ctx context.Context, t *testing.T, what string, done func() bool) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !done() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
