@@ -14,12 +14,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/archivefleet/archivefleet/internal/atomicfile"
 	"github.com/archivefleet/archivefleet/internal/pb"
 )
 
@@ -195,8 +195,8 @@ func (b *builder) run(ctx context.Context) (*BuildResult, error) {
 			return nil, err
 		}
 	}
-	removeStaleTemps(b.dir, IndexFile)
-	removeStaleTemps(filepath.Dir(b.torrent), filepath.Base(b.torrent))
+	atomicfile.RemoveStale(b.dir, IndexFile)
+	atomicfile.RemoveStale(filepath.Dir(b.torrent), filepath.Base(b.torrent))
 
 	oldIndex, err := b.loadIndex()
 	if err != nil {
@@ -452,7 +452,7 @@ func (b *builder) commit(data *os.File) (*BuildResult, error) {
 			return nil, fmt.Errorf("encrypt index: %w", err)
 		}
 	}
-	if err := writeFileAtomic(b.indexPath, index, 0o644); err != nil {
+	if err := atomicfile.WriteFile(b.indexPath, index, 0o644); err != nil {
 		return nil, fmt.Errorf("write index: %w", err)
 	}
 	b.res.PiecesHashed += len(b.hasher.sum())/sha1.Size - b.prefixPieces
@@ -491,7 +491,7 @@ func (b *builder) writeTorrent(index []byte) (*BuildResult, error) {
 	if err := mi.Write(&buf); err != nil {
 		return nil, fmt.Errorf("encode torrent: %w", err)
 	}
-	if err := writeFileAtomic(b.torrent, buf.Bytes(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(b.torrent, buf.Bytes(), 0o644); err != nil {
 		return nil, fmt.Errorf("write torrent: %w", err)
 	}
 	b.res.DataBytes, b.res.IndexBytes = dataLen, int64(len(index))
@@ -515,63 +515,6 @@ func writeZeros(w io.Writer, n uint64) error {
 		n -= k
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data: a temp file in the same folder,
-// fsync, rename, fsync of the folder. Readers see the old or the new file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// removeStaleTemps deletes temp files a crashed writeFileAtomic left behind,
-// so that the archive folder holds only data and index.
-func removeStaleTemps(dir, base string) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "."+base+".tmp-") {
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
 }
 
 // InfoHashHex parses a 40-hex infohash, for callers that carry it as text.

@@ -74,6 +74,9 @@ type HashRatchet struct {
 	State *RatchetState
 	// Keys are the community keys a reader holds, newest or oldest first.
 	Keys []RatchetKey
+	// MaxSeqAhead bounds the hash-chain steps one Decrypt may walk; 0 means
+	// status-go's limit of 100,000 (a few tens of milliseconds).
+	MaxSeqAhead uint32
 
 	mu    sync.Mutex
 	cache map[string]chainPos // key id hex -> furthest hash computed
@@ -216,8 +219,12 @@ func (h *HashRatchet) chainHash(k RatchetKey, seq uint32) ([]byte, error) {
 	if !ok || pos.seq > seq {
 		pos = chainPos{seq: 0, hash: k.Key}
 	}
-	if seq-pos.seq > maxSeqNoDelta {
-		return nil, fmt.Errorf("hash ratchet: seq_no %d is too far ahead (status-go's limit is %d)", seq, maxSeqNoDelta)
+	limit := h.MaxSeqAhead
+	if limit == 0 {
+		limit = maxSeqNoDelta
+	}
+	if seq-pos.seq > limit {
+		return nil, fmt.Errorf("%w: hash ratchet seq_no %d is more than %d steps ahead", ErrMalformed, seq, limit)
 	}
 	hash := pos.hash
 	for i := pos.seq; i < seq; i++ {

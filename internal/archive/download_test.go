@@ -184,4 +184,3 @@ func waitFor(ctx context.Context, t *testing.T, what string, done func() bool) {
 		}
 	}
 }
-
