@@ -101,6 +101,7 @@ func runBuild(ctx context.Context, env Env, args []string) error {
 	}
 	enc := json.NewEncoder(env.Stdout)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // keep the magnet's & readable
 	return enc.Encode(res)
 }
 

@@ -110,4 +110,3 @@ func openFolder(dir, keys string) (*openedFolder, error) {
 	}
 	return &openedFolder{Folder: f, dec: dec}, nil
 }
-
