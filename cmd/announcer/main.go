@@ -1,0 +1,33 @@
+// Command announcer announces seeded torrents' magnet links, signed with the community key.
+//
+// Configuration comes from ARCHIVEFLEET_* environment variables; run with -h
+// to list them with their defaults.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/archivefleet/archivefleet/internal/fleet"
+)
+
+func main() {
+	var cfg fleet.AnnouncerConfig
+	if len(os.Args) > 1 && (os.Args[1] == "-h" || os.Args[1] == "--help") {
+		fleet.Usage(&cfg)
+		return
+	}
+	if err := fleet.Load(&cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "announcer: config:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := fleet.RunAnnouncer(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "announcer:", err)
+		os.Exit(1)
+	}
+}

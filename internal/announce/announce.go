@@ -1,0 +1,209 @@
+package announce
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/state"
+)
+
+// Announcement is one signed magnet-link message ready to send.
+type Announcement struct {
+	Community string `json:"community"`
+	Clock     uint64 `json:"clock"`
+	Magnet    string `json:"magnet"`
+	InfoHash  string `json:"infoHash"`
+	// Message is the ApplicationMetadataMessage bytes a member receives.
+	Message []byte `json:"message"`
+	// ChatID is status-go's legacy chat for magnet links.
+	ChatID string `json:"chatId"`
+}
+
+// Transport delivers announcements. Waku is a later transport; NATS and a
+// webhook exist now.
+type Transport interface {
+	Send(ctx context.Context, a *Announcement) error
+}
+
+// NATSTransport publishes the message bytes on archive.announced.<community>.
+type NATSTransport struct{ Bus *bus.Bus }
+
+// Send implements Transport.
+func (t NATSTransport) Send(ctx context.Context, a *Announcement) error {
+	m := nats.NewMsg(bus.SubjectAnnounced(a.Community))
+	m.Data = a.Message
+	m.Header.Set("Archivefleet-Clock", strconv.FormatUint(a.Clock, 10))
+	m.Header.Set("Archivefleet-Infohash", a.InfoHash)
+	m.Header.Set("Archivefleet-Magnet", a.Magnet)
+	m.Header.Set("Archivefleet-Chat", a.ChatID)
+	_, err := t.Bus.PublishMsg(ctx, m, fmt.Sprintf("announce:%s:%d", a.Community, a.Clock))
+	return err
+}
+
+// Webhook POSTs the announcement as JSON.
+type Webhook struct {
+	URL    string
+	Client *http.Client
+}
+
+// Send implements Transport.
+func (w Webhook) Send(ctx context.Context, a *Announcement) error {
+	b, _ := json.Marshal(a)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	c := w.Client
+	if c == nil {
+		c = &http.Client{Timeout: 10 * time.Second}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("webhook answered %s", resp.Status)
+	}
+	return nil
+}
+
+// Service is the announcer.
+type Service struct {
+	Bus        *bus.Bus
+	Registry   *registry.Registry
+	State      *state.Store
+	Transports []Transport
+	Slots      int
+	Logger     *slog.Logger
+	// Now is the clock source (ms); tests may pin it.
+	Now     func() time.Time
+	metrics *prometheus.CounterVec
+}
+
+// New builds the announcer and registers its metrics.
+func New(s Service, reg prometheus.Registerer) *Service {
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	if s.Slots < 1 {
+		s.Slots = 2
+	}
+	s.metrics = promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_announcements_total",
+		Help: "Magnet-link announcements by reason (seeded, republish) and result."}, []string{"reason", "result"})
+	return &s
+}
+
+// Run consumes seeding-started and republish events until ctx is cancelled.
+func (s *Service) Run(ctx context.Context) error {
+	s.Logger.Info("announcer started", "transports", len(s.Transports))
+	return s.Bus.Work(ctx, bus.WorkerConfig{Stream: bus.StreamSeeding, Consumer: bus.ConsumerAnnouncer, Kind: "announce",
+		Slots: s.Slots, Logger: s.Logger}, s.handle)
+}
+
+func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bus.Result {
+	var ev struct {
+		Community string `json:"community"`
+		InfoHash  string `json:"infoHash"`
+		Peer      string `json:"peer"`
+	}
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		return bus.Result{Outcome: bus.Dead, Err: fmt.Errorf("decode event: %w", err)}
+	}
+	id, err := archive.ParseCommunityID(ev.Community)
+	if err != nil {
+		return bus.Result{Outcome: bus.Dead, Err: err}
+	}
+	reason := "seeded"
+	if len(msg.Subject()) > len("archive.republish.") && msg.Subject()[:len("archive.republish.")] == "archive.republish." {
+		reason = "republish"
+	}
+	err = s.announce(ctx, id, reason, ev.InfoHash, ev.Peer)
+	switch {
+	case err == nil:
+		return bus.Result{Outcome: bus.Ack}
+	case errors.Is(err, errSkip):
+		s.metrics.WithLabelValues(reason, "skipped").Inc()
+		return bus.Result{Outcome: bus.Ack}
+	default:
+		s.metrics.WithLabelValues(reason, "failed").Inc()
+		s.Logger.Warn("announce failed", "community", ev.Community, "err", err)
+		return bus.Result{Outcome: bus.Retry, Err: err}
+	}
+}
+
+var errSkip = errors.New("nothing to announce")
+
+func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, infoHash, peer string) error {
+	c := id.String()
+	com, err := s.Registry.Get(ctx, id)
+	if errors.Is(err, registry.ErrNotFound) {
+		return errSkip
+	}
+	if err != nil {
+		return err
+	}
+	if com.Disabled {
+		return errSkip
+	}
+	st, _, err := s.State.GetBuild(ctx, c)
+	if err != nil {
+		return err
+	}
+	if st.InfoHash == "" || (reason == "seeded" && st.InfoHash != infoHash) {
+		return errSkip // nothing built yet, or a superseded torrent
+	}
+	prev, rev, err := s.State.GetAnnounce(ctx, c)
+	if err != nil {
+		return err
+	}
+	magnet := st.Magnet
+	switch {
+	case reason == "seeded" && prev.InfoHash == st.InfoHash:
+		return errSkip // another seeder's event for the same torrent
+	case reason == "republish" && prev.InfoHash == st.InfoHash:
+		magnet = prev.Magnet // same link again, with a new clock
+	case peer != "":
+		if magnet, err = WithPeers(magnet, peer); err != nil {
+			return err
+		}
+	}
+	clock := max(uint64(s.Now().UnixMilli()), prev.Clock+1)
+	msg, err := BuildMessage(com.SigningKey, clock, magnet)
+	if err != nil {
+		return err
+	}
+	a := &Announcement{Community: c, Clock: clock, Magnet: magnet, InfoHash: st.InfoHash, Message: msg, ChatID: c + "-magnetlinks"}
+	for _, t := range s.Transports {
+		if err := t.Send(ctx, a); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+	}
+	if _, err := s.State.Put(ctx, state.AnnounceKey(c), &state.Announce{Clock: clock, InfoHash: st.InfoHash, Magnet: magnet, At: s.Now().UTC()}, rev); err != nil {
+		// Sent but not recorded: a retry sends the same link with a larger
+		// clock, which members dedupe by URI.
+		return err
+	}
+	s.metrics.WithLabelValues(reason, "sent").Inc()
+	s.Logger.Info("magnet link announced", "community", c, "clock", clock, "infohash", st.InfoHash, "reason", reason)
+	return nil
+}

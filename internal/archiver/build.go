@@ -1,0 +1,186 @@
+package archiver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/state"
+)
+
+func (s *Service) layout() archive.Layout {
+	return archive.Layout{DataDir: filepath.Join(s.Config.WorkDir, "archivedata"), TorrentDir: filepath.Join(s.Config.WorkDir, "torrents")}
+}
+
+// build runs one due event under the lock and returns the metrics result label.
+func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Community, ev bus.DueEvent, fence int64) (string, error) {
+	c := com.ID.String()
+	st, _, err := s.State.GetBuild(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	if st.LastEnd >= ev.End {
+		return "skipped", nil // finished by another worker while we waited for the lock
+	}
+	if st.Fence >= fence {
+		return "", fmt.Errorf("stale fence %d: state was committed under fence %d", fence, st.Fence)
+	}
+	from := st.LastEnd
+	if from == 0 {
+		from = com.Since
+	}
+	if from >= ev.End {
+		return "skipped", nil
+	}
+	l := s.layout()
+	if err := s.restore(ctx, l, com.ID, st); err != nil {
+		return "", fmt.Errorf("restore committed folder: %w", err)
+	}
+
+	opts := archive.BuildOptions{
+		Community: com.ID, Topics: com.Topics, From: from, To: ev.End,
+		Interval: time.Duration(com.Interval), Source: s.Sources.Source(com.ID), Logger: log,
+		Torrent: archive.TorrentOptions{AnnounceList: s.Config.AnnounceList, CreatedBy: s.Config.CreatedBy},
+	}
+	var ratchet *archive.HashRatchet
+	if com.Encrypted {
+		ratchet = ratchetFor(com, st)
+		opts.Encrypter, opts.Decrypter = ratchet, ratchet
+	}
+	res, err := archive.Build(ctx, l, opts)
+	if err != nil {
+		if errors.Is(err, archive.ErrMalformed) || errors.Is(err, archive.ErrOverlap) || errors.Is(err, archive.ErrInvalidCommunityID) {
+			return "", fmt.Errorf("%w: %v", errPermanent, err)
+		}
+		return "", err
+	}
+	for _, sk := range res.Skipped {
+		log.Warn("message too large to archive: skipped", "hash", sk.Hash.String(), "timestamp", sk.Timestamp, "bytes", sk.Size)
+	}
+	next := &state.Build{
+		LastEnd: ev.End, Fence: fence, InfoHash: st.InfoHash, Magnet: st.Magnet,
+		DataBytes: st.DataBytes, Archives: slices.Clone(st.Archives), Ratchet: st.Ratchet, BuiltAt: time.Now().UTC(),
+	}
+	label := "empty"
+	if len(res.Archives) > 0 {
+		label = "built"
+		if err := s.upload(ctx, l, com.ID, res); err != nil {
+			return "", fmt.Errorf("upload artefacts: %w", err)
+		}
+		next.InfoHash, next.Magnet, next.DataBytes = res.InfoHash, res.Magnet, res.DataBytes
+		for _, e := range res.Archives {
+			next.Archives = append(next.Archives, state.ArchiveRef{ID: e.ID, Offset: e.Offset, Size: e.Size})
+			s.metrics.bytes.Add(float64(e.Size))
+		}
+		if ratchet != nil {
+			next.Ratchet = ratchet.State
+		}
+	}
+	if err := context.Cause(ctx); err != nil {
+		return "", err // lock lost or shutting down: do not commit
+	}
+	if err := s.commit(ctx, c, st, next); err != nil {
+		return "", err
+	}
+	if err := writeMark(s.markPath(c), mark{InfoHash: next.InfoHash, DataBytes: next.DataBytes}); err != nil {
+		log.Warn("local mark not written; next build restores from the object store", "err", err)
+	}
+	built := bus.BuiltEvent{Community: c, From: from, End: ev.End, InfoHash: next.InfoHash, Magnet: next.Magnet, Archives: res.ArchiveIDs, Fence: fence}
+	if _, err := s.Bus.Publish(ctx, bus.SubjectBuilt(c), built.MsgID(), built); err != nil {
+		// The state is committed; seeders follow the state, so this only
+		// delays observers. Do not rebuild for it.
+		log.Warn("archive-built publish failed", "err", err)
+	}
+	log.Info("archives committed", "from", from, "archives", len(res.Archives), "messages", res.Messages,
+		"infohash", next.InfoHash, "data_bytes", next.DataBytes, "pieces_hashed", res.PiecesHashed)
+	return label, nil
+}
+
+// commit writes the new state if the stored one is still the base we built
+// on and no newer fence has committed: Kleppmann's fenced write, with the
+// check done by the KV's compare-and-set.
+func (s *Service) commit(ctx context.Context, c string, base, next *state.Build) error {
+	for {
+		cur, rev, err := s.State.GetBuild(ctx, c)
+		if err != nil {
+			return err
+		}
+		if cur.Fence >= next.Fence {
+			return fmt.Errorf("commit rejected: state carries fence %d, ours is %d", cur.Fence, next.Fence)
+		}
+		if cur.LastEnd != base.LastEnd || cur.InfoHash != base.InfoHash {
+			return fmt.Errorf("commit rejected: state moved to %d (%s) while building on %d (%s)", cur.LastEnd, cur.InfoHash, base.LastEnd, base.InfoHash)
+		}
+		_, err = s.State.Put(ctx, c, next, rev)
+		if errors.Is(err, state.ErrConflict) {
+			continue // another field changed; re-check and retry
+		}
+		return err
+	}
+}
+
+// ratchetFor resumes the sender's ratchet from the committed state when it is
+// on the community's current key, else starts the current key's chain.
+func ratchetFor(com *registry.Community, st *state.Build) *archive.HashRatchet {
+	rs := &archive.RatchetState{Key: *com.RatchetKey}
+	if st.Ratchet != nil && st.Ratchet.Key.Timestamp == com.RatchetKey.Timestamp && bytes.Equal(st.Ratchet.Key.Key, com.RatchetKey.Key) {
+		cp := *st.Ratchet
+		rs = &cp
+	}
+	return &archive.HashRatchet{Community: com.ID, InstallationID: com.InstallationID, State: rs, Keys: com.OldKeys}
+}
+
+// upload stores the new archives, index and torrent. Names are content
+// addressed (archive id, infohash), so a redo writes the same names and an
+// abandoned build leaves only unreferenced objects.
+func (s *Service) upload(ctx context.Context, l archive.Layout, id archive.CommunityID, res *archive.BuildResult) error {
+	c := id.String()
+	dir := l.ArchiveDir(id)
+	data, err := os.Open(filepath.Join(dir, archive.DataFile))
+	if err != nil {
+		return err
+	}
+	defer data.Close()
+	for _, e := range res.Archives {
+		r := io.NewSectionReader(data, int64(e.Offset), int64(e.Size))
+		if err := putOnce(ctx, s.Bus.Objects, state.ObjectArchive(c, e.ID), r); err != nil {
+			return err
+		}
+	}
+	index, err := os.ReadFile(filepath.Join(dir, archive.IndexFile))
+	if err != nil {
+		return err
+	}
+	if err := putOnce(ctx, s.Bus.Objects, state.ObjectIndex(c, res.InfoHash), bytes.NewReader(index)); err != nil {
+		return err
+	}
+	torrent, err := os.ReadFile(l.TorrentPath(id))
+	if err != nil {
+		return err
+	}
+	return putOnce(ctx, s.Bus.Objects, state.ObjectTorrent(c, res.InfoHash), bytes.NewReader(torrent))
+}
+
+// putOnce writes an object unless one of that name exists: names are content
+// addressed, so an existing object already holds these bytes.
+func putOnce(ctx context.Context, os jetstream.ObjectStore, name string, r io.Reader) error {
+	if _, err := os.GetInfo(ctx, name); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return err
+	}
+	_, err := os.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
+	return err
+}

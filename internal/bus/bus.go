@@ -1,0 +1,173 @@
+// Package bus holds archivefleet's NATS JetStream topology: the streams,
+// consumers, KV buckets and object store every service uses, the events that
+// flow between services, and a worker loop that takes one message per slot.
+//
+// Subjects (see README.md for the table):
+//
+//	archive.due.<community>        scheduler → archiver      DueEvent        (work queue)
+//	archive.built.<community>      archiver  → observers     BuiltEvent      (latest per community)
+//	archive.seeding.<community>    seeder    → announcer     SeedingEvent    (work queue)
+//	archive.republish.<community>  scheduler → announcer     RepublishEvent  (work queue)
+//	archive.announced.<community>  announcer → Waku bridge   ApplicationMetadataMessage bytes
+//	archive.dlq.<kind>             any       → operators     DeadLetter
+//	msgs.<community>.<day>         ingest    → archiver      archive.Message JSON
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream, consumer and bucket names.
+const (
+	StreamDue       = "ARCHIVE_DUE"
+	StreamBuilt     = "ARCHIVE_BUILT"
+	StreamSeeding   = "ARCHIVE_SEEDING"
+	StreamAnnounced = "ARCHIVE_ANNOUNCED"
+	StreamDLQ       = "ARCHIVE_DLQ"
+	StreamMessages  = "MESSAGES"
+
+	ConsumerArchiver  = "archiver"
+	ConsumerAnnouncer = "announcer"
+
+	BucketCommunities = "communities"
+	BucketState       = "community-state"
+	BucketObjects     = "archive-objects"
+)
+
+// Subject builders.
+func SubjectDue(c string) string       { return "archive.due." + c }
+func SubjectBuilt(c string) string     { return "archive.built." + c }
+func SubjectSeeding(c string) string   { return "archive.seeding." + c }
+func SubjectRepublish(c string) string { return "archive.republish." + c }
+func SubjectAnnounced(c string) string { return "archive.announced." + c }
+func SubjectDLQ(kind string) string    { return "archive.dlq." + kind }
+
+// SubjectIngest is the core-NATS request subject for ingesting messages.
+func SubjectIngest(c string) string { return "archive.ingest." + c }
+
+// SubjectMessages is where a community's stored messages of one UTC day live.
+func SubjectMessages(c string, day uint64) string { return fmt.Sprintf("msgs.%s.%d", c, day) }
+
+// Config tunes the topology. Zero values take the defaults in Setup.
+type Config struct {
+	// Replicas for streams and buckets (1 for a single server, 3 for a cluster).
+	Replicas int
+	// MessageRetention is how long ingested messages are kept; 0 keeps them
+	// forever, as status-go does.
+	MessageRetention time.Duration
+	// DedupWindow is the Nats-Msg-Id window on event streams.
+	DedupWindow time.Duration
+	// AckWait is how long a worker may hold a message between heartbeats.
+	AckWait time.Duration
+	// MaxDeliver bounds deliveries of one event before it is dead-lettered.
+	MaxDeliver int
+	// Storage is file storage unless Memory is set (tests).
+	Memory bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = 10 * time.Minute
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = 20
+	}
+	return c
+}
+
+// Bus is a connected JetStream context with the fleet's topology in place.
+type Bus struct {
+	NC          *nats.Conn
+	JS          jetstream.JetStream
+	Communities jetstream.KeyValue
+	State       jetstream.KeyValue
+	Objects     jetstream.ObjectStore
+	Config      Config
+}
+
+// Setup creates or updates every stream, consumer and bucket. It is
+// idempotent: every service calls it at start-up.
+func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
+	cfg = cfg.withDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	streams := []jetstream.StreamConfig{
+		{Name: StreamDue, Subjects: []string{"archive.due.*"}, Retention: jetstream.WorkQueuePolicy},
+		{Name: StreamBuilt, Subjects: []string{"archive.built.*"}, MaxMsgsPerSubject: 1},
+		{Name: StreamSeeding, Subjects: []string{"archive.seeding.*", "archive.republish.*"}, Retention: jetstream.WorkQueuePolicy},
+		{Name: StreamAnnounced, Subjects: []string{"archive.announced.*"}, MaxMsgsPerSubject: 16, MaxAge: 30 * 24 * time.Hour},
+		{Name: StreamDLQ, Subjects: []string{"archive.dlq.>"}, MaxAge: 30 * 24 * time.Hour},
+		{Name: StreamMessages, Subjects: []string{"msgs.*.*"}, MaxAge: cfg.MessageRetention},
+	}
+	for _, sc := range streams {
+		sc.Storage, sc.Replicas, sc.Duplicates = storage, cfg.Replicas, cfg.DedupWindow
+		if sc.MaxAge > 0 && sc.Duplicates > sc.MaxAge {
+			sc.Duplicates = sc.MaxAge
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+	}
+	backoff := []time.Duration{5 * time.Second, 15 * time.Second, time.Minute, 5 * time.Minute}
+	consumers := []struct {
+		stream string
+		cfg    jetstream.ConsumerConfig
+	}{
+		{StreamDue, jetstream.ConsumerConfig{Durable: ConsumerArchiver}},
+		{StreamSeeding, jetstream.ConsumerConfig{Durable: ConsumerAnnouncer}},
+	}
+	for _, c := range consumers {
+		c.cfg.AckPolicy = jetstream.AckExplicitPolicy
+		c.cfg.AckWait = cfg.AckWait
+		c.cfg.MaxDeliver = cfg.MaxDeliver
+		c.cfg.BackOff = nil
+		if cfg.AckWait >= 5*time.Second {
+			c.cfg.BackOff = backoff
+		}
+		c.cfg.MaxAckPending = 1000
+		if _, err := js.CreateOrUpdateConsumer(ctx, c.stream, c.cfg); err != nil {
+			return nil, fmt.Errorf("consumer %s: %w", c.cfg.Durable, err)
+		}
+	}
+	b := &Bus{NC: nc, JS: js, Config: cfg}
+	kv := func(name string) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, Storage: storage, Replicas: cfg.Replicas, History: 1})
+	}
+	if b.Communities, err = kv(BucketCommunities); err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", BucketCommunities, err)
+	}
+	if b.State, err = kv(BucketState); err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", BucketState, err)
+	}
+	if b.Objects, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: BucketObjects, Storage: storage, Replicas: cfg.Replicas}); err != nil {
+		return nil, fmt.Errorf("object store %s: %w", BucketObjects, err)
+	}
+	return b, nil
+}
+
+// Ready reports whether the connection is up and JetStream answers.
+func (b *Bus) Ready(ctx context.Context) error {
+	if !b.NC.IsConnected() {
+		return errors.New("nats: not connected")
+	}
+	_, err := b.JS.AccountInfo(ctx)
+	return err
+}

@@ -1,0 +1,84 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DueEvent asks for a community's archives up to End (unix seconds). From is
+// the scheduler's view of the last archive end; the archiver trusts its own
+// committed state instead.
+type DueEvent struct {
+	Community string `json:"community"`
+	From      uint64 `json:"from"`
+	End       uint64 `json:"end"`
+	Reason    string `json:"reason"`
+}
+
+// MsgID makes every publication of the same range one event.
+func (e DueEvent) MsgID() string { return fmt.Sprintf("due:%s:%d", e.Community, e.End) }
+
+// BuiltEvent records a committed build.
+type BuiltEvent struct {
+	Community string   `json:"community"`
+	From      uint64   `json:"from"`
+	End       uint64   `json:"end"`
+	InfoHash  string   `json:"infoHash,omitempty"`
+	Magnet    string   `json:"magnet,omitempty"`
+	Archives  []string `json:"archives,omitempty"`
+	Fence     int64    `json:"fence"`
+}
+
+// MsgID identifies the build of one range.
+func (e BuiltEvent) MsgID() string { return fmt.Sprintf("built:%s:%d", e.Community, e.End) }
+
+// SeedingEvent says a seeder serves a torrent.
+type SeedingEvent struct {
+	Community string `json:"community"`
+	InfoHash  string `json:"infoHash"`
+	Magnet    string `json:"magnet"`
+	Seeder    string `json:"seeder"`
+	Peer      string `json:"peer,omitempty"` // public host:port of the seeder, for x.pe
+}
+
+// MsgID identifies one seeder starting one torrent.
+func (e SeedingEvent) MsgID() string {
+	return fmt.Sprintf("seeding:%s:%s:%s", e.Community, e.InfoHash, e.Seeder)
+}
+
+// RepublishEvent asks the announcer to send the current magnet link again.
+type RepublishEvent struct {
+	Community string `json:"community"`
+	Slot      int64  `json:"slot"` // cadence slot number, so replicas publish one event per slot
+}
+
+// MsgID identifies one cadence slot.
+func (e RepublishEvent) MsgID() string { return fmt.Sprintf("republish:%s:%d", e.Community, e.Slot) }
+
+// DeadLetter keeps a failed event's payload and why it failed.
+type DeadLetter struct {
+	Subject    string `json:"subject"`
+	Stream     string `json:"stream"`
+	StreamSeq  uint64 `json:"streamSeq"`
+	Deliveries uint64 `json:"deliveries"`
+	Reason     string `json:"reason"`
+	Payload    []byte `json:"payload"`
+}
+
+// Publish sends v as JSON to subject with a deduplicating message id.
+func (b *Bus) Publish(ctx context.Context, subject, msgID string, v any) (*jetstream.PubAck, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return b.JS.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
+}
+
+// PublishMsg sends a prepared message with a deduplicating id.
+func (b *Bus) PublishMsg(ctx context.Context, m *nats.Msg, msgID string) (*jetstream.PubAck, error) {
+	return b.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID))
+}

@@ -1,0 +1,208 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/archivefleet/archivefleet/internal/announce"
+	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/archiver"
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/lock"
+	"github.com/archivefleet/archivefleet/internal/observe"
+	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/schedule"
+	"github.com/archivefleet/archivefleet/internal/seed"
+	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/store"
+)
+
+// ArchiverConfig configures cmd/archiver (which also serves message ingest).
+type ArchiverConfig struct {
+	Common
+	Redis
+	WorkDir     string        `envconfig:"WORK_DIR" default:"data/archiver"`
+	Slots       int           `envconfig:"SLOTS" default:"2"`
+	LockTTL     time.Duration `envconfig:"LOCK_TTL" default:"30s"`
+	Trackers    string        `envconfig:"TRACKERS" default:"default"` // comma list, "default" or "none"
+	CreatedBy   string        `envconfig:"CREATED_BY"`
+	IngestToken string        `envconfig:"INGEST_TOKEN"`
+}
+
+// SeederConfig configures cmd/seeder.
+type SeederConfig struct {
+	Common
+	ID         string `envconfig:"SEEDER_ID"`
+	DataDir    string `envconfig:"SEED_DIR" default:"data/seeder"`
+	Listen     string `envconfig:"BT_LISTEN" default:":9025"`
+	PublicAddr string `envconfig:"BT_PUBLIC_ADDR"`
+	DHT        bool   `envconfig:"BT_DHT" default:"true"`
+	Trackers   bool   `envconfig:"BT_TRACKERS" default:"true"`
+}
+
+// AnnouncerConfig configures cmd/announcer.
+type AnnouncerConfig struct {
+	Common
+	WebhookURL string `envconfig:"WEBHOOK_URL"`
+	Slots      int    `envconfig:"SLOTS" default:"2"`
+}
+
+// SchedulerConfig configures cmd/scheduler.
+type SchedulerConfig struct {
+	Common
+	Tick       time.Duration `envconfig:"TICK" default:"1s"`
+	Republish  time.Duration `envconfig:"REPUBLISH" default:"24h"`
+	RetryAfter time.Duration `envconfig:"RETRY_AFTER" default:"1m"`
+}
+
+// AnnounceList parses the TRACKERS setting.
+func AnnounceList(s string) [][]string {
+	switch strings.TrimSpace(s) {
+	case "", "default":
+		return nil
+	case "none":
+		return [][]string{}
+	}
+	var out [][]string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, []string{t})
+		}
+	}
+	return out
+}
+
+// serve runs fn and the HTTP server together; when ctx ends it drains
+// readiness first, then waits for both.
+func serve(ctx context.Context, srv *observe.Server, fn func(context.Context) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(gctx) })
+	g.Go(func() error {
+		err := fn(gctx)
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("service stopped unexpectedly")
+		}
+		return err
+	})
+	err := g.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// RunArchiver runs the archiver service and the ingest endpoints.
+func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
+	log := cfg.NewLogger("archiver")
+	b, err := cfg.Connect(ctx, "archiver", log)
+	if err != nil {
+		return err
+	}
+	defer b.NC.Drain()
+	rc, err := cfg.Redis.Client()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	locker := &lock.Redis{Client: rc, Prefix: "archivefleet:"}
+	reg := observe.NewRegistry("archiver")
+	svc, st := newArchiver(b, locker, cfg, log, reg)
+	sub, err := st.ServeNATS(ctx)
+	if err != nil {
+		return err
+	}
+	defer sub.Drain()
+	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log,
+		Checks:   map[string]observe.Check{"nats": b.Ready, "redis": locker.Ping},
+		Handlers: map[string]http.Handler{store.IngestPath: st.Handler(cfg.IngestToken)}}
+	return serve(ctx, srv, svc.Run)
+}
+
+func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *slog.Logger, reg prometheus.Registerer) (*archiver.Service, *store.Store) {
+	registryStore := registry.New(b.Communities)
+	st := &store.Store{Bus: b, Logger: log, Known: func(ctx context.Context, c archive.CommunityID) error {
+		_, err := registryStore.Get(ctx, c)
+		return err
+	}}
+	svc := archiver.New(archiver.Service{
+		Bus: b, Registry: registryStore, State: &state.Store{KV: b.State}, Sources: st, Locker: locker, Logger: log,
+		Config: archiver.Config{WorkDir: cfg.WorkDir, Slots: cfg.Slots, LockTTL: cfg.LockTTL,
+			AnnounceList: AnnounceList(cfg.Trackers), CreatedBy: cfg.CreatedBy},
+	}, reg)
+	return svc, st
+}
+
+// RunSeeder runs the seeder service.
+func RunSeeder(ctx context.Context, cfg SeederConfig) error {
+	log := cfg.NewLogger("seeder")
+	if cfg.ID == "" {
+		h, _ := os.Hostname()
+		cfg.ID = h
+	}
+	b, err := cfg.Connect(ctx, "seeder", log)
+	if err != nil {
+		return err
+	}
+	defer b.NC.Drain()
+	reg := observe.NewRegistry("seeder")
+	svc := newSeeder(b, cfg, log, reg)
+	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log,
+		Checks: map[string]observe.Check{"nats": b.Ready, "torrent": svc.Ready}}
+	return serve(ctx, srv, svc.Run)
+}
+
+func newSeeder(b *bus.Bus, cfg SeederConfig, log *slog.Logger, reg prometheus.Registerer) *seed.Service {
+	return seed.New(seed.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State}, Logger: log,
+		Config: seed.Config{ID: cfg.ID, DataDir: cfg.DataDir, ListenAddr: cfg.Listen, PublicAddr: cfg.PublicAddr,
+			DHT: cfg.DHT, Trackers: cfg.Trackers}}, reg)
+}
+
+// RunAnnouncer runs the announcer service.
+func RunAnnouncer(ctx context.Context, cfg AnnouncerConfig) error {
+	log := cfg.NewLogger("announcer")
+	b, err := cfg.Connect(ctx, "announcer", log)
+	if err != nil {
+		return err
+	}
+	defer b.NC.Drain()
+	reg := observe.NewRegistry("announcer")
+	svc := newAnnouncer(b, cfg, log, reg)
+	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log, Checks: map[string]observe.Check{"nats": b.Ready}}
+	return serve(ctx, srv, svc.Run)
+}
+
+func newAnnouncer(b *bus.Bus, cfg AnnouncerConfig, log *slog.Logger, reg prometheus.Registerer) *announce.Service {
+	ts := []announce.Transport{announce.NATSTransport{Bus: b}}
+	if cfg.WebhookURL != "" {
+		ts = append(ts, announce.Webhook{URL: cfg.WebhookURL})
+	}
+	return announce.New(announce.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State},
+		Transports: ts, Slots: cfg.Slots, Logger: log}, reg)
+}
+
+// RunScheduler runs the scheduler service.
+func RunScheduler(ctx context.Context, cfg SchedulerConfig) error {
+	log := cfg.NewLogger("scheduler")
+	b, err := cfg.Connect(ctx, "scheduler", log)
+	if err != nil {
+		return err
+	}
+	defer b.NC.Drain()
+	reg := observe.NewRegistry("scheduler")
+	svc := newScheduler(b, cfg, log, reg)
+	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log, Checks: map[string]observe.Check{"nats": b.Ready}}
+	return serve(ctx, srv, svc.Run)
+}
+
+func newScheduler(b *bus.Bus, cfg SchedulerConfig, log *slog.Logger, reg prometheus.Registerer) *schedule.Service {
+	return schedule.New(schedule.Service{Bus: b, Logger: log,
+		Config: schedule.Config{Tick: cfg.Tick, Republish: cfg.Republish, RetryAfter: cfg.RetryAfter}}, reg)
+}

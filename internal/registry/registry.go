@@ -1,0 +1,192 @@
+// Package registry keeps the communities the fleet archives, in a NATS KV
+// bucket keyed by community id: channel topics, interval, encryption and the
+// community's signing key.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/sha3"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+)
+
+// Community is one registered community.
+type Community struct {
+	ID archive.CommunityID `json:"id"`
+	// Topics are the channel content topics. The universal "<id>-memberUpdate"
+	// topic is always added (status-go §9: current clients send on it).
+	Topics []archive.Topic `json:"topics"`
+	// Interval is the archive window; status-go uses 7 days.
+	Interval Duration `json:"interval"`
+	// Since is where the first archive starts (unix seconds).
+	Since uint64 `json:"since"`
+	// Encrypted communities (token-gated) get hash-ratchet sealed archives.
+	Encrypted      bool                 `json:"encrypted,omitempty"`
+	InstallationID string               `json:"installationId,omitempty"`
+	RatchetKey     *archive.RatchetKey  `json:"ratchetKey,omitempty"`
+	OldKeys        []archive.RatchetKey `json:"oldKeys,omitempty"`
+	// SigningKey is the community private key (32 bytes) that signs magnet
+	// announcements. It is a secret: never log a Community.
+	SigningKey archive.HexBytes `json:"signingKey"`
+	Disabled   bool             `json:"disabled,omitempty"`
+	UpdatedAt  time.Time        `json:"updatedAt"`
+}
+
+// Duration is a time.Duration written as a Go duration string in JSON.
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	*d = Duration(v)
+	return err
+}
+
+// UniversalTopic is the content topic of "<id>-memberUpdate", status-go's
+// UniversalChatID: the first 4 bytes of Keccak-256 of the chat id.
+func UniversalTopic(c archive.CommunityID) archive.Topic {
+	h := sha3.NewLegacyKeccak256()
+	h.Write([]byte(c.String() + "-memberUpdate"))
+	var t archive.Topic
+	copy(t[:], h.Sum(nil))
+	return t
+}
+
+// Validate checks a community before it is stored and fills defaults.
+func (c *Community) Validate() error {
+	if c.Interval == 0 {
+		c.Interval = Duration(archive.DefaultInterval)
+	}
+	iv := time.Duration(c.Interval)
+	if iv < time.Second || iv%time.Second != 0 {
+		return fmt.Errorf("interval %v is not a positive whole number of seconds", iv)
+	}
+	if len(c.SigningKey) != 32 {
+		return errors.New("signing key must be the 32-byte community private key")
+	}
+	pub := secp256k1.PrivKeyFromBytes(c.SigningKey).PubKey().SerializeCompressed()
+	if string(pub) != string(c.ID[:]) {
+		return errors.New("signing key does not belong to the community id")
+	}
+	if u := UniversalTopic(c.ID); !slices.Contains(c.Topics, u) {
+		c.Topics = append(c.Topics, u)
+	}
+	if c.Encrypted {
+		if c.RatchetKey == nil || len(c.RatchetKey.Key) != 32 || c.RatchetKey.Timestamp == 0 {
+			return errors.New("an encrypted community needs a ratchet key (32 bytes and a timestamp)")
+		}
+		if err := archive.CheckInstallationID(c.InstallationID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Registry reads and writes communities.
+type Registry struct{ kv jetstream.KeyValue }
+
+// New wraps the communities bucket.
+func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv} }
+
+// ErrNotFound is returned for unknown communities.
+var ErrNotFound = errors.New("community not registered")
+
+// Put adds or replaces a community.
+func (r *Registry) Put(ctx context.Context, c *Community) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("community %s: %w", c.ID, err)
+	}
+	c.UpdatedAt = time.Now().UTC()
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = r.kv.Put(ctx, c.ID.String(), b)
+	return err
+}
+
+// Get returns one community.
+func (r *Registry) Get(ctx context.Context, id archive.CommunityID) (*Community, error) {
+	e, err := r.kv.Get(ctx, id.String())
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return Decode(e.Value())
+}
+
+// Decode parses a stored community.
+func Decode(b []byte) (*Community, error) {
+	var c Community
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("stored community: %w", err)
+	}
+	return &c, nil
+}
+
+// SetDisabled stops (or resumes) a community's schedule and seeding, as
+// status-go's StopHistoryArchiveTasksInterval does when archives are disabled.
+func (r *Registry) SetDisabled(ctx context.Context, id archive.CommunityID, disabled bool) error {
+	for {
+		e, err := r.kv.Get(ctx, id.String())
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("%s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		c, err := Decode(e.Value())
+		if err != nil {
+			return err
+		}
+		c.Disabled, c.UpdatedAt = disabled, time.Now().UTC()
+		b, _ := json.Marshal(c)
+		if _, err := r.kv.Update(ctx, id.String(), b, e.Revision()); errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		} else {
+			return err
+		}
+	}
+}
+
+// Remove deletes a community; its schedule and seeding stop.
+func (r *Registry) Remove(ctx context.Context, id archive.CommunityID) error {
+	return r.kv.Delete(ctx, id.String())
+}
+
+// List returns every community.
+func (r *Registry) List(ctx context.Context) ([]*Community, error) {
+	keys, err := r.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Community
+	for k := range keys.Keys() {
+		e, err := r.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		c, err := Decode(e.Value())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

@@ -1,0 +1,237 @@
+package seed
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/anacrolix/torrent/metainfo"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/atomicfile"
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/state"
+)
+
+// verified records how much of a community's data file the seeder has
+// checked against piece hashes; only that prefix is trusted after a restart.
+type verified struct {
+	DataBytes int64  `json:"dataBytes"`
+	InfoHash  string `json:"infoHash"`
+}
+
+func (s *Service) markPath(c string) string {
+	return filepath.Join(s.Config.DataDir, ".marks", c+".json")
+}
+
+// replace stages the new torrent's missing bytes, verifies them against its
+// piece hashes, drops the old torrent, moves the verified bytes into place
+// and seeds the new torrent. Files change only while no torrent uses them.
+func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state.Build) error {
+	c := id.String()
+	torrentBytes, err := s.Bus.Objects.GetBytes(ctx, state.ObjectTorrent(c, st.InfoHash))
+	if err != nil {
+		return fmt.Errorf("torrent object: %w", err)
+	}
+	mi, err := metainfo.Load(bytes.NewReader(torrentBytes))
+	if err != nil {
+		return fmt.Errorf("torrent object: %w", err)
+	}
+	info, err := mi.UnmarshalInfo()
+	if err != nil {
+		return err
+	}
+	if mi.HashInfoBytes().HexString() != st.InfoHash || info.Name != c || len(info.Files) != 2 {
+		return fmt.Errorf("torrent object does not match state %s", st.InfoHash)
+	}
+	dataLen, indexLen := info.Files[0].Length, info.Files[1].Length
+	dir := filepath.Join(s.Config.DataDir, c)
+	dataPath := filepath.Join(dir, archive.DataFile)
+	staging := filepath.Join(s.Config.DataDir, ".staging", c)
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+
+	var mark verified
+	if b, err := os.ReadFile(s.markPath(c)); err == nil {
+		json.Unmarshal(b, &mark)
+	}
+	trusted := min(mark.DataBytes, fileSize(dataPath))
+	if trusted > dataLen || trusted%archive.PieceLength != 0 {
+		trusted = 0
+	}
+
+	// Stage the data the new torrent adds and its index, and check them.
+	tailPath := filepath.Join(staging, "data.tail")
+	tail, err := os.Create(tailPath)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tailPath)
+	defer tail.Close()
+	for _, a := range st.Archives {
+		if int64(a.Offset+a.Size) <= trusted {
+			continue
+		}
+		if int64(a.Offset) < trusted {
+			return fmt.Errorf("archive %s straddles the verified data end %d", a.ID, trusted)
+		}
+		n, err := s.fetch(ctx, tail, state.ObjectArchive(c, a.ID))
+		if err != nil {
+			return err
+		}
+		if n != int64(a.Size) {
+			return fmt.Errorf("archive object %s has %d bytes, want %d", a.ID, n, a.Size)
+		}
+		s.metrics.fetched.Add(float64(n))
+	}
+	index, err := s.Bus.Objects.GetBytes(ctx, state.ObjectIndex(c, st.InfoHash))
+	if err != nil {
+		return fmt.Errorf("index object: %w", err)
+	}
+	if int64(len(index)) != indexLen {
+		return fmt.Errorf("index object has %d bytes, torrent says %d", len(index), indexLen)
+	}
+	tailLen, _ := tail.Seek(0, io.SeekEnd)
+	if trusted+tailLen != dataLen {
+		return fmt.Errorf("data would be %d bytes, torrent says %d", trusted+tailLen, dataLen)
+	}
+	if _, err := tail.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if err := checkPieces(info.Pieces, int(trusted/archive.PieceLength), io.MultiReader(tail, bytes.NewReader(index))); err != nil {
+		return fmt.Errorf("staged bytes fail verification: %w", err)
+	}
+
+	// Swap: nothing reads the files between Drop and Add.
+	s.mu.Lock()
+	old := s.seeding[c]
+	delete(s.seeding, c)
+	s.mu.Unlock()
+	if old != nil {
+		old.Drop()
+		s.metrics.replaced.Inc()
+	}
+	if err := appendFile(dataPath, trusted, tail); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, archive.IndexFile), index, 0o644); err != nil {
+		return err
+	}
+	if b, err := json.Marshal(verified{DataBytes: dataLen, InfoHash: st.InfoHash}); err == nil {
+		os.MkdirAll(filepath.Dir(s.markPath(c)), 0o700)
+		if err := atomicfile.WriteFile(s.markPath(c), b, 0o600); err != nil {
+			return err
+		}
+	}
+	t, err := s.client.AddTorrent(mi)
+	if err != nil {
+		return fmt.Errorf("add torrent: %w", err)
+	}
+	select {
+	case <-t.GotInfo():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	t.DownloadAll() // as status-go: the client then knows it has everything
+	deadline := time.Now().Add(time.Minute)
+	for !t.Complete().Bool() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Drop()
+			return errors.New("torrent not complete after placing verified files")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.mu.Lock()
+	s.seeding[c] = t
+	s.mu.Unlock()
+	s.Logger.Info("seeding", "community", c, "infohash", st.InfoHash, "data_bytes", dataLen, "fetched_bytes", tailLen,
+		"replaced", old != nil)
+	ev := bus.SeedingEvent{Community: c, InfoHash: st.InfoHash, Magnet: st.Magnet, Seeder: s.Config.ID, Peer: s.Config.PublicAddr}
+	if _, err := s.Bus.Publish(ctx, bus.SubjectSeeding(c), ev.MsgID(), ev); err != nil {
+		return fmt.Errorf("publish seeding-started: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) fetch(ctx context.Context, w io.Writer, name string) (int64, error) {
+	r, err := s.Bus.Objects.Get(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("object %s: %w", name, err)
+	}
+	defer r.Close()
+	return io.Copy(w, r)
+}
+
+// checkPieces hashes r in pieces and compares them with pieces[first:].
+func checkPieces(pieces []byte, first int, r io.Reader) error {
+	buf := make([]byte, archive.PieceLength)
+	for i := first; ; i++ {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if (i+1)*sha1.Size > len(pieces) {
+				return fmt.Errorf("more bytes than pieces (piece %d)", i)
+			}
+			sum := sha1.Sum(buf[:n])
+			if !bytes.Equal(sum[:], pieces[i*sha1.Size:(i+1)*sha1.Size]) {
+				return fmt.Errorf("piece %d does not match its hash", i)
+			}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if i*sha1.Size+boolInt(n > 0)*sha1.Size != len(pieces) {
+				return fmt.Errorf("fewer bytes than pieces")
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// appendFile cuts path to keep bytes and appends r, then syncs.
+func appendFile(path string, keep int64, r io.ReadSeeker) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(keep); err != nil {
+		return err
+	}
+	if _, err := f.Seek(keep, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}

@@ -1,0 +1,283 @@
+// Package seed is the seeder service: it follows every community's committed
+// state, keeps the newest torrent of each seeded with anacrolix/torrent,
+// drops the superseded one, and re-seeds everything after a restart without
+// rehashing what it verified before.
+//
+// Replicas replicate rather than share: each seeder seeds every community.
+// A community's torrent must stay reachable when one seeder is down, and a
+// seeded community costs little (two files, read on demand), so availability
+// wins over spreading the load.
+package seed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	g "github.com/anacrolix/generics"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/storage"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/state"
+)
+
+// Config tunes the seeder.
+type Config struct {
+	ID         string // unique per replica
+	DataDir    string // seeded files: <DataDir>/<community>/{data,index}
+	ListenAddr string // BitTorrent TCP/uTP address, e.g. ":9025"; port 0 picks one
+	PublicAddr string // host:port members reach; added to magnets as x.pe
+	DHT        bool   // announce to the mainline DHT
+	Trackers   bool   // announce to the torrents' trackers
+}
+
+// Service is the seeder.
+type Service struct {
+	Bus      *bus.Bus
+	Registry *registry.Registry
+	State    *state.Store
+	Config   Config
+	Logger   *slog.Logger
+
+	*live
+	metrics *metrics
+}
+
+// live is the running client and what it seeds.
+type live struct {
+	client  *torrent.Client
+	mu      sync.Mutex
+	seeding map[string]*torrent.Torrent // community -> current torrent
+	ready   chan struct{}
+}
+
+type metrics struct {
+	torrents prometheus.GaugeFunc
+	replaced prometheus.Counter
+	uploaded prometheus.CounterFunc
+	peers    prometheus.GaugeFunc
+	fetched  prometheus.Counter
+	failures prometheus.Counter
+}
+
+// New builds the seeder and registers its metrics on reg.
+func New(s Service, reg prometheus.Registerer) *Service {
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	s.live = &live{seeding: map[string]*torrent.Torrent{}, ready: make(chan struct{})}
+	f := promauto.With(reg)
+	sv := &s
+	sv.metrics = &metrics{
+		torrents: f.NewGaugeFunc(prometheus.GaugeOpts{Name: "archivefleet_torrents_seeding", Help: "Torrents being seeded."},
+			func() float64 { sv.mu.Lock(); defer sv.mu.Unlock(); return float64(len(sv.seeding)) }),
+		replaced: f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_torrents_replaced_total", Help: "Torrents dropped for a newer one."}),
+		uploaded: f.NewCounterFunc(prometheus.CounterOpts{Name: "archivefleet_seed_upload_bytes_total", Help: "Payload bytes uploaded to peers."},
+			func() float64 {
+				return float64(sv.stat(func(st torrent.TorrentStats) int64 { return st.BytesWrittenData.Int64() }))
+			}),
+		peers: f.NewGaugeFunc(prometheus.GaugeOpts{Name: "archivefleet_seed_peers", Help: "Connected peers over all torrents."},
+			func() float64 {
+				return float64(sv.stat(func(st torrent.TorrentStats) int64 { return int64(st.ActivePeers) }))
+			}),
+		fetched:  f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_seed_fetched_bytes_total", Help: "Bytes fetched from the object store."}),
+		failures: f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_seed_failures_total", Help: "Failed attempts to seed a community's torrent."}),
+	}
+	return sv
+}
+
+func (s *Service) stat(f func(torrent.TorrentStats) int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, t := range s.seeding {
+		n += f(t.Stats())
+	}
+	return n
+}
+
+// Ready reports whether the torrent client is listening.
+func (s *Service) Ready(context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	default:
+		return errors.New("torrent client not started")
+	}
+}
+
+// LocalPort is the port the client listens on (after Run has started).
+func (s *Service) LocalPort() int {
+	<-s.ready
+	return s.client.LocalPort()
+}
+
+// Run seeds until ctx is cancelled, then closes the client.
+func (s *Service) Run(ctx context.Context) error {
+	cfg := torrent.NewDefaultClientConfig()
+	host, port, err := net.SplitHostPort(s.Config.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen address %q: %w", s.Config.ListenAddr, err)
+	}
+	cfg.ListenPort, err = strconv.Atoi(port)
+	if err != nil {
+		return fmt.Errorf("listen port %q: %w", port, err)
+	}
+	cfg.ListenHost = func(string) string { return host }
+	cfg.Seed = true
+	cfg.NoDHT = !s.Config.DHT
+	cfg.DisableTrackers = !s.Config.Trackers
+	cfg.NoDefaultPortForwarding = true
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		cfg.DisableIPv6 = true // an IPv4 listen address has no IPv6 twin
+	}
+	cfg.DataDir = s.Config.DataDir
+	cfg.Slogger = s.Logger.With("component", "torrent")
+	if s.Config.PublicAddr != "" {
+		if h, _, err := net.SplitHostPort(s.Config.PublicAddr); err == nil {
+			if ip := net.ParseIP(h); ip != nil && ip.To4() != nil {
+				cfg.PublicIp4 = ip
+			}
+		}
+	}
+	// Part files: a file at its final name with its full length counts as
+	// complete without hashing. The seeder only ever puts verified bytes at
+	// final names, which is what makes restarts free.
+	st := storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: s.Config.DataDir, UsePartFiles: g.Some(true)})
+	defer st.Close()
+	cfg.DefaultStorage = st
+	s.client, err = torrent.NewClient(cfg)
+	if err != nil {
+		return fmt.Errorf("torrent client: %w", err)
+	}
+	defer s.client.Close()
+	if s.Config.PublicAddr == "" {
+		// Bound to one specific address: that is where peers reach us.
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			s.Config.PublicAddr = net.JoinHostPort(host, strconv.Itoa(s.client.LocalPort()))
+		}
+	}
+	close(s.ready)
+	s.Logger.Info("seeder started", "id", s.Config.ID, "listen", s.client.ListenAddrs(), "public", s.Config.PublicAddr, "data_dir", s.Config.DataDir)
+	return s.follow(ctx)
+}
+
+// follow applies every committed state and registry change, the initial
+// values first (which re-seeds everything after a restart).
+func (s *Service) follow(ctx context.Context) error {
+	states, err := s.Bus.State.Watch(ctx, "*")
+	if err != nil {
+		return err
+	}
+	defer states.Stop()
+	coms, err := s.Bus.Communities.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer coms.Stop()
+	pending := map[string]bool{}
+	retry := time.NewTicker(5 * time.Second)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-states.Updates():
+			if e != nil {
+				pending[e.Key()] = true
+			}
+		case e := <-coms.Updates():
+			if e != nil {
+				pending[e.Key()] = true
+			}
+		case <-retry.C:
+		}
+		// Drain what is already queued so bursts coalesce.
+		for drained := false; !drained; {
+			select {
+			case e := <-states.Updates():
+				if e != nil {
+					pending[e.Key()] = true
+				}
+			case e := <-coms.Updates():
+				if e != nil {
+					pending[e.Key()] = true
+				}
+			default:
+				drained = true
+			}
+		}
+		for c := range pending {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err := s.reconcile(ctx, c); err != nil {
+				s.metrics.failures.Inc()
+				s.Logger.Warn("seeding failed; will retry", "community", c, "err", err)
+				continue
+			}
+			delete(pending, c)
+		}
+	}
+}
+
+// reconcile makes what is seeded for community c match its committed state.
+func (s *Service) reconcile(ctx context.Context, c string) error {
+	id, err := archive.ParseCommunityID(c)
+	if err != nil {
+		return nil // not a community key
+	}
+	com, err := s.Registry.Get(ctx, id)
+	if errors.Is(err, registry.ErrNotFound) || (err == nil && com.Disabled) {
+		s.drop(c, "community disabled or removed")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	st, _, err := s.State.GetBuild(ctx, c)
+	if err != nil {
+		return err
+	}
+	if st.InfoHash == "" {
+		return nil
+	}
+	s.mu.Lock()
+	cur := s.seeding[c]
+	s.mu.Unlock()
+	if cur != nil && cur.InfoHash().HexString() == st.InfoHash {
+		return nil
+	}
+	return s.replace(ctx, id, st)
+}
+
+func (s *Service) drop(c, why string) {
+	s.mu.Lock()
+	t := s.seeding[c]
+	delete(s.seeding, c)
+	s.mu.Unlock()
+	if t != nil {
+		t.Drop()
+		s.Logger.Info("unseeded", "community", c, "infohash", t.InfoHash().HexString(), "reason", why)
+	}
+}
+
+// Seeding returns the infohash seeded for a community, or "".
+func (s *Service) Seeding(c string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.seeding[c]; t != nil {
+		return t.InfoHash().HexString()
+	}
+	return ""
+}

@@ -1,0 +1,113 @@
+// Package state keeps each community's committed archive state in a NATS KV
+// bucket: where the last archive ends, which torrent is current, the fencing
+// token of the build that committed it, and what was last announced. Every
+// write is a compare-and-set on the key's revision.
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+)
+
+// ArchiveRef locates one archive in the data file; its bytes are stored as an
+// object named by ObjectArchive.
+type ArchiveRef struct {
+	ID     string `json:"id"`
+	Offset uint64 `json:"offset"`
+	Size   uint64 `json:"size"`
+}
+
+// Build is a community's committed build state (key "<community>").
+type Build struct {
+	LastEnd   uint64                `json:"lastEnd"` // unix seconds; next archive starts here
+	Fence     int64                 `json:"fence"`   // fencing token of the committing build
+	InfoHash  string                `json:"infoHash,omitempty"`
+	Magnet    string                `json:"magnet,omitempty"`
+	DataBytes int64                 `json:"dataBytes,omitempty"`
+	Archives  []ArchiveRef          `json:"archives,omitempty"` // data order
+	Ratchet   *archive.RatchetState `json:"ratchet,omitempty"`  // sender state after this build
+	BuiltAt   time.Time             `json:"builtAt"`
+}
+
+// Announce is what was last announced for a community (key "announce.<community>").
+type Announce struct {
+	Clock    uint64    `json:"clock"` // ms; only grows
+	InfoHash string    `json:"infoHash"`
+	Magnet   string    `json:"magnet"`
+	At       time.Time `json:"at"`
+}
+
+// Object names in the object store: archives by id, index and torrent by
+// infohash. All are immutable once written.
+func ObjectArchive(c, id string) string       { return c + "/archives/" + id }
+func ObjectIndex(c, infoHash string) string   { return c + "/" + infoHash + "/index" }
+func ObjectTorrent(c, infoHash string) string { return c + "/" + infoHash + "/torrent" }
+
+// AnnounceKey is the key of a community's announce state.
+func AnnounceKey(c string) string { return "announce." + c }
+
+// Store reads and writes states.
+type Store struct{ KV jetstream.KeyValue }
+
+// ErrConflict is returned when a compare-and-set lost to another writer.
+var ErrConflict = errors.New("state changed concurrently")
+
+// GetBuild returns the build state and its revision (0 when absent).
+func (s *Store) GetBuild(ctx context.Context, c string) (*Build, uint64, error) {
+	var b Build
+	rev, err := s.get(ctx, c, &b)
+	return &b, rev, err
+}
+
+// GetAnnounce returns the announce state and its revision (0 when absent).
+func (s *Store) GetAnnounce(ctx context.Context, c string) (*Announce, uint64, error) {
+	var a Announce
+	rev, err := s.get(ctx, AnnounceKey(c), &a)
+	return &a, rev, err
+}
+
+func (s *Store) get(ctx context.Context, key string, v any) (uint64, error) {
+	e, err := s.KV.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return 0, fmt.Errorf("state %s: %w", key, err)
+	}
+	return e.Revision(), nil
+}
+
+// Put writes v at key if the key is still at rev (0: must not exist).
+func (s *Store) Put(ctx context.Context, key string, v any, rev uint64) (uint64, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	if rev == 0 {
+		n, err = s.KV.Create(ctx, key, b)
+	} else {
+		n, err = s.KV.Update(ctx, key, b, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, fmt.Errorf("%s: %w", key, ErrConflict)
+	}
+	return n, err
+}
+
+// DecodeBuild parses a stored build state.
+func DecodeBuild(b []byte) (*Build, error) {
+	var s Build
+	err := json.Unmarshal(b, &s)
+	return &s, err
+}
