@@ -144,6 +144,9 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bus.Result {
 	case errors.Is(err, errSkip):
 		s.metrics.WithLabelValues(reason, "skipped").Inc()
 		return bus.Result{Outcome: bus.Ack}
+	case errors.Is(err, state.ErrConflict):
+		s.metrics.WithLabelValues(reason, "conflict").Inc()
+		return bus.Result{Outcome: bus.Retry, Delay: 200 * time.Millisecond, Err: err}
 	default:
 		s.metrics.WithLabelValues(reason, "failed").Inc()
 		s.Logger.Warn("announce failed", "community", ev.Community, "err", err)
@@ -176,33 +179,44 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 	if err != nil {
 		return err
 	}
-	magnet := st.Magnet
+	var claim *state.Announce
 	switch {
+	case prev.InfoHash == st.InfoHash && !prev.Sent:
+		claim = prev // claimed by an attempt that did not finish: resend the same message
 	case reason == "seeded" && prev.InfoHash == st.InfoHash:
 		return errSkip // another seeder's event for the same torrent
-	case reason == "republish" && prev.InfoHash == st.InfoHash:
-		magnet = prev.Magnet // same link again, with a new clock
-	case peer != "":
-		if magnet, err = WithPeers(magnet, peer); err != nil {
-			return err
+	default:
+		magnet := st.Magnet
+		if reason == "republish" && prev.InfoHash == st.InfoHash {
+			magnet = prev.Magnet // the same link again, with a new clock
+		} else if peer != "" {
+			if magnet, err = WithPeers(magnet, peer); err != nil {
+				return err
+			}
+		}
+		// Claim the clock before sending, so that concurrent events for the
+		// same torrent send one message, not one each.
+		claim = &state.Announce{Clock: max(uint64(s.Now().UnixMilli()), prev.Clock+1), InfoHash: st.InfoHash, Magnet: magnet, At: s.Now().UTC()}
+		if rev, err = s.State.Put(ctx, state.AnnounceKey(c), claim, rev); err != nil {
+			return err // lost to a concurrent claim: the retry sees it
 		}
 	}
-	clock := max(uint64(s.Now().UnixMilli()), prev.Clock+1)
-	msg, err := BuildMessage(com.SigningKey, clock, magnet)
+	msg, err := BuildMessage(com.SigningKey, claim.Clock, claim.Magnet)
 	if err != nil {
 		return err
 	}
-	a := &Announcement{Community: c, Clock: clock, Magnet: magnet, InfoHash: st.InfoHash, Message: msg, ChatID: c + "-magnetlinks"}
+	a := &Announcement{Community: c, Clock: claim.Clock, Magnet: claim.Magnet, InfoHash: claim.InfoHash, Message: msg, ChatID: c + "-magnetlinks"}
 	for _, t := range s.Transports {
 		if err := t.Send(ctx, a); err != nil {
 			return fmt.Errorf("send: %w", err)
 		}
 	}
-	if _, err := s.State.Put(ctx, state.AnnounceKey(c), &state.Announce{Clock: clock, InfoHash: st.InfoHash, Magnet: magnet, At: s.Now().UTC()}, rev); err != nil {
-		// Sent but not recorded: a retry sends the same link with a larger
-		// clock, which members dedupe by URI.
+	done := *claim
+	done.Sent = true
+	if _, err := s.State.Put(ctx, state.AnnounceKey(c), &done, rev); err != nil && !errors.Is(err, state.ErrConflict) {
 		return err
 	}
+	clock := claim.Clock
 	s.metrics.WithLabelValues(reason, "sent").Inc()
 	s.Logger.Info("magnet link announced", "community", c, "clock", clock, "infohash", st.InfoHash, "reason", reason)
 	return nil

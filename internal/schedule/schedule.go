@@ -130,11 +130,17 @@ func (s *Service) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case e := <-coms.Updates():
+		case e, ok := <-coms.Updates():
+			if !ok {
+				return watchClosed(ctx)
+			}
 			if e != nil {
 				s.onCommunity(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
 			}
-		case e := <-states.Updates():
+		case e, ok := <-states.Updates():
+			if !ok {
+				return watchClosed(ctx)
+			}
 			if e != nil {
 				s.onState(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
 			}
@@ -142,6 +148,14 @@ func (s *Service) Run(ctx context.Context) error {
 			s.fire(ctx)
 		}
 	}
+}
+
+// watchClosed is the error for a KV watch that ended: nil when shutting down.
+func watchClosed(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.New("kv watch closed")
 }
 
 func (s *Service) get(c string) *entry {

@@ -22,6 +22,7 @@ import (
 	g "github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/storage"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -188,34 +189,43 @@ func (s *Service) follow(ctx context.Context) error {
 	pending := map[string]bool{}
 	retry := time.NewTicker(5 * time.Second)
 	defer retry.Stop()
+	// take records an update; a closed channel means the connection is gone.
+	take := func(e jetstream.KeyValueEntry, ok bool) error {
+		if !ok {
+			return errors.New("kv watch closed")
+		}
+		if e != nil {
+			pending[e.Key()] = true
+		}
+		return nil
+	}
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
-		case e := <-states.Updates():
-			if e != nil {
-				pending[e.Key()] = true
-			}
-		case e := <-coms.Updates():
-			if e != nil {
-				pending[e.Key()] = true
-			}
+		case e, ok := <-states.Updates():
+			err = take(e, ok)
+		case e, ok := <-coms.Updates():
+			err = take(e, ok)
 		case <-retry.C:
 		}
 		// Drain what is already queued so bursts coalesce.
-		for drained := false; !drained; {
+		for drained := false; !drained && err == nil; {
 			select {
-			case e := <-states.Updates():
-				if e != nil {
-					pending[e.Key()] = true
-				}
-			case e := <-coms.Updates():
-				if e != nil {
-					pending[e.Key()] = true
-				}
+			case e, ok := <-states.Updates():
+				err = take(e, ok)
+			case e, ok := <-coms.Updates():
+				err = take(e, ok)
 			default:
 				drained = true
 			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
 		for c := range pending {
 			if ctx.Err() != nil {

@@ -42,6 +42,9 @@ type Announce struct {
 	InfoHash string    `json:"infoHash"`
 	Magnet   string    `json:"magnet"`
 	At       time.Time `json:"at"`
+	// Sent is false between claiming a clock and the transports accepting
+	// the message; a retry then resends the same clock and link.
+	Sent bool `json:"sent"`
 }
 
 // Object names in the object store: archives by id, index and torrent by
