@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
@@ -117,11 +118,13 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	s.mu.Lock()
 	old := s.seeding[c]
 	delete(s.seeding, c)
-	s.mu.Unlock()
+	delete(s.meta, c)
 	if old != nil {
 		old.Drop()
+		s.dropped++
 		s.metrics.replaced.Inc()
 	}
+	s.mu.Unlock()
 	if err := appendFile(dataPath, trusted, tail); err != nil {
 		return err
 	}
@@ -134,27 +137,25 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 			return err
 		}
 	}
+	s.mu.Lock()
 	t, err := s.client.AddTorrent(mi)
+	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("add torrent: %w", err)
 	}
-	select {
-	case <-t.GotInfo():
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	t.DownloadAll() // as status-go: the client then knows it has everything
-	deadline := time.Now().Add(time.Minute)
-	for !t.Complete().Bool() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Drop()
-			return errors.New("torrent not complete after placing verified files")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := waitComplete(ctx, t); err != nil {
+		t.Drop()
+		return err
 	}
 	s.mu.Lock()
-	s.seeding[c] = t
+	s.seeding[c], s.meta[c] = t, mi
+	recycle := s.Config.RecycleAfter > 0 && s.dropped >= s.Config.RecycleAfter
 	s.mu.Unlock()
+	if recycle {
+		if err := s.recycle(ctx); err != nil {
+			return fmt.Errorf("recycle torrent client: %w", err)
+		}
+	}
 	s.Logger.Info("seeding", "community", c, "infohash", st.InfoHash, "data_bytes", dataLen, "fetched_bytes", tailLen,
 		"replaced", old != nil)
 	ev := bus.SeedingEvent{Community: c, InfoHash: st.InfoHash, Magnet: st.Magnet, Seeder: s.Config.ID, Peer: s.Config.PublicAddr}
@@ -234,4 +235,27 @@ func fileSize(p string) int64 {
 		return 0
 	}
 	return st.Size()
+}
+
+// waitComplete waits until a torrent whose files were placed verified is
+// complete (with part files this needs no hashing).
+func waitComplete(ctx context.Context, t *torrent.Torrent) error {
+	select {
+	case <-t.GotInfo():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	t.DownloadAll() // as status-go: the client then knows it has everything
+	deadline := time.Now().Add(time.Minute)
+	for !t.Complete().Bool() {
+		if time.Now().After(deadline) {
+			return errors.New("torrent not complete after placing verified files")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
 }

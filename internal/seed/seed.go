@@ -21,6 +21,7 @@ import (
 
 	g "github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +41,12 @@ type Config struct {
 	PublicAddr string // host:port members reach; added to magnets as x.pe
 	DHT        bool   // announce to the mainline DHT
 	Trackers   bool   // announce to the torrents' trackers
+	// RecycleAfter replaces the torrent client after this many dropped
+	// torrents, a safety valve for anacrolix/torrent v1.61, which can keep
+	// dropped torrents until the client closes (fixed in v1.62). Seeding
+	// pauses for the moment the client takes to reopen; torrents come back
+	// from their verified files without hashing. 0 means 500; negative never.
+	RecycleAfter int
 }
 
 // Service is the seeder.
@@ -57,8 +64,12 @@ type Service struct {
 // live is the running client and what it seeds.
 type live struct {
 	client  *torrent.Client
+	storage storage.ClientImplCloser
 	mu      sync.Mutex
 	seeding map[string]*torrent.Torrent // community -> current torrent
+	meta    map[string]*metainfo.MetaInfo
+	dropped int // since the client started
+	port    int
 	ready   chan struct{}
 }
 
@@ -76,7 +87,10 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	if s.Logger == nil {
 		s.Logger = slog.Default()
 	}
-	s.live = &live{seeding: map[string]*torrent.Torrent{}, ready: make(chan struct{})}
+	s.live = &live{seeding: map[string]*torrent.Torrent{}, meta: map[string]*metainfo.MetaInfo{}, ready: make(chan struct{})}
+	if s.Config.RecycleAfter == 0 {
+		s.Config.RecycleAfter = 500
+	}
 	f := promauto.With(reg)
 	sv := &s
 	sv.metrics = &metrics{
@@ -125,16 +139,40 @@ func (s *Service) LocalPort() int {
 
 // Run seeds until ctx is cancelled, then closes the client.
 func (s *Service) Run(ctx context.Context) error {
-	cfg := torrent.NewDefaultClientConfig()
 	host, port, err := net.SplitHostPort(s.Config.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen address %q: %w", s.Config.ListenAddr, err)
 	}
-	cfg.ListenPort, err = strconv.Atoi(port)
-	if err != nil {
+	if s.port, err = strconv.Atoi(port); err != nil {
 		return fmt.Errorf("listen port %q: %w", port, err)
 	}
+	if err := s.start(host); err != nil {
+		return err
+	}
+	defer func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.client.Close()
+		s.storage.Close()
+	}()
+	// Later clients (after a recycle) take the same port.
+	s.port = s.client.LocalPort()
+	if s.Config.PublicAddr == "" {
+		// Bound to one specific address: that is where peers reach us.
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			s.Config.PublicAddr = net.JoinHostPort(host, strconv.Itoa(s.port))
+		}
+	}
+	close(s.ready)
+	s.Logger.Info("seeder started", "id", s.Config.ID, "listen", s.client.ListenAddrs(), "public", s.Config.PublicAddr, "data_dir", s.Config.DataDir)
+	return s.follow(ctx)
+}
+
+// start opens a torrent client and its storage on s.port.
+func (s *Service) start(host string) error {
+	cfg := torrent.NewDefaultClientConfig()
 	cfg.ListenHost = func(string) string { return host }
+	cfg.ListenPort = s.port
 	cfg.Seed = true
 	cfg.NoDHT = !s.Config.DHT
 	cfg.DisableTrackers = !s.Config.Trackers
@@ -153,24 +191,51 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	// Part files: a file at its final name with its full length counts as
 	// complete without hashing. The seeder only ever puts verified bytes at
-	// final names, which is what makes restarts free.
+	// final names, which is what makes restarts (and recycles) free.
 	st := storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: s.Config.DataDir, UsePartFiles: g.Some(true)})
-	defer st.Close()
 	cfg.DefaultStorage = st
-	s.client, err = torrent.NewClient(cfg)
+	cl, err := torrent.NewClient(cfg)
 	if err != nil {
+		st.Close()
 		return fmt.Errorf("torrent client: %w", err)
 	}
-	defer s.client.Close()
-	if s.Config.PublicAddr == "" {
-		// Bound to one specific address: that is where peers reach us.
-		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
-			s.Config.PublicAddr = net.JoinHostPort(host, strconv.Itoa(s.client.LocalPort()))
+	s.client, s.storage, s.dropped = cl, st, 0
+	return nil
+}
+
+// recycle replaces the client to release what v1.61 keeps of dropped
+// torrents, and re-adds every current torrent from its verified files.
+func (s *Service) recycle(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	host, _, _ := net.SplitHostPort(s.Config.ListenAddr)
+	s.client.Close()
+	s.storage.Close()
+	// The old client's sockets take a moment to free the port.
+	var err error
+	for try := 0; try < 50; try++ {
+		if err = s.start(host); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	for c, mi := range s.meta {
+		t, err := s.client.AddTorrent(mi)
+		if err != nil {
+			return fmt.Errorf("re-add %s: %w", c, err)
+		}
+		s.seeding[c] = t
+	}
+	for c, t := range s.seeding {
+		if err := waitComplete(ctx, t); err != nil {
+			return fmt.Errorf("re-add %s: %w", c, err)
 		}
 	}
-	close(s.ready)
-	s.Logger.Info("seeder started", "id", s.Config.ID, "listen", s.client.ListenAddrs(), "public", s.Config.PublicAddr, "data_dir", s.Config.DataDir)
-	return s.follow(ctx)
+	s.Logger.Info("torrent client recycled", "torrents", len(s.seeding))
+	return nil
 }
 
 // follow applies every committed state and registry change, the initial
@@ -275,6 +340,10 @@ func (s *Service) drop(c, why string) {
 	s.mu.Lock()
 	t := s.seeding[c]
 	delete(s.seeding, c)
+	delete(s.meta, c)
+	if t != nil {
+		s.dropped++
+	}
 	s.mu.Unlock()
 	if t != nil {
 		t.Drop()

@@ -16,6 +16,7 @@ import (
 	"iter"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,7 +35,13 @@ type Store struct {
 	// refused so the store holds only what will be archived. Nil accepts all.
 	Known  func(ctx context.Context, c archive.CommunityID) error
 	Logger *slog.Logger
+
+	scanned atomic.Uint64
 }
+
+// Scanned counts stored messages read back so far: a range read costs the
+// messages of the days it spans, not the whole history.
+func (s *Store) Scanned() uint64 { return s.scanned.Load() }
 
 // IngestResult counts what an ingest did.
 type IngestResult struct {
@@ -159,6 +166,7 @@ func (s *Store) read(ctx context.Context, subjects []string, fn func(archive.Mes
 		n := 0
 		for msg := range batch.Messages() {
 			n++
+			s.scanned.Add(1)
 			var m archive.Message
 			if err := json.Unmarshal(msg.Data(), &m); err != nil {
 				// Ingest validated it; a bad record here was written by something else.
