@@ -31,6 +31,8 @@ var commands = []command{
 	{"extract", "write the messages of archives as JSON lines", runExtract},
 	{"sample", "write synthetic JSON-lines messages (demos and tests)", runSample},
 	{"keygen", "make a community key pair and, optionally, a hash-ratchet key file", runKeygen},
+	{"community", "manage the fleet's communities: add, list, disable, enable, remove", runCommunity},
+	{"backfill", "publish due events now for one or all communities (and wait with -wait)", runBackfill},
 }
 
 // errUsage marks errors whose message is usage help already printed.

@@ -21,6 +21,7 @@ import (
 	"github.com/anacrolix/torrent/storage"
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/sha3"
@@ -50,6 +51,22 @@ type cluster struct {
 	errs   chan error
 	seeds  []*seed.Service
 	ctl    *bus.Bus
+	conns  []*nats.Conn
+}
+
+// bus connects a service; its connection closes only after every service
+// has stopped, as in a process where services stop before the connection.
+func (c *cluster) bus() *bus.Bus {
+	nc, err := nats.Connect(c.ns.ClientURL())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.conns = append(c.conns, nc)
+	b, err := bus.Setup(context.Background(), nc, testBusConfig)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return b
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -63,6 +80,9 @@ func newCluster(t *testing.T) *cluster {
 func (c *cluster) stop() {
 	c.cancel()
 	c.wg.Wait()
+	for _, nc := range c.conns {
+		nc.Close()
+	}
 	close(c.errs)
 	for err := range c.errs {
 		if err != nil && !errors.Is(err, context.Canceled) {
@@ -90,7 +110,7 @@ func (c *cluster) run(name string, fn func(context.Context) error) {
 }
 
 func (c *cluster) archiver() *store.Store {
-	b := testenv.Bus(c.t, c.ns, testBusConfig)
+	b := c.bus()
 	rc := redis.NewClient(&redis.Options{Addr: c.redis})
 	c.t.Cleanup(func() { rc.Close() })
 	svc, st := newArchiver(b, &lock.Redis{Client: rc, Prefix: "test:"}, ArchiverConfig{WorkDir: c.t.TempDir(), Slots: 2,
@@ -108,7 +128,7 @@ func (c *cluster) archiver() *store.Store {
 }
 
 func (c *cluster) seeder(id string) *seed.Service {
-	b := testenv.Bus(c.t, c.ns, testBusConfig)
+	b := c.bus()
 	svc := newSeeder(b, SeederConfig{ID: id, DataDir: c.t.TempDir(), Listen: "127.0.0.1:0"}, c.logger("seeder"), prometheus.NewRegistry())
 	c.run("seeder", svc.Run)
 	c.seeds = append(c.seeds, svc)
@@ -116,13 +136,13 @@ func (c *cluster) seeder(id string) *seed.Service {
 }
 
 func (c *cluster) announcer() {
-	b := testenv.Bus(c.t, c.ns, testBusConfig)
+	b := c.bus()
 	svc := newAnnouncer(b, AnnouncerConfig{Slots: 2}, c.logger("announcer"), prometheus.NewRegistry())
 	c.run("announcer", svc.Run)
 }
 
 func (c *cluster) scheduler() {
-	b := testenv.Bus(c.t, c.ns, testBusConfig)
+	b := c.bus()
 	svc := newScheduler(b, SchedulerConfig{Tick: 200 * time.Millisecond, RetryAfter: 3 * time.Second}, c.logger("scheduler"), prometheus.NewRegistry())
 	c.run("scheduler", svc.Run)
 }
