@@ -60,6 +60,7 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	log.Warn("single-process mode: a process-local lock replaces Redis; run the separate services with Redis to scale out")
 	locker := lock.NewLocal()
 	reg := observe.NewRegistry("fleet")
+	cfg.HTTPAddr = cfg.httpAddr("127.0.0.1:9100")
 	arch, st := newArchiver(b, locker, ArchiverConfig{Common: cfg.Common, WorkDir: filepath.Join(cfg.DataDir, "archiver"),
 		Slots: 2, LockTTL: 30 * time.Second, Trackers: "default"}, cfg.NewLogger("archiver"), reg)
 	seeder := newSeeder(b, SeederConfig{Common: cfg.Common, ID: "fleet", DataDir: filepath.Join(cfg.DataDir, "seeder"),

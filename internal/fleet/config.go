@@ -38,9 +38,11 @@ type Common struct {
 	Retention    time.Duration `envconfig:"MESSAGE_RETENTION" default:"0"`
 	AckWait      time.Duration `envconfig:"ACK_WAIT" default:"30s"`
 	MaxDeliver   int           `envconfig:"MAX_DELIVER" default:"20"`
-	HTTPAddr     string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:0"`
-	LogLevel     string        `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat    string        `envconfig:"LOG_FORMAT" default:"json"`
+	// HTTPAddr serves /metrics, /healthz, /readyz (and ingest on the archiver
+	// and fleet). Empty means loopback on the service's own port.
+	HTTPAddr  string `envconfig:"HTTP_ADDR"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
 }
 
 // Redis configures the lock service.
@@ -71,6 +73,14 @@ func (c Common) NewLogger(service string) *slog.Logger {
 		h = slog.NewTextHandler(os.Stderr, opts)
 	}
 	return slog.New(h).With("service", service)
+}
+
+// httpAddr returns the configured address or the service's loopback default.
+func (c Common) httpAddr(def string) string {
+	if c.HTTPAddr != "" {
+		return c.HTTPAddr
+	}
+	return def
 }
 
 // BusConfig is the topology configuration.

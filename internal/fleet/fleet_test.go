@@ -403,6 +403,25 @@ func TestFleetEndToEnd(t *testing.T) {
 	if gotInfoWithin(t, a1.Magnet, 3*time.Second) {
 		t.Fatal("the superseded torrent is still served")
 	}
+
+	// Disabling stops the schedule and unseeds, as status-go's
+	// StopHistoryArchiveTasksInterval does.
+	if err := registry.New(c.ctl.Communities).SetDisabled(context.Background(), com.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); seeder.Seeding(com.ID.String()) != ""; {
+		if time.Now().After(end) {
+			t.Fatal("disabled community still seeded")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	before, _, _ := (&state.Store{KV: c.ctl.State}).GetBuild(context.Background(), com.ID.String())
+	ingestNATS(t, c.ctl, com, messages(com, 5, uint64(time.Now().Unix()), uint64(time.Now().Unix())+1))
+	time.Sleep(2*iv + time.Second)
+	after, _, _ := (&state.Store{KV: c.ctl.State}).GetBuild(context.Background(), com.ID.String())
+	if after.LastEnd != before.LastEnd {
+		t.Fatalf("disabled community archived up to %d (was %d)", after.LastEnd, before.LastEnd)
+	}
 }
 
 func torrentPieces(t *testing.T, b *bus.Bus, com *registry.Community, ih string) []byte {

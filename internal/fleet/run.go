@@ -114,6 +114,7 @@ func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
 	defer rc.Close()
 	locker := &lock.Redis{Client: rc, Prefix: "archivefleet:"}
 	reg := observe.NewRegistry("archiver")
+	cfg.HTTPAddr = cfg.httpAddr("127.0.0.1:9102")
 	svc, st := newArchiver(b, locker, cfg, log, reg)
 	sub, err := st.ServeNATS(ctx)
 	if err != nil {
@@ -153,6 +154,7 @@ func RunSeeder(ctx context.Context, cfg SeederConfig) error {
 	}
 	defer b.NC.Drain()
 	reg := observe.NewRegistry("seeder")
+	cfg.HTTPAddr = cfg.httpAddr("127.0.0.1:9103")
 	svc := newSeeder(b, cfg, log, reg)
 	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log,
 		Checks: map[string]observe.Check{"nats": b.Ready, "torrent": svc.Ready}}
@@ -174,6 +176,7 @@ func RunAnnouncer(ctx context.Context, cfg AnnouncerConfig) error {
 	}
 	defer b.NC.Drain()
 	reg := observe.NewRegistry("announcer")
+	cfg.HTTPAddr = cfg.httpAddr("127.0.0.1:9104")
 	svc := newAnnouncer(b, cfg, log, reg)
 	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log, Checks: map[string]observe.Check{"nats": b.Ready}}
 	return serve(ctx, srv, svc.Run)
@@ -197,6 +200,7 @@ func RunScheduler(ctx context.Context, cfg SchedulerConfig) error {
 	}
 	defer b.NC.Drain()
 	reg := observe.NewRegistry("scheduler")
+	cfg.HTTPAddr = cfg.httpAddr("127.0.0.1:9101")
 	svc := newScheduler(b, cfg, log, reg)
 	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log, Checks: map[string]observe.Check{"nats": b.Ready}}
 	return serve(ctx, srv, svc.Run)
