@@ -31,8 +31,9 @@ func connect(ctx context.Context, env Env, url string) (*bus.Bus, error) {
 	if url != "" {
 		c.NATSURL = url
 	}
-	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return c.Connect(ctx, "archivectl", log)
+	// Connection events arrive on NATS's own goroutine, possibly after the
+	// command returned; errors that matter come back from the calls instead.
+	return c.Connect(ctx, "archivectl", slog.New(slog.DiscardHandler))
 }
 
 func natsFlag(fs *flag.FlagSet) *string {
