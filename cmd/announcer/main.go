@@ -4,30 +4,6 @@
 // to list them with their defaults.
 package main
 
-import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+import "github.com/archivefleet/archivefleet/internal/fleet"
 
-	"github.com/archivefleet/archivefleet/internal/fleet"
-)
-
-func main() {
-	var cfg fleet.AnnouncerConfig
-	if len(os.Args) > 1 && (os.Args[1] == "-h" || os.Args[1] == "--help") {
-		fleet.Usage(&cfg)
-		return
-	}
-	if err := fleet.Load(&cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "announcer: config:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := fleet.RunAnnouncer(ctx, cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "announcer:", err)
-		os.Exit(1)
-	}
-}
+func main() { fleet.Main("announcer", fleet.RunAnnouncer) }

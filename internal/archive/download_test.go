@@ -10,39 +10,11 @@ import (
 	"testing"
 	"time"
 
-	g "github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
-	"github.com/anacrolix/torrent/storage"
-)
 
-// loopbackClient is an anacrolix client on 127.0.0.1 with no DHT, trackers or
-// port forwarding: the two clients find each other only through x.pe.
-func loopbackClient(t *testing.T, dataDir string, seed bool) *torrent.Client {
-	t.Helper()
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.ListenHost = func(string) string { return "127.0.0.1" }
-	cfg.ListenPort = 0
-	cfg.NoDHT = true
-	cfg.DisableTrackers = true
-	cfg.NoDefaultPortForwarding = true
-	cfg.DisableIPv6 = true
-	cfg.Seed = seed
-	cfg.DataDir = dataDir
-	// Like status-go's v1.41 client: files written in place (no .part files),
-	// completion kept in memory.
-	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
-		ClientBaseDir:   dataDir,
-		UsePartFiles:    g.Some(false),
-		PieceCompletion: storage.NewMapPieceCompletion(),
-	})
-	cl, err := torrent.NewClient(cfg)
-	if err != nil {
-		t.Fatalf("torrent client: %v", err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	return cl
-}
+	"github.com/archivefleet/archivefleet/internal/testenv"
+)
 
 // TestMemberDownloadsOneArchive seeds a built torrent and has a second client,
 // given only the magnet link with the seeder's address, fetch the index and then
@@ -70,7 +42,7 @@ func testMemberDownload(t *testing.T, encrypted bool) {
 	}
 	mustBuild(t, l, o)
 
-	seeder := loopbackClient(t, l.DataDir, true)
+	seeder := testenv.TorrentClient(t, l.DataDir, true)
 	mi, err := metainfo.LoadFromFile(l.TorrentPath(c))
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +64,7 @@ func testMemberDownload(t *testing.T, encrypted bool) {
 	magnet := Magnet(mi, c.String(), []string{peer})
 
 	memberDir := t.TempDir()
-	member := loopbackClient(t, memberDir, false)
+	member := testenv.TorrentClient(t, memberDir, false)
 	mt, err := member.AddMagnet(magnet)
 	if err != nil {
 		t.Fatal(err)

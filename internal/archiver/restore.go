@@ -2,7 +2,6 @@ package archiver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,32 +15,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/state"
 )
 
-// mark records the committed state a local folder was last brought to. Its
-// data prefix of DataBytes is committed data, shared by every later state,
-// because data only grows.
-type mark struct {
-	InfoHash  string `json:"infoHash"`
-	DataBytes int64  `json:"dataBytes"`
-}
-
 func (s *Service) markPath(c string) string {
 	return filepath.Join(s.Config.WorkDir, "marks", c+".json")
-}
-
-func readMark(path string) mark {
-	var m mark
-	if b, err := os.ReadFile(path); err == nil {
-		json.Unmarshal(b, &m)
-	}
-	return m
-}
-
-func writeMark(path string, m mark) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	b, _ := json.Marshal(m)
-	return atomicfile.WriteFile(path, b, 0o600)
 }
 
 // restore brings the local folder to the committed state st: data cut to the
@@ -53,7 +28,7 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	dir := l.ArchiveDir(id)
 	dataPath := filepath.Join(dir, archive.DataFile)
 	indexPath := filepath.Join(dir, archive.IndexFile)
-	m := readMark(s.markPath(c))
+	m := state.ReadLocalMark(s.markPath(c))
 	if st.InfoHash == "" {
 		// Nothing committed yet: start from an empty folder.
 		for _, p := range []string{dataPath, indexPath, l.TorrentPath(id)} {
@@ -61,16 +36,16 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 				return err
 			}
 		}
-		return writeMark(s.markPath(c), mark{})
+		return state.WriteLocalMark(s.markPath(c), state.LocalMark{})
 	}
-	if m.InfoHash == st.InfoHash && fileSize(dataPath) >= st.DataBytes {
+	if m.InfoHash == st.InfoHash && state.FileSize(dataPath) >= st.DataBytes {
 		// Up to date; the archive builder cuts any tail a crash left.
 		return nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	keep := min(m.DataBytes, fileSize(dataPath))
+	keep := min(m.DataBytes, state.FileSize(dataPath))
 	if m.InfoHash == "" {
 		keep = 0
 	}
@@ -89,8 +64,8 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 		if int64(a.Offset+a.Size) <= keep {
 			continue
 		}
-		if int64(a.Offset) != fileSize(dataPath) {
-			return fmt.Errorf("archive %s at %d does not follow local data of %d bytes", a.ID, a.Offset, fileSize(dataPath))
+		if int64(a.Offset) != state.FileSize(dataPath) {
+			return fmt.Errorf("archive %s at %d does not follow local data of %d bytes", a.ID, a.Offset, state.FileSize(dataPath))
 		}
 		if err := s.fetchTo(ctx, f, state.ObjectArchive(c, a.ID), int64(a.Size)); err != nil {
 			return err
@@ -116,7 +91,7 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	if err := atomicfile.WriteFile(l.TorrentPath(id), torrent, 0o644); err != nil {
 		return err
 	}
-	return writeMark(s.markPath(c), mark{InfoHash: st.InfoHash, DataBytes: st.DataBytes})
+	return state.WriteLocalMark(s.markPath(c), state.LocalMark{InfoHash: st.InfoHash, DataBytes: st.DataBytes})
 }
 
 func (s *Service) fetchTo(ctx context.Context, w io.Writer, name string, size int64) error {
@@ -136,12 +111,4 @@ func (s *Service) fetchTo(ctx context.Context, w io.Writer, name string, size in
 		return fmt.Errorf("object %s has %d bytes, want %d", name, n, size)
 	}
 	return nil
-}
-
-func fileSize(p string) int64 {
-	st, err := os.Stat(p)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
 }

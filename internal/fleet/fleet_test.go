@@ -15,10 +15,7 @@ import (
 	"testing"
 	"time"
 
-	g "github.com/anacrolix/generics"
-	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
-	"github.com/anacrolix/torrent/storage"
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -234,19 +231,7 @@ func (c *cluster) waitAnnounced(com *registry.Community, afterClock uint64, time
 func download(t *testing.T, magnet string, timeout time.Duration) ([]archive.Message, *archive.Index) {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.ListenHost = func(string) string { return "127.0.0.1" }
-	cfg.ListenPort = 0
-	cfg.NoDHT, cfg.DisableTrackers, cfg.NoDefaultPortForwarding, cfg.DisableIPv6 = true, true, true, true
-	cfg.DataDir = dir
-	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: dir, UsePartFiles: g.Some(false),
-		PieceCompletion: storage.NewMapPieceCompletion()})
-	cl, err := torrent.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	tt, err := cl.AddMagnet(magnet)
+	tt, err := testenv.TorrentClient(t, dir, false).AddMagnet(magnet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,17 +268,7 @@ func download(t *testing.T, magnet string, timeout time.Duration) ([]archive.Mes
 
 // gotInfoWithin reports whether any peer serves the magnet's metadata in time.
 func gotInfoWithin(t *testing.T, magnet string, d time.Duration) bool {
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.ListenHost = func(string) string { return "127.0.0.1" }
-	cfg.ListenPort = 0
-	cfg.NoDHT, cfg.DisableTrackers, cfg.NoDefaultPortForwarding, cfg.DisableIPv6 = true, true, true, true
-	cfg.DataDir = t.TempDir()
-	cl, err := torrent.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	tt, err := cl.AddMagnet(magnet)
+	tt, err := testenv.TorrentClient(t, t.TempDir(), false).AddMagnet(magnet)
 	if err != nil {
 		t.Fatal(err)
 	}

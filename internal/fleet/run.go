@@ -99,32 +99,59 @@ func serve(ctx context.Context, srv *observe.Server, fn func(context.Context) er
 	return err
 }
 
-// RunArchiver runs the archiver service and the ingest endpoints.
-func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
-	log := cfg.NewLogger("archiver")
-	b, err := cfg.Connect(ctx, "archiver", log)
+// service is what a runner needs from one service.
+type service struct {
+	run      func(context.Context) error
+	checks   map[string]observe.Check
+	handlers map[string]http.Handler
+}
+
+// runService connects to NATS, builds the service and runs it with its
+// operational HTTP endpoints until ctx ends.
+func runService(ctx context.Context, c Common, name, httpAddr string,
+	build func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error)) error {
+	log := c.NewLogger(name)
+	b, err := c.Connect(ctx, name, log)
 	if err != nil {
 		return err
 	}
 	defer b.NC.Drain()
+	reg := observe.NewRegistry(name)
+	svc, err := build(b, log, reg)
+	if err != nil {
+		return err
+	}
+	checks := map[string]observe.Check{"nats": b.Ready}
+	for k, v := range svc.checks {
+		checks[k] = v
+	}
+	srv := &observe.Server{Addr: c.httpAddr(httpAddr), Registry: reg, Logger: log, Checks: checks, Handlers: svc.handlers}
+	err = serve(ctx, srv, svc.run)
+	log.Info("stopped", "err", err)
+	return err
+}
+
+// RunArchiver runs the archiver service and the ingest endpoints.
+func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
 	rc, err := cfg.Redis.Client()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	locker := &lock.Redis{Client: rc, Prefix: "archivefleet:"}
-	reg := observe.NewRegistry("archiver")
-	cfg.HTTPAddr = cfg.httpAddr("127.0.0.1:9102")
-	svc, st := newArchiver(b, locker, cfg, log, reg)
-	sub, err := st.ServeNATS(ctx)
-	if err != nil {
-		return err
-	}
-	defer sub.Drain()
-	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log,
-		Checks:   map[string]observe.Check{"nats": b.Ready, "redis": locker.Ping},
-		Handlers: map[string]http.Handler{store.IngestPath: st.Handler(cfg.IngestToken)}}
-	return serve(ctx, srv, svc.Run)
+	return runService(ctx, cfg.Common, "archiver", "127.0.0.1:9102", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
+		svc, st := newArchiver(b, locker, cfg, log, reg)
+		sub, err := st.ServeNATS(ctx)
+		if err != nil {
+			return nil, err
+		}
+		run := func(ctx context.Context) error {
+			defer sub.Drain()
+			return svc.Run(ctx)
+		}
+		return &service{run: run, checks: map[string]observe.Check{"redis": locker.Ping},
+			handlers: map[string]http.Handler{store.IngestPath: st.Handler(cfg.IngestToken)}}, nil
+	})
 }
 
 func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *slog.Logger, reg prometheus.Registerer) (*archiver.Service, *store.Store) {
@@ -143,22 +170,13 @@ func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *sl
 
 // RunSeeder runs the seeder service.
 func RunSeeder(ctx context.Context, cfg SeederConfig) error {
-	log := cfg.NewLogger("seeder")
 	if cfg.ID == "" {
-		h, _ := os.Hostname()
-		cfg.ID = h
+		cfg.ID, _ = os.Hostname()
 	}
-	b, err := cfg.Connect(ctx, "seeder", log)
-	if err != nil {
-		return err
-	}
-	defer b.NC.Drain()
-	reg := observe.NewRegistry("seeder")
-	cfg.HTTPAddr = cfg.httpAddr("127.0.0.1:9103")
-	svc := newSeeder(b, cfg, log, reg)
-	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log,
-		Checks: map[string]observe.Check{"nats": b.Ready, "torrent": svc.Ready}}
-	return serve(ctx, srv, svc.Run)
+	return runService(ctx, cfg.Common, "seeder", "127.0.0.1:9103", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
+		svc := newSeeder(b, cfg, log, reg)
+		return &service{run: svc.Run, checks: map[string]observe.Check{"torrent": svc.Ready}}, nil
+	})
 }
 
 func newSeeder(b *bus.Bus, cfg SeederConfig, log *slog.Logger, reg prometheus.Registerer) *seed.Service {
@@ -169,17 +187,9 @@ func newSeeder(b *bus.Bus, cfg SeederConfig, log *slog.Logger, reg prometheus.Re
 
 // RunAnnouncer runs the announcer service.
 func RunAnnouncer(ctx context.Context, cfg AnnouncerConfig) error {
-	log := cfg.NewLogger("announcer")
-	b, err := cfg.Connect(ctx, "announcer", log)
-	if err != nil {
-		return err
-	}
-	defer b.NC.Drain()
-	reg := observe.NewRegistry("announcer")
-	cfg.HTTPAddr = cfg.httpAddr("127.0.0.1:9104")
-	svc := newAnnouncer(b, cfg, log, reg)
-	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log, Checks: map[string]observe.Check{"nats": b.Ready}}
-	return serve(ctx, srv, svc.Run)
+	return runService(ctx, cfg.Common, "announcer", "127.0.0.1:9104", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
+		return &service{run: newAnnouncer(b, cfg, log, reg).Run}, nil
+	})
 }
 
 func newAnnouncer(b *bus.Bus, cfg AnnouncerConfig, log *slog.Logger, reg prometheus.Registerer) *announce.Service {
@@ -193,17 +203,9 @@ func newAnnouncer(b *bus.Bus, cfg AnnouncerConfig, log *slog.Logger, reg prometh
 
 // RunScheduler runs the scheduler service.
 func RunScheduler(ctx context.Context, cfg SchedulerConfig) error {
-	log := cfg.NewLogger("scheduler")
-	b, err := cfg.Connect(ctx, "scheduler", log)
-	if err != nil {
-		return err
-	}
-	defer b.NC.Drain()
-	reg := observe.NewRegistry("scheduler")
-	cfg.HTTPAddr = cfg.httpAddr("127.0.0.1:9101")
-	svc := newScheduler(b, cfg, log, reg)
-	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log, Checks: map[string]observe.Check{"nats": b.Ready}}
-	return serve(ctx, srv, svc.Run)
+	return runService(ctx, cfg.Common, "scheduler", "127.0.0.1:9101", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
+		return &service{run: newScheduler(b, cfg, log, reg).Run}, nil
+	})
 }
 
 func newScheduler(b *bus.Bus, cfg SchedulerConfig, log *slog.Logger, reg prometheus.Registerer) *schedule.Service {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,13 +19,6 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/state"
 )
-
-// verified records how much of a community's data file the seeder has
-// checked against piece hashes; only that prefix is trusted after a restart.
-type verified struct {
-	DataBytes int64  `json:"dataBytes"`
-	InfoHash  string `json:"infoHash"`
-}
 
 func (s *Service) markPath(c string) string {
 	return filepath.Join(s.Config.DataDir, ".marks", c+".json")
@@ -63,11 +55,8 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 		return err
 	}
 
-	var mark verified
-	if b, err := os.ReadFile(s.markPath(c)); err == nil {
-		json.Unmarshal(b, &mark)
-	}
-	trusted := min(mark.DataBytes, fileSize(dataPath))
+	mark := state.ReadLocalMark(s.markPath(c))
+	trusted := min(mark.DataBytes, state.FileSize(dataPath))
 	if trusted > dataLen || trusted%archive.PieceLength != 0 {
 		trusted = 0
 	}
@@ -131,11 +120,8 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	if err := atomicfile.WriteFile(filepath.Join(dir, archive.IndexFile), index, 0o644); err != nil {
 		return err
 	}
-	if b, err := json.Marshal(verified{DataBytes: dataLen, InfoHash: st.InfoHash}); err == nil {
-		os.MkdirAll(filepath.Dir(s.markPath(c)), 0o700)
-		if err := atomicfile.WriteFile(s.markPath(c), b, 0o600); err != nil {
-			return err
-		}
+	if err := state.WriteLocalMark(s.markPath(c), state.LocalMark{DataBytes: dataLen, InfoHash: st.InfoHash}); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	t, err := s.client.AddTorrent(mi)
@@ -227,14 +213,6 @@ func appendFile(path string, keep int64, r io.ReadSeeker) error {
 		return err
 	}
 	return f.Sync()
-}
-
-func fileSize(p string) int64 {
-	st, err := os.Stat(p)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
 }
 
 // waitComplete waits until a torrent whose files were placed verified is
