@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -49,27 +48,16 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	if m.InfoHash == "" {
 		keep = 0
 	}
-	f, err := os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := state.OpenTruncated(dataPath, keep)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(keep); err != nil {
+	if _, err := state.FetchArchives(ctx, s.Bus.Objects, c, st.Archives, keep, f); err != nil {
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return fmt.Errorf("%w: %v", errPermanent, err)
+		}
 		return err
-	}
-	if _, err := f.Seek(keep, io.SeekStart); err != nil {
-		return err
-	}
-	for _, a := range st.Archives {
-		if int64(a.Offset+a.Size) <= keep {
-			continue
-		}
-		if int64(a.Offset) != state.FileSize(dataPath) {
-			return fmt.Errorf("archive %s at %d does not follow local data of %d bytes", a.ID, a.Offset, state.FileSize(dataPath))
-		}
-		if err := s.fetchTo(ctx, f, state.ObjectArchive(c, a.ID), int64(a.Size)); err != nil {
-			return err
-		}
 	}
 	if err := f.Sync(); err != nil {
 		return err
@@ -92,23 +80,4 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 		return err
 	}
 	return state.WriteLocalMark(s.markPath(c), state.LocalMark{InfoHash: st.InfoHash, DataBytes: st.DataBytes})
-}
-
-func (s *Service) fetchTo(ctx context.Context, w io.Writer, name string, size int64) error {
-	r, err := s.Bus.Objects.Get(ctx, name)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			return fmt.Errorf("%w: object %s is missing", errPermanent, name)
-		}
-		return err
-	}
-	defer r.Close()
-	n, err := io.Copy(w, r)
-	if err != nil {
-		return fmt.Errorf("object %s: %w", name, err)
-	}
-	if n != size {
-		return fmt.Errorf("object %s has %d bytes, want %d", name, n, size)
-	}
-	return nil
 }

@@ -69,21 +69,10 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	}
 	defer os.Remove(tailPath)
 	defer tail.Close()
-	for _, a := range st.Archives {
-		if int64(a.Offset+a.Size) <= trusted {
-			continue
-		}
-		if int64(a.Offset) < trusted {
-			return fmt.Errorf("archive %s straddles the verified data end %d", a.ID, trusted)
-		}
-		n, err := s.fetch(ctx, tail, state.ObjectArchive(c, a.ID))
-		if err != nil {
-			return err
-		}
-		if n != int64(a.Size) {
-			return fmt.Errorf("archive object %s has %d bytes, want %d", a.ID, n, a.Size)
-		}
-		s.metrics.fetched.Add(float64(n))
+	n, err := state.FetchArchives(ctx, s.Bus.Objects, c, st.Archives, trusted, tail)
+	s.metrics.fetched.Add(float64(n))
+	if err != nil {
+		return err
 	}
 	index, err := s.Bus.Objects.GetBytes(ctx, state.ObjectIndex(c, st.InfoHash))
 	if err != nil {
@@ -151,15 +140,6 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	return nil
 }
 
-func (s *Service) fetch(ctx context.Context, w io.Writer, name string) (int64, error) {
-	r, err := s.Bus.Objects.Get(ctx, name)
-	if err != nil {
-		return 0, fmt.Errorf("object %s: %w", name, err)
-	}
-	defer r.Close()
-	return io.Copy(w, r)
-}
-
 // checkPieces hashes r in pieces and compares them with pieces[first:].
 func checkPieces(pieces []byte, first int, r io.Reader) error {
 	buf := make([]byte, archive.PieceLength)
@@ -195,17 +175,11 @@ func boolInt(b bool) int {
 
 // appendFile cuts path to keep bytes and appends r, then syncs.
 func appendFile(path string, keep int64, r io.ReadSeeker) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := state.OpenTruncated(path, keep)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(keep); err != nil {
-		return err
-	}
-	if _, err := f.Seek(keep, io.SeekStart); err != nil {
-		return err
-	}
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
