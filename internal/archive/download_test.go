@@ -56,9 +56,8 @@ func testMemberDownload(t *testing.T, encrypted bool) {
 	if err := st.VerifyDataContext(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !st.Complete().Bool() {
-		t.Fatal("seeder does not hold the complete torrent")
-	}
+	// Completion is published asynchronously after verification.
+	waitFor(ctx, t, "seeder to hold the complete torrent", func() bool { return st.Complete().Bool() })
 	peer := fmt.Sprintf("127.0.0.1:%d", seeder.LocalPort())
 	// Rebuild the magnet with the seeder's real port, as the fleet does.
 	magnet := Magnet(mi, c.String(), []string{peer})

@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +52,8 @@ type cluster struct {
 	seeds  []*seed.Service
 	ctl    *bus.Bus
 	conns  []*nats.Conn
+	// archiverStore is the message store of the last archiver started.
+	archiverStore *store.Store
 }
 
 // bus connects a service; its connection closes only after every service
@@ -121,6 +126,7 @@ func (c *cluster) archiver() *store.Store {
 	if err := b.NC.Flush(); err != nil {
 		c.t.Fatal(err)
 	}
+	c.archiverStore = st
 	return st
 }
 
@@ -132,9 +138,13 @@ func (c *cluster) seeder(id string) *seed.Service {
 	return svc
 }
 
-func (c *cluster) announcer() {
+func (c *cluster) announcer(webhook ...string) {
 	b := c.bus()
-	svc := newAnnouncer(b, AnnouncerConfig{Slots: 2}, c.logger("announcer"), prometheus.NewRegistry())
+	cfg := AnnouncerConfig{Slots: 2}
+	if len(webhook) > 0 {
+		cfg.WebhookURL = webhook[0]
+	}
+	svc := newAnnouncer(b, cfg, c.logger("announcer"), prometheus.NewRegistry())
 	c.run("announcer", svc.Run)
 }
 
@@ -541,9 +551,27 @@ func TestRepublishAndEncryptedCommunity(t *testing.T) {
 		c.logger("scheduler"), prometheus.NewRegistry())
 	c.run("scheduler", sched.Run)
 	seeder := c.seeder("s1")
-	c.announcer()
+	hooked := make(chan announce.Announcement, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a announce.Announcement
+		if err := json.NewDecoder(r.Body).Decode(&a); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		hooked <- a
+	}))
+	defer hook.Close()
+	c.announcer(hook.URL)
 
 	a1 := c.waitAnnounced(com, 0, 30*time.Second)
+	select {
+	case a := <-hooked:
+		if v, err := announce.Verify(a.Message); err != nil || v.Community != id || a.ChatID != id.String()+"-magnetlinks" {
+			t.Fatalf("webhook got %+v (%v)", a, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("webhook not called")
+	}
 	state1, _, _ := (&state.Store{KV: c.ctl.State}).GetBuild(context.Background(), id.String())
 	if state1.Ratchet == nil || state1.Ratchet.SeqNo == 0 {
 		t.Fatalf("ratchet state not committed: %+v", state1.Ratchet)
@@ -586,6 +614,67 @@ func TestRepublishAndEncryptedCommunity(t *testing.T) {
 	for _, h := range hashesBefore(msgs, since+2*uint64(iv/time.Second)) {
 		if _, ok := slices.BinarySearch(gotHashes, h); !ok {
 			t.Fatalf("message %s missing from the decrypted archives", h)
+		}
+	}
+}
+
+// TestDeadLetterAndRedelivery sends the archiver an undecodable event, which
+// must land on the dead-letter subject with its payload and reason, and a
+// repeat of a committed window under a new message id (as after the dedup
+// window), which must change nothing.
+func TestDeadLetterAndRedelivery(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	c.archiver()
+	if _, err := c.ctl.JS.Publish(ctx, bus.SubjectDue("garbage"), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	dlq, _ := c.ctl.JS.Stream(ctx, bus.StreamDLQ)
+	var dl bus.DeadLetter
+	for end := time.Now().Add(15 * time.Second); ; {
+		m, err := dlq.GetLastMsgForSubject(ctx, bus.SubjectDLQ("due"))
+		if err == nil {
+			json.Unmarshal(m.Data, &dl)
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("undecodable event not dead-lettered")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if string(dl.Payload) != "{not json" || !strings.Contains(dl.Reason, "decode") || dl.Subject != bus.SubjectDue("garbage") {
+		t.Fatalf("dead letter %+v", dl)
+	}
+
+	const iv = 2 * time.Second
+	now := uint64(time.Now().Unix())
+	com := c.register(iv, now-4)
+	if _, err := c.archiverStore.Ingest(ctx, com.ID, messages(com, 10, now-4, now)); err != nil {
+		t.Fatal(err)
+	}
+	ev := bus.DueEvent{Community: com.ID.String(), From: now - 4, End: now, Reason: "test"}
+	states := &state.Store{KV: c.ctl.State}
+	var first *state.Build
+	for i, id := range []string{"first", "again-after-window"} {
+		if _, err := c.ctl.Publish(ctx, bus.SubjectDue(ev.Community), id, ev); err != nil {
+			t.Fatal(err)
+		}
+		for end := time.Now().Add(15 * time.Second); ; {
+			info, _ := c.ctl.JS.Stream(ctx, bus.StreamDue)
+			si, _ := info.Info(ctx)
+			b, _, _ := states.GetBuild(ctx, ev.Community)
+			if si.State.Msgs == 0 && b.LastEnd == ev.End {
+				if i == 0 {
+					first = b
+				} else if b.Fence != first.Fence || b.InfoHash != first.InfoHash || !b.BuiltAt.Equal(first.BuiltAt) {
+					t.Fatalf("a repeated window was built again: %+v then %+v", first, b)
+				}
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("event %s not processed", id)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 }

@@ -177,6 +177,11 @@ func TestReplacementsAndRestart(t *testing.T) {
 			if grown > 4 || moreG > 20 {
 				t.Fatalf("seeder heap grew %.1f MiB and goroutines %+d over %d replacements", grown, moreG, n-60)
 			}
+			// Each archive was fetched once: data only grows, so the seeder
+			// takes only what its verified prefix lacks.
+			if got := testutil.ToFloat64(s.metrics.fetched); got != float64(p.st.DataBytes) {
+				t.Fatalf("fetched %v bytes for %d bytes of data", got, p.st.DataBytes)
+			}
 			if got := testutil.ToFloat64(s.metrics.replaced); got != float64(n-1) {
 				t.Fatalf("replaced %v torrents, want %d", got, n-1)
 			}
