@@ -28,7 +28,8 @@ import (
 // Locker hands out per-community leases (Redis, or process-local in the
 // single-process fleet).
 type Locker interface {
-	Acquire(ctx context.Context, key string, ttl time.Duration) (lock.Lease, error)
+	// Acquire takes the community's lock with a fence above floor.
+	Acquire(ctx context.Context, key string, ttl time.Duration, floor int64) (lock.Lease, error)
 }
 
 // Sources gives the message source of a community.
@@ -138,15 +139,17 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 		log.Info("community disabled: event dropped")
 		return bus.Result{Outcome: bus.Ack}
 	}
-	if st, _, err := s.State.GetBuild(ctx, c.String()); err != nil {
+	st, _, err := s.State.GetBuild(ctx, c.String())
+	if err != nil {
 		return bus.Result{Outcome: bus.Retry, Err: err}
-	} else if st.LastEnd >= ev.End {
+	}
+	if st.LastEnd >= ev.End {
 		log.Debug("range already archived", "last_end", st.LastEnd)
 		s.metrics.built.WithLabelValues("skipped").Inc()
 		return bus.Result{Outcome: bus.Ack}
 	}
 
-	lease, err := s.Locker.Acquire(ctx, c.String(), s.Config.LockTTL)
+	lease, err := s.Locker.Acquire(ctx, c.String(), s.Config.LockTTL, st.Fence)
 	switch {
 	case errors.Is(err, lock.ErrBusy):
 		s.metrics.locks.WithLabelValues("busy").Inc()

@@ -38,10 +38,18 @@ type Redis struct {
 	Prefix string // key prefix, e.g. "archivefleet:"
 }
 
-// One round trip: take the lock and, only on success, draw the next fence.
+// One round trip: take the lock and, only on success, draw the next fence,
+// lifted above the floor the caller has seen committed, so fences keep
+// growing even if Redis lost its counter (a restart without persistence).
 var acquireScript = redis.NewScript(`
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+  local f = redis.call('INCR', KEYS[2])
+  local floor = tonumber(ARGV[3])
+  if f <= floor then
+    f = floor + 1
+    redis.call('SET', KEYS[2], f)
+  end
+  return f
 end
 return 0`)
 
@@ -57,12 +65,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
-// Acquire tries once to take key for ttl.
-func (r *Redis) Acquire(ctx context.Context, key string, ttl time.Duration) (Lease, error) {
+// Acquire tries once to take key for ttl. The fence it returns is above
+// floor (the highest fence the caller has seen committed).
+func (r *Redis) Acquire(ctx context.Context, key string, ttl time.Duration, floor int64) (Lease, error) {
 	tok := make([]byte, 16)
 	rand.Read(tok)
 	l := &redisLease{r: r, key: r.Prefix + "lock:" + key, token: hex.EncodeToString(tok), ttl: ttl}
-	n, err := acquireScript.Run(ctx, r.Client, []string{l.key, r.Prefix + "fence:" + key}, l.token, ttl.Milliseconds()).Int64()
+	n, err := acquireScript.Run(ctx, r.Client, []string{l.key, r.Prefix + "fence:" + key}, l.token, ttl.Milliseconds(), floor).Int64()
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", key, err)
 	}
@@ -116,13 +125,13 @@ func NewLocal() *Local {
 }
 
 // Acquire implements the same contract as Redis.Acquire within one process.
-func (m *Local) Acquire(ctx context.Context, key string, ttl time.Duration) (Lease, error) {
+func (m *Local) Acquire(ctx context.Context, key string, ttl time.Duration, floor int64) (Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if l, ok := m.held[key]; ok && time.Now().Before(l.until) {
 		return nil, ErrBusy
 	}
-	m.fences[key]++
+	m.fences[key] = max(m.fences[key], floor) + 1
 	l := &localLease{m: m, key: key, ttl: ttl, until: time.Now().Add(ttl), fence: m.fences[key]}
 	m.held[key] = l
 	return l, nil

@@ -12,7 +12,7 @@ import (
 )
 
 type locker interface {
-	Acquire(ctx context.Context, key string, ttl time.Duration) (Lease, error)
+	Acquire(ctx context.Context, key string, ttl time.Duration, floor int64) (Lease, error)
 }
 
 func lockers(t *testing.T) map[string]locker {
@@ -25,14 +25,14 @@ func TestLeaseLifecycle(t *testing.T) {
 	ctx := context.Background()
 	for name, l := range lockers(t) {
 		t.Run(name, func(t *testing.T) {
-			a, err := l.Acquire(ctx, "c1", 300*time.Millisecond)
+			a, err := l.Acquire(ctx, "c1", 300*time.Millisecond, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := l.Acquire(ctx, "c1", time.Second); !errors.Is(err, ErrBusy) {
+			if _, err := l.Acquire(ctx, "c1", time.Second, 0); !errors.Is(err, ErrBusy) {
 				t.Fatalf("second acquire: %v, want ErrBusy", err)
 			}
-			if other, err := l.Acquire(ctx, "c2", time.Second); err != nil {
+			if other, err := l.Acquire(ctx, "c2", time.Second, 0); err != nil {
 				t.Fatalf("other key: %v", err)
 			} else {
 				other.Release(ctx)
@@ -41,7 +41,7 @@ func TestLeaseLifecycle(t *testing.T) {
 				t.Fatalf("renew: %v", err)
 			}
 			time.Sleep(400 * time.Millisecond) // let it expire
-			b, err := l.Acquire(ctx, "c1", time.Second)
+			b, err := l.Acquire(ctx, "c1", time.Second, 0)
 			if err != nil {
 				t.Fatalf("acquire after expiry: %v", err)
 			}
@@ -52,11 +52,11 @@ func TestLeaseLifecycle(t *testing.T) {
 				t.Fatalf("renew of a taken-over lease: %v, want ErrLost", err)
 			}
 			a.Release(ctx) // must not release b's lock
-			if _, err := l.Acquire(ctx, "c1", time.Second); !errors.Is(err, ErrBusy) {
+			if _, err := l.Acquire(ctx, "c1", time.Second, 0); !errors.Is(err, ErrBusy) {
 				t.Fatalf("stale release freed the lock: %v", err)
 			}
 			b.Release(ctx)
-			if c, err := l.Acquire(ctx, "c1", time.Second); err != nil {
+			if c, err := l.Acquire(ctx, "c1", time.Second, 0); err != nil {
 				t.Fatalf("acquire after release: %v", err)
 			} else {
 				c.Release(ctx)
@@ -72,7 +72,7 @@ func TestHoldCancelsOnLoss(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			ttl := 300 * time.Millisecond
-			lease, err := l.Acquire(ctx, "held", ttl)
+			lease, err := l.Acquire(ctx, "held", ttl, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,7 +84,7 @@ func TestHoldCancelsOnLoss(t *testing.T) {
 			}
 			// Steal the lock by releasing it behind the holder's back and taking it.
 			lease.Release(ctx)
-			thief, err := l.Acquire(ctx, "held", time.Minute)
+			thief, err := l.Acquire(ctx, "held", time.Minute, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,7 +105,35 @@ func TestRedisDown(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	defer rc.Close()
 	l := &Redis{Client: rc}
-	if _, err := l.Acquire(context.Background(), "x", time.Second); err == nil || errors.Is(err, ErrBusy) {
+	if _, err := l.Acquire(context.Background(), "x", time.Second, 0); err == nil || errors.Is(err, ErrBusy) {
 		t.Fatalf("acquire with redis down: %v, want a connection error", err)
+	}
+}
+
+// TestFenceSurvivesCounterLoss checks fences keep growing when Redis lost
+// its counter: the caller's floor (the committed fence) lifts the next one.
+func TestFenceSurvivesCounterLoss(t *testing.T) {
+	addr := testenv.Redis(t)
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	l := &Redis{Client: rc, Prefix: "t:"}
+	ctx := context.Background()
+	a, err := l.Acquire(ctx, "c", time.Second, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Release(ctx)
+	rc.FlushAll(ctx) // as a restart without persistence
+	b, err := l.Acquire(ctx, "c", time.Second, 41)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Fence() != 42 {
+		t.Fatalf("fence after counter loss = %d, want 42 (above the committed 41)", b.Fence())
+	}
+	b.Release(ctx)
+	c, _ := l.Acquire(ctx, "c", time.Second, 41)
+	if c.Fence() != 43 {
+		t.Fatalf("next fence = %d, want 43", c.Fence())
 	}
 }
