@@ -44,6 +44,7 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 	if from >= ev.End {
 		return "skipped", nil
 	}
+	log.Info("build started", "from", from, "to", ev.End)
 	l := s.layout()
 	if err := s.restore(ctx, l, com.ID, st); err != nil {
 		return "", fmt.Errorf("restore committed folder: %w", err)

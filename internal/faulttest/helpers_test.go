@@ -1,0 +1,99 @@
+package faulttest
+
+import (
+	"context"
+	"crypto/rand"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"golang.org/x/crypto/sha3"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/store"
+)
+
+func (e *env) register(interval time.Duration, since uint64) *registry.Community {
+	key, _ := secp256k1.GeneratePrivateKey()
+	com := &registry.Community{Topics: []archive.Topic{{1, 2, 3, 4}}, Interval: registry.Duration(interval), Since: since, SigningKey: key.Serialize()}
+	copy(com.ID[:], key.PubKey().SerializeCompressed())
+	if err := registry.New(e.ctl.Communities).Put(context.Background(), com); err != nil {
+		e.t.Fatal(err)
+	}
+	return com
+}
+
+// messages makes n messages of size payload bytes spread over [from, to).
+func messages(com *registry.Community, n, size int, from, to uint64) []archive.Message {
+	out := make([]archive.Message, n)
+	sig := make([]byte, 65)
+	sig[0] = 4
+	rand.Read(sig[1:])
+	for i := range out {
+		p := make([]byte, size)
+		rand.Read(p)
+		h := sha3.NewLegacyKeccak256()
+		h.Write(p)
+		out[i] = archive.Message{Sig: sig, Timestamp: from + uint64(i)*(to-from)/uint64(n), Topic: com.Topics[0], Payload: p, Hash: h.Sum(nil)}
+	}
+	return out
+}
+
+func (e *env) ingest(com *registry.Community, msgs []archive.Message) {
+	s := &store.Store{Bus: e.ctl}
+	for i := 0; i < len(msgs); i += 2000 {
+		if _, err := s.Ingest(context.Background(), com.ID, msgs[i:min(i+2000, len(msgs))]); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+func (e *env) build(com *registry.Community) *state.Build {
+	b, _, err := (&state.Store{KV: e.ctl.State}).GetBuild(context.Background(), com.ID.String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return b
+}
+
+// waitBuilt waits until the community's committed state reaches end.
+func (e *env) waitBuilt(com *registry.Community, end uint64, timeout time.Duration) *state.Build {
+	e.t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		if b := e.build(com); b.LastEnd >= end {
+			return b
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("community %s not built to %d within %v (at %d)", com.ID, end, timeout, e.build(com).LastEnd)
+		}
+	}
+}
+
+func (e *env) due(com *registry.Community, from, end uint64, msgID string) {
+	ev := bus.DueEvent{Community: com.ID.String(), From: from, End: end, Reason: "test"}
+	if msgID == "" {
+		msgID = ev.MsgID()
+	}
+	if _, err := e.ctl.Publish(context.Background(), bus.SubjectDue(ev.Community), msgID, ev); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+var logTime = regexp.MustCompile(`time=(\S+)`)
+
+// lineTime parses the time= field of a text log line.
+func lineTime(t *testing.T, line string) time.Time {
+	m := logTime.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no time in %q", line)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
