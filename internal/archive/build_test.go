@@ -329,3 +329,35 @@ func TestRecoversFromInterruptedRun(t *testing.T) {
 		}
 	})
 }
+
+func TestVerifyPieces(t *testing.T) {
+	c := testCommunity(t, 14)
+	l := testLayout(t)
+	mustBuild(t, l, BuildOptions{Community: c, From: 1_700_000_000, To: 1_700_000_000 + 2*week,
+		Source: NewSliceSource(genMessages(2, 300, 1_700_000_000, 2*week, 800))})
+	mi, _ := metainfo.LoadFromFile(l.TorrentPath(c))
+	info, _ := mi.UnmarshalInfo()
+	data := readFile(t, filepath.Join(l.ArchiveDir(c), DataFile))
+	index := readFile(t, filepath.Join(l.ArchiveDir(c), IndexFile))
+	all := append(append([]byte{}, data...), index...)
+	corrupt := bytes.Clone(all)
+	corrupt[PieceLength+7] ^= 1
+	tests := []struct {
+		name  string
+		first int
+		b     []byte
+		ok    bool
+	}{
+		{"whole", 0, all, true},
+		{"suffix from an archive boundary", 1, all[PieceLength:], true},
+		{"corrupted byte", 0, corrupt, false},
+		{"truncated", 0, all[:len(all)-1], false},
+		{"extra byte", 0, append(bytes.Clone(all), 0), false},
+		{"missing piece", 0, all[PieceLength:], false},
+	}
+	for _, tt := range tests {
+		if err := VerifyPieces(info.Pieces, tt.first, bytes.NewReader(tt.b)); (err == nil) != tt.ok {
+			t.Errorf("%s: err = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package archive
 
 import (
+	"bytes"
 	"crypto/sha1"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -148,4 +150,38 @@ func hashFilePrefix(path string, n int64) ([]byte, error) {
 		return nil, fmt.Errorf("hash %s: %w", path, err)
 	}
 	return ph.sum(), nil
+}
+
+// VerifyPieces hashes r piece by piece and compares each with pieces[first:]:
+// r must hold exactly the bytes of pieces first to the end of the torrent.
+// Data regions start on piece boundaries, so any suffix of a community
+// torrent from an archive boundary on can be checked on its own.
+func VerifyPieces(pieces []byte, first int, r io.Reader) error {
+	buf := make([]byte, PieceLength)
+	i := first
+	for ; ; i++ {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if (i+1)*sha1.Size > len(pieces) {
+				return fmt.Errorf("%w: more bytes than pieces (piece %d)", ErrMalformed, i)
+			}
+			sum := sha1.Sum(buf[:n])
+			if !bytes.Equal(sum[:], pieces[i*sha1.Size:(i+1)*sha1.Size]) {
+				return fmt.Errorf("%w: piece %d does not match its hash", ErrMalformed, i)
+			}
+			if n < PieceLength {
+				i++
+			}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if i*sha1.Size != len(pieces) {
+		return fmt.Errorf("%w: %d pieces of bytes for %d piece hashes", ErrMalformed, i, len(pieces)/sha1.Size)
+	}
+	return nil
 }

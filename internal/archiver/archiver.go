@@ -113,6 +113,11 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bus.Result {
 		return bus.Result{Outcome: bus.Dead, Err: err}
 	}
 	log := s.Logger.With("community", ev.Community, "range_end", ev.End)
+	// A window ends when its end has passed; an end in the future (a bad
+	// event or a clock far ahead) would archive windows that are still open.
+	if limit := uint64(time.Now().Unix()) + 300; ev.End > limit {
+		return bus.Result{Outcome: bus.Dead, Err: fmt.Errorf("range end %d is in the future (now %d)", ev.End, limit-300)}
+	}
 	res := s.process(ctx, log, c, ev)
 	switch res.Outcome {
 	case bus.Dead:

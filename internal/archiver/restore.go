@@ -1,12 +1,15 @@
 package archiver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/anacrolix/torrent/metainfo"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
@@ -69,6 +72,20 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	torrent, err := s.Bus.Objects.GetBytes(ctx, state.ObjectTorrent(c, st.InfoHash))
 	if err != nil {
 		return fmt.Errorf("torrent object: %w", err)
+	}
+	// Check what was fetched against the committed torrent before building
+	// on it: a corrupted object must not spread into later torrents.
+	mi, err := metainfo.Load(bytes.NewReader(torrent))
+	if err != nil {
+		return fmt.Errorf("%w: torrent object: %v", errPermanent, err)
+	}
+	info, err := mi.UnmarshalInfo()
+	if err != nil {
+		return fmt.Errorf("%w: torrent object: %v", errPermanent, err)
+	}
+	fetched := io.NewSectionReader(f, keep, state.FileSize(dataPath)-keep)
+	if err := archive.VerifyPieces(info.Pieces, int(keep/archive.PieceLength), io.MultiReader(fetched, bytes.NewReader(index))); err != nil {
+		return fmt.Errorf("%w: stored artefacts of %s fail verification: %v", errPermanent, st.InfoHash, err)
 	}
 	if err := atomicfile.WriteFile(indexPath, index, 0o644); err != nil {
 		return err

@@ -3,7 +3,6 @@ package seed
 import (
 	"bytes"
 	"context"
-	"crypto/sha1"
 	"errors"
 	"fmt"
 	"io"
@@ -88,7 +87,7 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	if _, err := tail.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	if err := checkPieces(info.Pieces, int(trusted/archive.PieceLength), io.MultiReader(tail, bytes.NewReader(index))); err != nil {
+	if err := archive.VerifyPieces(info.Pieces, int(trusted/archive.PieceLength), io.MultiReader(tail, bytes.NewReader(index))); err != nil {
 		return fmt.Errorf("staged bytes fail verification: %w", err)
 	}
 
@@ -138,39 +137,6 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 		return fmt.Errorf("publish seeding-started: %w", err)
 	}
 	return nil
-}
-
-// checkPieces hashes r in pieces and compares them with pieces[first:].
-func checkPieces(pieces []byte, first int, r io.Reader) error {
-	buf := make([]byte, archive.PieceLength)
-	for i := first; ; i++ {
-		n, err := io.ReadFull(r, buf)
-		if n > 0 {
-			if (i+1)*sha1.Size > len(pieces) {
-				return fmt.Errorf("more bytes than pieces (piece %d)", i)
-			}
-			sum := sha1.Sum(buf[:n])
-			if !bytes.Equal(sum[:], pieces[i*sha1.Size:(i+1)*sha1.Size]) {
-				return fmt.Errorf("piece %d does not match its hash", i)
-			}
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			if i*sha1.Size+boolInt(n > 0)*sha1.Size != len(pieces) {
-				return fmt.Errorf("fewer bytes than pieces")
-			}
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // appendFile cuts path to keep bytes and appends r, then syncs.

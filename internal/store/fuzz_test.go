@@ -1,0 +1,29 @@
+package store
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+)
+
+// FuzzDecodeMessages feeds the ingest decoder arbitrary batches: it never
+// panics, and whatever it accepts is a valid message.
+func FuzzDecodeMessages(f *testing.F) {
+	good, _ := json.Marshal([]archive.Message{msg(5), msg(6)})
+	f.Add(good)
+	line, _ := json.Marshal(msg(7))
+	f.Add(append(append(line, '\n'), line...))
+	f.Add([]byte(`[{"sig":"0x04","timestamp":1}]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msgs, err := DecodeMessages(b, 1<<20)
+		if err != nil {
+			return
+		}
+		for i := range msgs {
+			if err := msgs[i].Validate(); err != nil {
+				t.Fatalf("accepted an invalid message: %v", err)
+			}
+		}
+	})
+}
