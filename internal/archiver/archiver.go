@@ -137,6 +137,9 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 		log.Info("community not registered: event dropped")
 		return bus.Result{Outcome: bus.Ack}
 	}
+	if errors.Is(err, registry.ErrCorrupt) {
+		return bus.Result{Outcome: bus.Dead, Err: err}
+	}
 	if err != nil {
 		return bus.Result{Outcome: bus.Retry, Err: err}
 	}

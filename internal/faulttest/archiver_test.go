@@ -71,6 +71,8 @@ func TestArchiverKilledMidBuild(t *testing.T) {
 		t.Fatalf("published artefacts differ from the undisturbed build (data %d/%d, index %d/%d, torrent %d/%d bytes)",
 			data.Len(), len(refData), len(index), len(refIndex), len(torrent), len(refTorrent))
 	}
+	t.Logf("FIGURES byte-for-byte: %d archives, %d data bytes, index %d bytes, torrent %d bytes identical to the undisturbed build",
+		len(got.Archives), data.Len(), len(index), len(torrent))
 	seeder.waitLog(t, 30*time.Second, "msg=seeding", got.InfoHash)
 	for _, line := range strings.Split(seeder.log.String(), "\n") {
 		if strings.Contains(line, "msg=seeding") && !strings.Contains(line, got.InfoHash) {

@@ -78,6 +78,13 @@ func TestBadInput(t *testing.T) {
 	e.waitDeadLetter("due", "decode due event")
 	e.waitDeadLetter("due", "invalid community id")
 	e.waitDeadLetter("due", "in the future")
+	// A corrupt registry entry under a valid id.
+	corrupt := e.register(time.Hour, now)
+	if _, err := e.ctl.Communities.Put(ctx, corrupt.ID.String(), []byte("{not a community")); err != nil {
+		t.Fatal(err)
+	}
+	e.due(corrupt, 0, now-60, "")
+	e.waitDeadLetter("due", "stored community is corrupt")
 	e.waitDeadLetter("announce", "decode event")
 	e.waitDeadLetter("announce", "invalid community id")
 
@@ -118,4 +125,6 @@ func TestBadInput(t *testing.T) {
 	if got := e.build(com); got.InfoHash != b.InfoHash {
 		t.Fatal("a build was committed on top of a corrupted archive")
 	}
+	t.Logf("FIGURES bad input: %d due and %d announce dead letters, 3 refused ingest batches, 1 stored garbage record skipped, 1 corrupted object refused",
+		len(e.deadLetters("due")), len(e.deadLetters("announce")))
 }

@@ -80,6 +80,7 @@ func (e *env) checkArchived(com *registry.Community, msgs []archive.Message) *st
 	if !slices.Equal(got, want) {
 		e.t.Fatalf("archived %d messages, want %d (lost or doubled)", len(got), len(want))
 	}
+	e.t.Logf("FIGURES checked %s: %d archives, %d messages, none lost or doubled", com.ID.String()[:10], len(folder.Index.Entries), len(got))
 	return b
 }
 
@@ -295,15 +296,18 @@ func TestSchedulerRestarts(t *testing.T) {
 	e.start("archiver", "archiver", "ARCHIVEFLEET_WORK_DIR="+filepath.Join(e.dir, "a"))
 	schedEnv := []string{"ARCHIVEFLEET_TICK=100ms", "ARCHIVEFLEET_REPUBLISH=0", "ARCHIVEFLEET_RETRY_AFTER=2s"}
 	s := e.start("scheduler", "scheduler", schedEnv...)
+	kills := 0
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
 		time.Sleep(time.Duration(300+rand.IntN(2500)) * time.Millisecond)
 		s.kill()
+		kills++
 		time.Sleep(time.Duration(rand.IntN(1500)) * time.Millisecond)
 		s = e.start("scheduler", "scheduler", schedEnv...)
 	}
 	b := e.waitBuilt(com, since+20, 30*time.Second)
 	e.checkArchived(com, msgs)
 	folderWindows(t, e, com, b, since, iv)
+	t.Logf("FIGURES scheduler SIGKILLed %d times", kills)
 }
 
 // folderWindows checks the committed archives are whole, aligned windows.

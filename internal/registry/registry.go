@@ -102,6 +102,9 @@ func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv} }
 // ErrNotFound is returned for unknown communities.
 var ErrNotFound = errors.New("community not registered")
 
+// ErrCorrupt is returned for a stored community that does not decode.
+var ErrCorrupt = errors.New("stored community is corrupt")
+
 // Put adds or replaces a community.
 func (r *Registry) Put(ctx context.Context, c *Community) error {
 	if err := c.Validate(); err != nil {
@@ -132,7 +135,7 @@ func (r *Registry) Get(ctx context.Context, id archive.CommunityID) (*Community,
 func Decode(b []byte) (*Community, error) {
 	var c Community
 	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("stored community: %w", err)
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return &c, nil
 }
