@@ -95,6 +95,7 @@ type Service struct {
 	// Now is the clock source (ms); tests may pin it.
 	Now     func() time.Time
 	metrics *prometheus.CounterVec
+	worker  *bus.WorkerMetrics
 }
 
 // New builds the announcer and registers its metrics.
@@ -110,6 +111,7 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	}
 	s.metrics = promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_announcements_total",
 		Help: "Magnet-link announcements by reason (seeded, republish) and result."}, []string{"reason", "result"})
+	s.worker = bus.NewWorkerMetrics(reg)
 	return &s
 }
 
@@ -117,7 +119,7 @@ func New(s Service, reg prometheus.Registerer) *Service {
 func (s *Service) Run(ctx context.Context) error {
 	s.Logger.Info("announcer started", "transports", len(s.Transports))
 	return s.Bus.Work(ctx, bus.WorkerConfig{Stream: bus.StreamSeeding, Consumer: bus.ConsumerAnnouncer, Kind: "announce",
-		Slots: s.Slots, Logger: s.Logger}, s.handle)
+		Slots: s.Slots, Logger: s.Logger, Metrics: s.worker}, s.handle)
 }
 
 func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bus.Result {

@@ -64,6 +64,7 @@ type metrics struct {
 	bytes    prometheus.Counter
 	locks    *prometheus.CounterVec
 	lost     prometheus.Counter
+	worker   *bus.WorkerMetrics
 }
 
 // New builds the service and registers its metrics on reg.
@@ -89,6 +90,7 @@ func New(s Service, reg prometheus.Registerer) *Service {
 			Help: "Lock acquisitions by result (acquired, busy, error)."}, []string{"result"}),
 		lost: f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_lock_lost_total",
 			Help: "Builds cancelled because their lock could not be renewed."}),
+		worker: bus.NewWorkerMetrics(reg),
 	}
 	return &s
 }
@@ -99,7 +101,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.Logger.Info("archiver started", "slots", s.Config.Slots, "work_dir", s.Config.WorkDir)
 	return s.Bus.Work(ctx, bus.WorkerConfig{
 		Stream: bus.StreamDue, Consumer: bus.ConsumerArchiver, Kind: "due",
-		Slots: s.Config.Slots, Logger: s.Logger,
+		Slots: s.Config.Slots, Logger: s.Logger, Metrics: s.metrics.worker,
 	}, s.handle)
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Outcome tells the worker loop what to do with a message after the handler.
@@ -41,8 +42,38 @@ type WorkerConfig struct {
 	Kind             string // dead-letter subject suffix, e.g. "due"
 	Slots            int    // concurrent messages; each fetches one at a time
 	Logger           *slog.Logger
-	// OnResult observes outcomes (metrics).
-	OnResult func(Outcome)
+	Metrics          *WorkerMetrics // optional
+}
+
+// WorkerMetrics counts what worker loops do.
+type WorkerMetrics struct {
+	handled *prometheus.CounterVec
+	dead    *prometheus.CounterVec
+	pending *prometheus.GaugeVec
+}
+
+// NewWorkerMetrics registers the worker metrics on reg, or reuses them when
+// another service in the same process registered them already.
+func NewWorkerMetrics(reg prometheus.Registerer) *WorkerMetrics {
+	return &WorkerMetrics{
+		handled: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_events_handled_total",
+			Help: "Events handled by consumer and outcome (ack, retry, dead)."}, []string{"consumer", "outcome"})),
+		dead: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_events_dead_lettered_total",
+			Help: "Events moved to the dead-letter stream, by kind."}, []string{"kind"})),
+		pending: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "archivefleet_queue_pending",
+			Help: "Events waiting for a consumer (queue lag), sampled by the workers."}, []string{"consumer"})),
+	}
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			return are.ExistingCollector.(C)
+		}
+		panic(err)
+	}
+	return c
 }
 
 // Work runs Slots loops, each fetching one message, handling it and acking,
@@ -63,6 +94,18 @@ func (b *Bus) Work(ctx context.Context, cfg WorkerConfig, h Handler) error {
 		log = slog.Default()
 	}
 	var wg sync.WaitGroup
+	if cfg.Metrics != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if info, err := cons.Info(ctx); err == nil {
+					cfg.Metrics.pending.WithLabelValues(cfg.Consumer).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+				}
+				sleep(ctx, 5*time.Second)
+			}
+		}()
+	}
 	for i := 0; i < cfg.Slots; i++ {
 		wg.Add(1)
 		go func() {
@@ -106,8 +149,8 @@ func (b *Bus) handle(ctx context.Context, cfg WorkerConfig, log *slog.Logger, h 
 	}()
 	res := h(ctx, msg)
 	stopHB()
-	if cfg.OnResult != nil {
-		cfg.OnResult(res.Outcome)
+	if cfg.Metrics != nil {
+		cfg.Metrics.handled.WithLabelValues(cfg.Consumer, [...]string{"ack", "retry", "dead"}[res.Outcome]).Inc()
 	}
 	switch res.Outcome {
 	case Ack:
@@ -149,6 +192,9 @@ func (b *Bus) deadLetter(cfg WorkerConfig, log *slog.Logger, msg jetstream.Msg, 
 		return
 	}
 	log.Error("event dead-lettered", "subject", msg.Subject(), "stream_seq", dl.StreamSeq, "deliveries", dl.Deliveries, "reason", reason)
+	if cfg.Metrics != nil {
+		cfg.Metrics.dead.WithLabelValues(cfg.Kind).Inc()
+	}
 	msg.TermWithReason(truncateReason(reason))
 }
 

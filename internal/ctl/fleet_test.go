@@ -54,3 +54,29 @@ func TestCommunityCommands(t *testing.T) {
 		t.Fatalf("bad key: %d %s", code, errs)
 	}
 }
+
+func TestDLQCommands(t *testing.T) {
+	ns := testenv.NATS(t)
+	url := ns.ClientURL()
+	b := testenv.Bus(t, ns, bus.Config{})
+	ctx := context.Background()
+	dl := bus.DeadLetter{Subject: bus.SubjectDue("0x02ab"), Stream: bus.StreamDue, Deliveries: 3, Reason: "boom", Payload: []byte(`{"community":"0x02ab","end":7}`)}
+	if _, err := b.Publish(ctx, bus.SubjectDLQ("due"), "dlq:1", dl); err != nil {
+		t.Fatal(err)
+	}
+	list := mustRun(t, "", "dlq", "list", "-nats", url)
+	if !strings.Contains(list, "boom") || !strings.Contains(list, "archive.due.0x02ab") {
+		t.Fatalf("dlq list: %s", list)
+	}
+	if out := mustRun(t, "", "dlq", "retry", "-nats", url, "-all"); !strings.Contains(out, "retried 1") {
+		t.Fatalf("dlq retry: %s", out)
+	}
+	s, _ := b.JS.Stream(ctx, bus.StreamDue)
+	m, err := s.GetLastMsgForSubject(ctx, bus.SubjectDue("0x02ab"))
+	if err != nil || string(m.Data) != string(dl.Payload) {
+		t.Fatalf("retried event not back on its subject: %v %s", err, m.Data)
+	}
+	if list := mustRun(t, "", "dlq", "list", "-nats", url); strings.Contains(list, "boom") {
+		t.Fatalf("retried letter still listed: %s", list)
+	}
+}

@@ -3,7 +3,6 @@ package faulttest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,20 +16,15 @@ import (
 
 // deadLetters returns every dead letter of kind so far.
 func (e *env) deadLetters(kind string) []bus.DeadLetter {
-	s, err := e.ctl.JS.Stream(context.Background(), bus.StreamDLQ)
+	all, err := bus.DeadLetters(context.Background(), e.ctl)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	info, _ := s.Info(context.Background())
 	var out []bus.DeadLetter
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(context.Background(), seq)
-		if err != nil || m.Subject != bus.SubjectDLQ(kind) {
-			continue
+	for _, l := range all {
+		if l.Stream == map[string]string{"due": bus.StreamDue, "announce": bus.StreamSeeding}[kind] {
+			out = append(out, l.DeadLetter)
 		}
-		var dl bus.DeadLetter
-		json.Unmarshal(m.Data, &dl)
-		out = append(out, dl)
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -11,7 +12,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
+
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/observe"
+	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
 // knownVariables lists every ARCHIVEFLEET_* variable a service reads, from
@@ -80,5 +86,70 @@ func TestDeployments(t *testing.T) {
 		if _, err := os.Stat(conf); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// descRecorder is a Registerer that records the metric names it is given.
+type descRecorder struct{ names map[string]bool }
+
+func (d *descRecorder) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc, 16)
+	go func() { c.Describe(ch); close(ch) }()
+	for desc := range ch {
+		if m := regexp.MustCompile(`fqName: "([^"]+)"`).FindStringSubmatch(desc.String()); m != nil {
+			d.names[m[1]] = true
+		}
+	}
+	return nil
+}
+func (d *descRecorder) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		d.Register(c)
+	}
+}
+func (d *descRecorder) Unregister(prometheus.Collector) bool { return true }
+
+// TestDashboardMetrics checks every metric the Grafana dashboard queries is
+// exported by a service, so a renamed metric cannot leave a panel empty.
+func TestDashboardMetrics(t *testing.T) {
+	rec := &descRecorder{names: map[string]bool{}}
+	b := &bus.Bus{}
+	newArchiver(b, nil, ArchiverConfig{}, testenv.Logger(), rec)
+	newSeeder(b, SeederConfig{}, testenv.Logger(), rec)
+	newAnnouncer(b, AnnouncerConfig{}, testenv.Logger(), rec)
+	newScheduler(b, SchedulerConfig{}, testenv.Logger(), rec)
+	reg := observe.NewRegistry("test")
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		rec.names[mf.GetName()] = true
+	}
+	raw, err := os.ReadFile("../../deployments/grafana/archivefleet.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	metric := regexp.MustCompile(`(archivefleet_[a-z_]+|process_[a-z_]+)`)
+	checked := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, name := range metric.FindAllString(tg.Expr, -1) {
+				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+				if !rec.names[base] && !rec.names[name] {
+					t.Errorf("panel %q queries %s, which no service exports", p.Title, name)
+				}
+				checked++
+			}
+		}
+	}
+	if checked < 15 {
+		t.Fatalf("only %d metric references checked", checked)
 	}
 }
