@@ -170,37 +170,47 @@ func (s *Service) Run(ctx context.Context) error {
 
 // start opens a torrent client and its storage on s.port.
 func (s *Service) start(host string) error {
+	cl, st, err := NewClient(s.Config, host, s.port, s.Logger)
+	if err != nil {
+		return err
+	}
+	s.client, s.storage, s.dropped = cl, st, 0
+	return nil
+}
+
+// NewClient opens the torrent client a seeder runs: seeding on, files in
+// cfg.DataDir with part files (a file at its final name with its full length
+// counts as complete without hashing; the seeder only ever puts verified
+// bytes at final names, which makes restarts and recycles free), DHT and
+// trackers as configured, no port forwarding. The caller closes both.
+func NewClient(c Config, host string, port int, log *slog.Logger) (*torrent.Client, storage.ClientImplCloser, error) {
 	cfg := torrent.NewDefaultClientConfig()
 	cfg.ListenHost = func(string) string { return host }
-	cfg.ListenPort = s.port
+	cfg.ListenPort = port
 	cfg.Seed = true
-	cfg.NoDHT = !s.Config.DHT
-	cfg.DisableTrackers = !s.Config.Trackers
+	cfg.NoDHT = !c.DHT
+	cfg.DisableTrackers = !c.Trackers
 	cfg.NoDefaultPortForwarding = true
 	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
 		cfg.DisableIPv6 = true // an IPv4 listen address has no IPv6 twin
 	}
-	cfg.DataDir = s.Config.DataDir
-	cfg.Slogger = s.Logger.With("component", "torrent")
-	if s.Config.PublicAddr != "" {
-		if h, _, err := net.SplitHostPort(s.Config.PublicAddr); err == nil {
+	cfg.DataDir = c.DataDir
+	cfg.Slogger = log.With("component", "torrent")
+	if c.PublicAddr != "" {
+		if h, _, err := net.SplitHostPort(c.PublicAddr); err == nil {
 			if ip := net.ParseIP(h); ip != nil && ip.To4() != nil {
 				cfg.PublicIp4 = ip
 			}
 		}
 	}
-	// Part files: a file at its final name with its full length counts as
-	// complete without hashing. The seeder only ever puts verified bytes at
-	// final names, which is what makes restarts (and recycles) free.
-	st := storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: s.Config.DataDir, UsePartFiles: g.Some(true)})
+	st := storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: c.DataDir, UsePartFiles: g.Some(true)})
 	cfg.DefaultStorage = st
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
 		st.Close()
-		return fmt.Errorf("torrent client: %w", err)
+		return nil, nil, fmt.Errorf("torrent client: %w", err)
 	}
-	s.client, s.storage, s.dropped = cl, st, 0
-	return nil
+	return cl, st, nil
 }
 
 // recycle replaces the client to release what v1.61 keeps of dropped

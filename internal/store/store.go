@@ -103,25 +103,20 @@ type source struct {
 	c string
 }
 
-// maxFilterSubjects bounds the day subjects one consumer reads at a time.
-const maxFilterSubjects = 64
-
-// Messages reads the days [from, to) spans, keeps messages inside the range,
-// drops duplicates by hash and yields them ordered by (timestamp, hash).
+// Messages reads the days [from, to) spans one at a time, keeps messages
+// inside the range, drops duplicates by hash and yields them ordered by
+// (timestamp, hash). A message's day subject follows from its timestamp, so
+// sorting day by day gives the global order while memory holds one day of
+// one community at most.
 func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[archive.Message, error] {
 	return func(yield func(archive.Message, error) bool) {
 		if from >= to {
 			return
 		}
-		var msgs []archive.Message
-		seen := make(map[string]bool)
-		first, last := from/day, (to-1)/day
-		for d := first; d <= last; d += maxFilterSubjects {
-			var subjects []string
-			for k := d; k <= last && k < d+maxFilterSubjects; k++ {
-				subjects = append(subjects, bus.SubjectMessages(src.c, k))
-			}
-			err := src.s.read(ctx, subjects, func(m archive.Message) {
+		for d := from / day; d <= (to-1)/day; d++ {
+			var msgs []archive.Message
+			seen := make(map[string]bool)
+			err := src.s.read(ctx, []string{bus.SubjectMessages(src.c, d)}, func(m archive.Message) {
 				if m.Timestamp < from || m.Timestamp >= to || seen[string(m.Hash)] {
 					return
 				}
@@ -132,13 +127,13 @@ func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[arch
 				yield(archive.Message{}, err)
 				return
 			}
-		}
-		slices.SortFunc(msgs, func(a, b archive.Message) int {
-			return cmp.Or(cmp.Compare(a.Timestamp, b.Timestamp), bytes.Compare(a.Hash, b.Hash))
-		})
-		for _, m := range msgs {
-			if !yield(m, nil) {
-				return
+			slices.SortFunc(msgs, func(a, b archive.Message) int {
+				return cmp.Or(cmp.Compare(a.Timestamp, b.Timestamp), bytes.Compare(a.Hash, b.Hash))
+			})
+			for _, m := range msgs {
+				if !yield(m, nil) {
+					return
+				}
 			}
 		}
 	}

@@ -1,0 +1,167 @@
+// Command report turns bench/run's results into BENCHMARKS.md and a PNG plot.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"image"
+	"image/color"
+	"image/draw"
+	"image/png"
+	"log"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/basicfont"
+	"golang.org/x/image/math/fixed"
+)
+
+// benchLines parses `go test -bench` output into name -> unit -> value.
+func benchLines(path string) map[string]map[string]float64 {
+	out := map[string]map[string]float64{}
+	f, err := os.Open(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 4 || !strings.HasPrefix(fields[0], "Benchmark") {
+			continue
+		}
+		name := strings.TrimSuffix(fields[0], "-2")
+		m := map[string]float64{}
+		for i := 2; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err == nil {
+				m[fields[i+1]] = v
+			}
+		}
+		out[name] = m
+	}
+	return out
+}
+
+func readJSON(path string) map[string]float64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		log.Fatal(err)
+	}
+	out := map[string]float64{}
+	for k, v := range raw {
+		if f, ok := v.(float64); ok {
+			out[k] = f
+		}
+	}
+	return out
+}
+
+type bar struct {
+	label string
+	value float64
+	unit  string
+	ref   bool
+}
+
+func main() {
+	dir := flag.String("results", "bench/results", "results folder")
+	md := flag.String("md", "BENCHMARKS.md", "markdown output")
+	pngPath := flag.String("png", "bench/plot.png", "plot output")
+	flag.Parse()
+	arch := benchLines(filepath.Join(*dir, "archive.txt"))
+	sched := benchLines(filepath.Join(*dir, "schedule.txt"))
+	hash := readJSON(filepath.Join(*dir, "hashing.json"))
+	mem := readJSON(filepath.Join(*dir, "memory.json"))
+	seed := readJSON(filepath.Join(*dir, "seeding.json"))
+	b := arch["BenchmarkBuildVsSHA1"]
+	w1, w52, w260 := arch["BenchmarkWeeklyBuild/week1"], arch["BenchmarkWeeklyBuild/week52"], arch["BenchmarkWeeklyBuild/week260"]
+	s100k, s1m := sched["BenchmarkSchedulerPass/100000"], sched["BenchmarkSchedulerPass/1000000"]
+
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "# Benchmarks\n\nMade by `bench/run` on %s (2 cores, 24 GiB). Every figure is measured against a reference in the same run.\n\n![plot](bench/plot.png)\n\n", time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&sb, "## Archive build throughput\n\n| measure | value |\n|---|---|\n")
+	fmt.Fprintf(&sb, "| build, %.0f MB data file, %0.f messages | %.0f MB/s, %.0f messages/s |\n", hash["data_MB"], hash["messages"], hash["build_MBps"], hash["build_msgs_per_s"])
+	fmt.Fprintf(&sb, "| `sha1sum` on the same file | %.0f MB/s → build takes %.2fx |\n", hash["sha1sum_MBps"], hash["build_over_sha1sum"])
+	fmt.Fprintf(&sb, "| `mktorrent -l 17` on the same file | %.0f MB/s → build takes %.2fx |\n", hash["mktorrent_MBps"], hash["build_over_mktorrent"])
+	fmt.Fprintf(&sb, "| Go benchmark: build vs in-process SHA-1 of its output (67 MB) | %.0f vs %.0f MB/s → %.2fx |\n\n", b["build-MB/s"], b["sha1-MB/s"], b["build/sha1-x"])
+	fmt.Fprintf(&sb, "The build includes protobuf encoding, writing and an fsync of the new data; the references only read and hash a file in the page cache. Goal: within 1.5x of the SHA-1 floor — **not met yet**.\n\n")
+	fmt.Fprintf(&sb, "## Weekly build cost as history grows (2 MB a week)\n\n| history | ms per weekly build | pieces hashed | vs week 1 |\n|---|---|---|---|\n")
+	for _, r := range []struct {
+		n string
+		m map[string]float64
+	}{{"week 1", w1}, {"week 52 (117 MB)", w52}, {"week 260 (586 MB)", w260}} {
+		fmt.Fprintf(&sb, "| %s | %.1f | %.0f | %.2fx |\n", r.n, r.m["ms/week"], r.m["pieces-hashed"], r.m["x-week1"])
+	}
+	fmt.Fprintf(&sb, "\n## Seeding 1 GiB to aria2c on 127.0.0.1\n\n| seeder | seconds | MB/s |\n|---|---|---|\n| archivefleet seeder (anacrolix v1.61, the service's client settings) | %.1f | %.1f |\n| qbittorrent-nox 4.5.2 (libtorrent), defaults | %.1f | %.1f |\n\nRatio: our seeder is **%.2fx** qbittorrent-nox (goal: at least 1x). Peers meet through the benchmark's own HTTP tracker; DHT, PEX and LSD are off.\n\n",
+		seed["ours_seconds"], seed["ours_MBps"], seed["qbittorrent_seconds"], seed["qbittorrent_MBps"], seed["ratio_ours_over_qbittorrent"])
+	fmt.Fprintf(&sb, "## Scheduler scale\n\n| communities | load (KV replay) per community | heap per community | pass, nothing due | pass, %.0f windows due | first pass after load |\n|---|---|---|---|---|---|\n", s100k["due-published"])
+	for _, r := range []struct {
+		n string
+		m map[string]float64
+	}{{"100,000", s100k}, {"1,000,000", s1m}} {
+		fmt.Fprintf(&sb, "| %s | %.1f µs | %.0f B | %.0f ns | %.2f ms | %.0f ms |\n", r.n, r.m["load-ns/community"]/1000, r.m["heap-B/community"], r.m["idle-pass-ns"], r.m["due-pass-µs"]/1000, r.m["first-pass-ms"])
+	}
+	fmt.Fprintf(&sb, "\nA pass pops only due entries from a heap fed by KV watches: its cost follows what is due, not how many communities are registered.\n\n")
+	fmt.Fprintf(&sb, "## Memory of a 1 GiB build\n\nBuilding a %.0f MB archive (%.0f archives) from a streaming source peaked at **%.0f MB** resident (%.1f s). The archive core holds one 30,000,000-byte chunk of messages, its marshalled form and a 1 MiB write buffer; the fleet's message store reads one day of one community at a time.\n\n", mem["archive_MB"], mem["archives"], mem["peak_rss_MB"], mem["seconds"])
+	fmt.Fprintf(&sb, "## Not measured yet\n\nFleet throughput for a 10,000-community backfill end to end, with peak memory per service.\n")
+	if err := os.WriteFile(*md, []byte(sb.String()), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	plot(*pngPath, []bar{
+		{"build (MB/s)", hash["build_MBps"], "MB/s", false},
+		{"sha1sum (MB/s)", hash["sha1sum_MBps"], "MB/s", true},
+		{"mktorrent (MB/s)", hash["mktorrent_MBps"], "MB/s", true},
+		{"seed: ours (MB/s)", seed["ours_MBps"], "MB/s", false},
+		{"seed: qbittorrent (MB/s)", seed["qbittorrent_MBps"], "MB/s", true},
+		{"week 1 build (ms x10)", w1["ms/week"] * 10, "", false},
+		{"week 52 build (ms x10)", w52["ms/week"] * 10, "", false},
+		{"week 260 build (ms x10)", w260["ms/week"] * 10, "", false},
+	})
+}
+
+// plot draws horizontal bars, references in grey.
+func plot(path string, bars []bar) {
+	const w, rowH, left = 900, 34, 230
+	h := rowH*len(bars) + 40
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
+	maxV := 0.0
+	for _, b := range bars {
+		maxV = max(maxV, b.value)
+	}
+	d := &font.Drawer{Dst: img, Src: image.NewUniform(color.Black), Face: basicfont.Face7x13}
+	d.Dot = fixed.P(10, 20)
+	d.DrawString("archivefleet benchmarks (grey: reference in the same run)")
+	for i, b := range bars {
+		y := 34 + i*rowH
+		d.Dot = fixed.P(10, y+16)
+		d.DrawString(b.label)
+		bw := int(float64(w-left-110) * b.value / maxV)
+		c := color.RGBA{40, 110, 200, 255}
+		if b.ref {
+			c = color.RGBA{150, 150, 150, 255}
+		}
+		draw.Draw(img, image.Rect(left, y+4, left+bw, y+rowH-8), image.NewUniform(c), image.Point{}, draw.Src)
+		d.Dot = fixed.P(left+bw+6, y+16)
+		d.DrawString(strconv.FormatFloat(b.value, 'f', 1, 64))
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	if err := png.Encode(f, img); err != nil {
+		log.Fatal(err)
+	}
+}
