@@ -287,3 +287,46 @@ func bar(done, total, width int) string {
 	}
 	return string(out)
 }
+
+// runTrigger archives a community up to now, including the open window,
+// as status-go's catch-up case does (to = now); later windows are anchored
+// at the new end.
+func runTrigger(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet(env, "trigger", "-community 0x…")
+	url := natsFlag(fs)
+	idStr := fs.String("community", "", "community id")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	id, err := archive.ParseCommunityID(*idStr)
+	if err != nil {
+		return err
+	}
+	b, err := connect(ctx, env, *url)
+	if err != nil {
+		return err
+	}
+	defer b.NC.Close()
+	com, err := registry.New(b.Communities).Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	cur, _, err := (&state.Store{KV: b.State}).GetBuild(ctx, id.String())
+	if err != nil {
+		return err
+	}
+	from := cur.LastEnd
+	if from == 0 {
+		from = com.Since
+	}
+	end := uint64(time.Now().Unix())
+	if end <= from {
+		return fmt.Errorf("nothing to archive: archived up to %d", from)
+	}
+	ev := bus.DueEvent{Community: id.String(), From: from, End: end, Reason: "trigger"}
+	if _, err := b.Publish(ctx, bus.SubjectDue(ev.Community), ev.MsgID(), ev); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "archive of %s [%d, %d) requested\n", id, from, end)
+	return nil
+}

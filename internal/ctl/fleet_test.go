@@ -42,6 +42,17 @@ func TestCommunityCommands(t *testing.T) {
 	if ev.End != uint64(since)+3*3600 || ev.Reason != "backfill" {
 		t.Fatalf("due event %+v: want three whole windows after %d", ev, since)
 	}
+	if out := mustRun(t, "", "trigger", "-nats", url, "-community", kg.Community); !strings.Contains(out, "requested") {
+		t.Fatalf("trigger: %s", out)
+	}
+	m, err = s.GetLastMsgForSubject(context.Background(), bus.SubjectDue(kg.Community))
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(m.Data, &ev)
+	if ev.Reason != "trigger" || ev.End < uint64(time.Now().Unix())-5 {
+		t.Fatalf("trigger event %+v: want an end at now", ev)
+	}
 	mustRun(t, "", "community", "disable", "-nats", url, "-id", kg.Community)
 	if list := mustRun(t, "", "community", "list", "-nats", url); !strings.Contains(list, "disabled") {
 		t.Fatalf("list after disable: %s", list)

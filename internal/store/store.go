@@ -142,8 +142,11 @@ func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[arch
 // read delivers every message stored on subjects now, through an ordered
 // consumer, and stops once it has seen what was pending when it started.
 func (s *Store) read(ctx context.Context, subjects []string, fn func(archive.Message)) error {
+	// Every read makes a server-side consumer; delete it when done, or the
+	// stream reaches its consumer limit under load. The short inactivity
+	// threshold cleans up after a reader that died mid-read.
 	cons, err := s.Bus.JS.OrderedConsumer(ctx, bus.StreamMessages, jetstream.OrderedConsumerConfig{
-		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy,
+		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: 30 * time.Second,
 	})
 	if err != nil {
 		return fmt.Errorf("read messages: %w", err)
@@ -152,6 +155,13 @@ func (s *Store) read(ctx context.Context, subjects []string, fn func(archive.Mes
 	if err != nil {
 		return fmt.Errorf("read messages: %w", err)
 	}
+	defer func() {
+		if ci := cons.CachedInfo(); ci != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s.Bus.JS.DeleteConsumer(dctx, bus.StreamMessages, ci.Name)
+		}
+	}()
 	pending := info.NumPending
 	for got := uint64(0); got < pending; {
 		batch, err := cons.Fetch(int(min(pending-got, 1000)), jetstream.FetchMaxWait(5*time.Second))

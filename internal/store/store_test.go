@@ -81,6 +81,15 @@ func TestRangeReadCostAndLateMessages(t *testing.T) {
 	if got := collect(t, src, start+10*day, start+17*day); len(got) != 141 {
 		t.Fatalf("after a late message the week has %d, want 141", len(got))
 	}
+	// Reads leave no consumers behind (a server limit caps them).
+	si, err := b.JS.Stream(ctx, bus.StreamMessages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := si.Info(ctx)
+	if info.State.Consumers != 0 {
+		t.Fatalf("%d consumers left on the message stream after reads", info.State.Consumers)
+	}
 	// Partial-day bounds are exact.
 	if got := collect(t, src, start+3600, start+2*3600+1); len(got) != 2 {
 		t.Fatalf("two-hour range read %d messages, want 2", len(got))

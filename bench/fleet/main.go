@@ -1,0 +1,180 @@
+// Command fleet measures a backfill end to end: N small communities are
+// registered and given messages, due events are published for all of them
+// at once, and the clock runs until every community's magnet link has been
+// announced. The services run as separate processes (archivers, a seeder,
+// an announcer) against NATS (embedded here) and a redis-server child; the
+// result is communities per second and each process's peak resident memory.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fleet"
+	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/schedule"
+	"github.com/archivefleet/archivefleet/internal/store"
+)
+
+func main() {
+	n := flag.Int("communities", 10000, "communities to backfill")
+	archivers := flag.Int("archivers", 2, "archiver processes")
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "fleetbench-")
+	check(err)
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "bin")
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/archiver", "./cmd/seeder", "./cmd/announcer")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	check(build.Run())
+
+	ns, err := fleet.EmbeddedNATS(filepath.Join(dir, "nats"), "127.0.0.1", -1)
+	check(err)
+	defer fleet.StopNATS(context.Background(), ns)
+	redisPort := freePort()
+	redis := exec.Command("redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	check(redis.Start())
+	defer func() { redis.Process.Kill(); redis.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+
+	c := fleet.Common{NATSURL: ns.ClientURL(), AckWait: 30 * time.Second, MaxDeliver: 20, Replicas: 1}
+	ctx := context.Background()
+	b, err := c.Connect(ctx, "bench", fleet.Common{LogLevel: "warn"}.NewLogger("bench"))
+	check(err)
+
+	// Register and fill the communities before any service runs.
+	t0 := time.Now()
+	now := uint64(time.Now().Unix())
+	reg := registry.New(b.Communities)
+	st := &store.Store{Bus: b}
+	coms := make([]*registry.Community, *n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i := range coms {
+		g.Go(func() error {
+			key, _ := secp256k1.GeneratePrivateKey()
+			com := &registry.Community{Topics: []archive.Topic{{1, 2, 3, 4}}, Interval: registry.Duration(time.Hour), Since: now - 3600, SigningKey: key.Serialize()}
+			copy(com.ID[:], key.PubKey().SerializeCompressed())
+			if err := reg.Put(gctx, com); err != nil {
+				return err
+			}
+			msgs := make([]archive.Message, 10)
+			sig := key.PubKey().SerializeUncompressed()
+			for k := range msgs {
+				p := make([]byte, 200)
+				rand.Read(p)
+				msgs[k] = archive.Message{Sig: sig, Timestamp: now - 3600 + uint64(k*300), Topic: com.Topics[0], Payload: p, Hash: p[:32]}
+			}
+			_, err := st.Ingest(gctx, com.ID, msgs)
+			coms[i] = com
+			return err
+		})
+	}
+	check(g.Wait())
+	log.Printf("registered and filled %d communities in %v", *n, time.Since(t0))
+
+	env := append(os.Environ(), "ARCHIVEFLEET_NATS_URL="+ns.ClientURL(), fmt.Sprintf("ARCHIVEFLEET_REDIS_ADDR=127.0.0.1:%d", redisPort),
+		"ARCHIVEFLEET_HTTP_ADDR=127.0.0.1:0", "ARCHIVEFLEET_LOG_LEVEL=warn", "ARCHIVEFLEET_TRACKERS=none")
+	var procs []*exec.Cmd
+	start := func(name string, extra ...string) {
+		cmd := exec.Command(filepath.Join(bin, name))
+		cmd.Env = append(append([]string{}, env...), extra...)
+		logf, _ := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, len(procs))))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		check(cmd.Start())
+		procs = append(procs, cmd)
+	}
+	for i := 0; i < *archivers; i++ {
+		start("archiver", "ARCHIVEFLEET_WORK_DIR="+filepath.Join(dir, fmt.Sprint("a", i)), "ARCHIVEFLEET_SLOTS=2")
+	}
+	start("seeder", "ARCHIVEFLEET_SEED_DIR="+filepath.Join(dir, "seed"), "ARCHIVEFLEET_BT_LISTEN=127.0.0.1:0",
+		"ARCHIVEFLEET_BT_DHT=false", "ARCHIVEFLEET_BT_TRACKERS=false")
+	start("announcer", "ARCHIVEFLEET_SLOTS=4")
+	time.Sleep(time.Second)
+
+	t1 := time.Now()
+	evs, err := schedule.Backfill(ctx, b, coms, time.Now())
+	check(err)
+	log.Printf("published %d due events", len(evs))
+	ann, err := b.JS.Stream(ctx, bus.StreamAnnounced)
+	check(err)
+	peaks := map[int]int{}
+	for {
+		info, err := ann.Info(ctx)
+		check(err)
+		for _, p := range procs {
+			peaks[p.Process.Pid] = max(peaks[p.Process.Pid], vmKB(p.Process.Pid, "VmHWM"))
+		}
+		if int(info.State.Msgs) >= *n {
+			break
+		}
+		if time.Since(t1) > 30*time.Minute {
+			log.Fatalf("only %d of %d announced after 30 minutes", info.State.Msgs, *n)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	elapsed := time.Since(t1)
+	out := map[string]any{"communities": *n, "archivers": *archivers, "seconds": elapsed.Seconds(),
+		"communities_per_s": float64(*n) / elapsed.Seconds(), "peak_rss_MB": map[string]float64{}}
+	for i, p := range procs {
+		name := filepath.Base(p.Path)
+		if name == "archiver" {
+			name = fmt.Sprintf("archiver-%d", i)
+		}
+		out["peak_rss_MB"].(map[string]float64)[name] = float64(peaks[p.Process.Pid]) / 1024
+	}
+	out["peak_rss_MB"].(map[string]float64)["bench+nats (this process)"] = float64(vmKB(os.Getpid(), "VmHWM")) / 1024
+	for _, p := range procs {
+		p.Process.Signal(os.Interrupt)
+	}
+	for _, p := range procs {
+		p.Wait()
+	}
+	json.NewEncoder(os.Stdout).Encode(out)
+}
+
+func vmKB(pid int, field string) int {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			k, _ := strconv.Atoi(strings.Fields(v)[0])
+			return k
+		}
+	}
+	return 0
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
