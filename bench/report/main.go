@@ -13,6 +13,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -114,7 +115,30 @@ func main() {
 	}
 	fmt.Fprintf(&sb, "\nA pass pops only due entries from a heap fed by KV watches: its cost follows what is due, not how many communities are registered.\n\n")
 	fmt.Fprintf(&sb, "## Memory of a 1 GiB build\n\nBuilding a %.0f MB archive (%.0f archives) from a streaming source peaked at **%.0f MB** resident (%.1f s). The archive core holds one 30,000,000-byte chunk of messages, its marshalled form and a 1 MiB write buffer; the fleet's message store reads one day of one community at a time.\n\n", mem["archive_MB"], mem["archives"], mem["peak_rss_MB"], mem["seconds"])
-	fmt.Fprintf(&sb, "## Not measured yet\n\nFleet throughput for a 10,000-community backfill end to end, with peak memory per service.\n")
+	raw, err := os.ReadFile(filepath.Join(*dir, "fleet.json"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	var fl struct {
+		Communities     int                `json:"communities"`
+		Archivers       int                `json:"archivers"`
+		Seconds         float64            `json:"seconds"`
+		CommunitiesPerS float64            `json:"communities_per_s"`
+		PeakRSS         map[string]float64 `json:"peak_rss_MB"`
+	}
+	if err := json.Unmarshal(raw, &fl); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Fprintf(&sb, "## Fleet throughput\n\nA backfill of %d small communities (10 messages each), end to end from due events to every magnet link announced, with %d archiver processes, one seeder and one announcer on this 2-core machine, NATS embedded in the benchmark process: **%.0f s, %.1f communities/s**.\n\n| process | peak resident memory |\n|---|---|\n", fl.Communities, fl.Archivers, fl.Seconds, fl.CommunitiesPerS)
+	names := make([]string, 0, len(fl.PeakRSS))
+	for k := range fl.PeakRSS {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		fmt.Fprintf(&sb, "| %s | %.0f MB |\n", k, fl.PeakRSS[k])
+	}
+	fmt.Fprintf(&sb, "\nThe seeder ends up seeding all %d torrents in one client.\n", fl.Communities)
 	if err := os.WriteFile(*md, []byte(sb.String()), 0o644); err != nil {
 		log.Fatal(err)
 	}
