@@ -217,7 +217,9 @@ func (b *builder) run(ctx context.Context) (*BuildResult, error) {
 	}
 	b.hasher = newPieceHasher(prefix)
 	b.prefixPieces = len(prefix) / sha1.Size
-	b.w = bufio.NewWriterSize(io.MultiWriter(data, b.hasher), 1<<20)
+	hashing := newAsyncHasher(b.hasher)
+	defer hashing.wait()
+	b.w = bufio.NewWriterSize(io.MultiWriter(newWriteback(data, int64(b.offset)), hashing), 1<<20)
 
 	if err := b.archiveWindows(ctx); err != nil {
 		return nil, err
@@ -225,6 +227,7 @@ func (b *builder) run(ctx context.Context) (*BuildResult, error) {
 	if err := b.w.Flush(); err != nil {
 		return nil, fmt.Errorf("write data: %w", err)
 	}
+	hashing.wait() // every data piece hashed before the hashes are read
 	if len(b.res.Archives) == 0 {
 		b.o.Logger.Info("no new archives", "from", b.o.From, "to", b.o.To)
 		return b.finishUnchanged(data, oldIndex)

@@ -185,3 +185,49 @@ func VerifyPieces(pieces []byte, first int, r io.Reader) error {
 	}
 	return nil
 }
+
+// asyncHasher feeds a pieceHasher on its own goroutine, so SHA-1 runs on a
+// second core while the builder encodes and writes. At most four 1 MiB
+// buffers wait in its queue.
+type asyncHasher struct {
+	ph   *pieceHasher
+	ch   chan []byte
+	done chan struct{}
+	free chan []byte
+}
+
+func newAsyncHasher(ph *pieceHasher) *asyncHasher {
+	a := &asyncHasher{ph: ph, ch: make(chan []byte, 4), done: make(chan struct{}), free: make(chan []byte, 6)}
+	go func() {
+		defer close(a.done)
+		for b := range a.ch {
+			ph.Write(b)
+			select {
+			case a.free <- b[:0]:
+			default:
+			}
+		}
+	}()
+	return a
+}
+
+func (a *asyncHasher) Write(p []byte) (int, error) {
+	var b []byte
+	select {
+	case b = <-a.free:
+	default:
+	}
+	a.ch <- append(b, p...)
+	return len(p), nil
+}
+
+// wait stops the goroutine once everything written is hashed.
+func (a *asyncHasher) wait() {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	close(a.ch)
+	<-a.done
+}
