@@ -7,24 +7,22 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/archivefleet/archivefleet/bench/proc"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fleet"
@@ -120,7 +118,7 @@ func main() {
 		info, err := ann.Info(ctx)
 		check(err)
 		for _, p := range procs {
-			peaks[p.Process.Pid] = max(peaks[p.Process.Pid], vmKB(p.Process.Pid, "VmHWM"))
+			peaks[p.Process.Pid] = max(peaks[p.Process.Pid], proc.StatusKB(p.Process.Pid, "VmHWM"))
 		}
 		if int(info.State.Msgs) >= *n {
 			break
@@ -140,7 +138,7 @@ func main() {
 		}
 		out["peak_rss_MB"].(map[string]float64)[name] = float64(peaks[p.Process.Pid]) / 1024
 	}
-	out["peak_rss_MB"].(map[string]float64)["bench+nats (this process)"] = float64(vmKB(os.Getpid(), "VmHWM")) / 1024
+	out["peak_rss_MB"].(map[string]float64)["bench+nats (this process)"] = float64(proc.StatusKB(os.Getpid(), "VmHWM")) / 1024
 	for _, p := range procs {
 		p.Process.Signal(os.Interrupt)
 	}
@@ -150,27 +148,10 @@ func main() {
 	json.NewEncoder(os.Stdout).Encode(out)
 }
 
-func vmKB(pid int, field string) int {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			k, _ := strconv.Atoi(strings.Fields(v)[0])
-			return k
-		}
-	}
-	return 0
-}
-
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := proc.FreePort()
 	check(err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 func check(err error) {

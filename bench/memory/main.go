@@ -5,7 +5,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -14,10 +13,9 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/archivefleet/archivefleet/bench/proc"
 	"github.com/archivefleet/archivefleet/internal/archive"
 )
 
@@ -53,7 +51,7 @@ func main() {
 	id, _ := archive.ParseCommunityID("0x02cfca2ca218f099107c5d4b61cb17bd6566137dbecf7e4557984c882a16accd87")
 	const msg = 64 << 10
 	n := int(*size / msg)
-	before := vmKB("VmHWM")
+	before := proc.StatusKB(os.Getpid(), "VmHWM")
 	t0 := time.Now()
 	res, err := archive.Build(context.Background(), archive.Layout{DataDir: filepath.Join(dir, "d"), TorrentDir: filepath.Join(dir, "t")},
 		archive.BuildOptions{Community: id, From: 1_700_000_000, To: 1_700_000_000 + uint64(n), Interval: 24 * time.Hour, Source: stream{n, msg}})
@@ -62,22 +60,6 @@ func main() {
 	}
 	json.NewEncoder(os.Stdout).Encode(map[string]any{
 		"archive_MB": float64(res.DataBytes) / 1e6, "archives": len(res.Archives), "seconds": time.Since(t0).Seconds(),
-		"peak_rss_MB_before": float64(before) / 1024, "peak_rss_MB": float64(vmKB("VmHWM")) / 1024,
+		"peak_rss_MB_before": float64(before) / 1024, "peak_rss_MB": float64(proc.StatusKB(os.Getpid(), "VmHWM")) / 1024,
 	})
-}
-
-func vmKB(field string) int {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n
-		}
-	}
-	return 0
 }

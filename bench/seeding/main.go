@@ -16,7 +16,6 @@ import (
 	"log"
 	"log/slog"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +27,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
+	"github.com/archivefleet/archivefleet/bench/proc"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/seed"
 )
@@ -216,10 +216,9 @@ func aria2(dir, name, torrentPath string, total int64) time.Duration {
 }
 
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := proc.FreePort()
 	check(err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 func check(err error) {

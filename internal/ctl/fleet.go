@@ -113,18 +113,25 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 	return nil
 }
 
-func communitySet(ctx context.Context, env Env, verb string, args []string) error {
-	fs := newFlagSet(env, "community "+verb, "-id 0x…")
+// oneCommunity parses the flags of a command about one community (-nats and
+// the id flag), and connects.
+func oneCommunity(ctx context.Context, env Env, name, idFlag string, args []string) (archive.CommunityID, *bus.Bus, error) {
+	fs := newFlagSet(env, name, "-"+idFlag+" 0x…")
 	url := natsFlag(fs)
-	idStr := fs.String("id", "", "community id")
+	idStr := fs.String(idFlag, "", "community id")
 	if err := parse(fs, args, 0); err != nil {
-		return err
+		return archive.CommunityID{}, nil, err
 	}
 	id, err := archive.ParseCommunityID(*idStr)
 	if err != nil {
-		return err
+		return id, nil, err
 	}
 	b, err := connect(ctx, env, *url)
+	return id, b, err
+}
+
+func communitySet(ctx context.Context, env Env, verb string, args []string) error {
+	id, b, err := oneCommunity(ctx, env, "community "+verb, "id", args)
 	if err != nil {
 		return err
 	}
@@ -292,17 +299,7 @@ func bar(done, total, width int) string {
 // as status-go's catch-up case does (to = now); later windows are anchored
 // at the new end.
 func runTrigger(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "trigger", "-community 0x…")
-	url := natsFlag(fs)
-	idStr := fs.String("community", "", "community id")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
-	id, err := archive.ParseCommunityID(*idStr)
-	if err != nil {
-		return err
-	}
-	b, err := connect(ctx, env, *url)
+	id, b, err := oneCommunity(ctx, env, "trigger", "community", args)
 	if err != nil {
 		return err
 	}

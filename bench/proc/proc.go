@@ -1,0 +1,41 @@
+// Package proc reads what the benchmarks report about processes: peak
+// resident memory, and a free loopback port to give a child.
+package proc
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// StatusKB returns a kB field (VmHWM, VmRSS, …) of /proc/<pid>/status, 0 if unreadable.
+func StatusKB(pid int, field string) int {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			if fs := strings.Fields(v); len(fs) > 0 {
+				n, _ := strconv.Atoi(fs[0])
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// FreePort returns a TCP port free on 127.0.0.1 now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
