@@ -321,7 +321,9 @@ func runTrigger(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("nothing to archive: archived up to %d", from)
 	}
 	ev := bus.DueEvent{Community: id.String(), From: from, End: end, Reason: "trigger"}
-	if _, err := b.Publish(ctx, bus.SubjectDue(ev.Community), ev.MsgID(), ev); err != nil {
+	// Its own id: an operator's request must not vanish as a duplicate of a
+	// scheduled event that happens to end at the same second.
+	if _, err := b.Publish(ctx, bus.SubjectDue(ev.Community), fmt.Sprintf("trigger:%s:%d", ev.Community, end), ev); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "archive of %s [%d, %d) requested\n", id, from, end)
