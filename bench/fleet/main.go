@@ -46,7 +46,7 @@ func main() {
 	ns, err := fleet.EmbeddedNATS(filepath.Join(dir, "nats"), "127.0.0.1", -1)
 	check(err)
 	defer fleet.StopNATS(context.Background(), ns)
-	redisPort := freePort()
+	redisPort := proc.MustFreePort()
 	redis := exec.Command("redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	check(redis.Start())
 	defer func() { redis.Process.Kill(); redis.Wait() }()
@@ -146,12 +146,6 @@ func main() {
 		p.Wait()
 	}
 	json.NewEncoder(os.Stdout).Encode(out)
-}
-
-func freePort() int {
-	p, err := proc.FreePort()
-	check(err)
-	return p
 }
 
 func check(err error) {

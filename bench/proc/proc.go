@@ -39,3 +39,13 @@ func FreePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// MustFreePort is FreePort for benchmark mains: it exits on error.
+func MustFreePort() int {
+	p, err := FreePort()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "free port:", err)
+		os.Exit(1)
+	}
+	return p
+}

@@ -106,7 +106,7 @@ func runQbittorrent(dir string, l archive.Layout, id archive.CommunityID, total 
 	profile := filepath.Join(dir, "qbt")
 	conf := filepath.Join(profile, "qBittorrent", "config")
 	check(os.MkdirAll(conf, 0o755))
-	webPort, btPort := freePort(), freePort()
+	webPort, btPort := proc.MustFreePort(), proc.MustFreePort()
 	check(os.WriteFile(filepath.Join(conf, "qBittorrent.conf"), []byte(fmt.Sprintf(`[LegalNotice]
 Accepted=true
 
@@ -189,7 +189,7 @@ Connection\UPnP=false
 func aria2(dir, name, torrentPath string, total int64) time.Duration {
 	out := filepath.Join(dir, "dl-"+name)
 	check(os.MkdirAll(out, 0o755))
-	port := freePort()
+	port := proc.MustFreePort()
 	cmd := exec.Command("aria2c", "--dir="+out, "--seed-time=0", "--enable-dht=false", "--enable-dht6=false",
 		"--bt-enable-lpd=false", "--enable-peer-exchange=false", "--bt-tracker-connect-timeout=5",
 		"--listen-port="+strconv.Itoa(port), "--file-allocation=none", "--console-log-level=warn",
@@ -213,12 +213,6 @@ func aria2(dir, name, torrentPath string, total int64) time.Duration {
 	}
 	log.Printf("aria2c downloaded %d bytes from %s in %v", total, name, d)
 	return d
-}
-
-func freePort() int {
-	p, err := proc.FreePort()
-	check(err)
-	return p
 }
 
 func check(err error) {

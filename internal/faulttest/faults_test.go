@@ -138,14 +138,7 @@ func TestRedisDown(t *testing.T) {
 	}
 	e := newEnv(t)
 	now := uint64(time.Now().Unix())
-	var coms []*registry.Community
-	var msgs [][]archive.Message
-	for i := 0; i < 4; i++ {
-		com := e.register(time.Hour, now-2*3600)
-		m := messages(com, 200, 200, now-2*3600, now)
-		e.ingest(com, m)
-		coms, msgs = append(coms, com), append(msgs, m)
-	}
+	coms, msgs := e.communities(4, 200, now-2*3600, now)
 	a := e.start("archiver", "archiver", "ARCHIVEFLEET_WORK_DIR="+filepath.Join(e.dir, "a"), "ARCHIVEFLEET_LOCK_TTL=5s")
 	// A first window under a working Redis, so fences exist before the loss.
 	e.due(coms[0], now-2*3600, now-3600, "")
@@ -177,14 +170,7 @@ func TestRedisDown(t *testing.T) {
 func TestNATSRestart(t *testing.T) {
 	e := newEnv(t)
 	now := uint64(time.Now().Unix())
-	var coms []*registry.Community
-	var msgs [][]archive.Message
-	for i := 0; i < 3; i++ {
-		com := e.register(time.Hour, now-3*3600)
-		m := messages(com, 300, 200, now-3*3600, now)
-		e.ingest(com, m)
-		coms, msgs = append(coms, com), append(msgs, m)
-	}
+	coms, msgs := e.communities(3, 300, now-3*3600, now)
 	seeder := e.start("seeder", "seeder", seederEnv(e, "seed", testenv.FreePort(t))...)
 	// One community built before the restart, so objects and state exist.
 	archiver := e.start("archiver", "archiver", "ARCHIVEFLEET_WORK_DIR="+filepath.Join(e.dir, "a"))

@@ -43,6 +43,19 @@ func messages(com *registry.Community, n, size int, from, to uint64) []archive.M
 	return out
 }
 
+// communities registers k hourly communities starting at since, each given
+// n 200-byte messages spread over [since, until).
+func (e *env) communities(k, n int, since, until uint64) ([]*registry.Community, [][]archive.Message) {
+	coms := make([]*registry.Community, k)
+	msgs := make([][]archive.Message, k)
+	for i := range coms {
+		coms[i] = e.register(time.Hour, since)
+		msgs[i] = messages(coms[i], n, 200, since, until)
+		e.ingest(coms[i], msgs[i])
+	}
+	return coms, msgs
+}
+
 func (e *env) ingest(com *registry.Community, msgs []archive.Message) {
 	s := &store.Store{Bus: e.ctl}
 	for i := 0; i < len(msgs); i += 2000 {
