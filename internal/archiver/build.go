@@ -37,10 +37,7 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 	if st.Fence >= fence {
 		return "", fmt.Errorf("stale fence %d: state was committed under fence %d", fence, st.Fence)
 	}
-	from := st.LastEnd
-	if from == 0 {
-		from = com.Since
-	}
+	from := com.NextStart(st.LastEnd)
 	if from >= ev.End {
 		return "skipped", nil
 	}

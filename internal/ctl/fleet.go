@@ -312,10 +312,7 @@ func runTrigger(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	from := cur.LastEnd
-	if from == 0 {
-		from = com.Since
-	}
+	from := com.NextStart(cur.LastEnd)
 	end := uint64(time.Now().Unix())
 	if end <= from {
 		return fmt.Errorf("nothing to archive: archived up to %d", from)

@@ -63,6 +63,15 @@ func UniversalTopic(c archive.CommunityID) archive.Topic {
 	return t
 }
 
+// NextStart is where the community's next archive starts: the end of the
+// last archive, or Since when nothing was archived yet (lastEnd 0).
+func (c *Community) NextStart(lastEnd uint64) uint64 {
+	if lastEnd == 0 {
+		return c.Since
+	}
+	return lastEnd
+}
+
 // Validate checks a community before it is stored and fills defaults.
 func (c *Community) Validate() error {
 	if c.Interval == 0 {

@@ -2,7 +2,6 @@ package schedule
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -10,8 +9,6 @@ import (
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
 )
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // Backfill publishes, now, the due event of every given community whose
 // window has closed, so queued work catches up without waiting for a
@@ -28,15 +25,11 @@ func Backfill(ctx context.Context, b *bus.Bus, coms []*registry.Community, now t
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", c, err)
 		}
-		_, end := NextDue(com, cur.LastEnd, now)
-		if end == 0 {
+		ev, ok := Due(com, cur.LastEnd, now)
+		if !ok {
 			continue
 		}
-		anchor := cur.LastEnd
-		if anchor == 0 {
-			anchor = com.Since
-		}
-		ev := bus.DueEvent{Community: c, From: anchor, End: end, Reason: "backfill"}
+		ev.Reason = "backfill"
 		if _, err := b.Publish(ctx, bus.SubjectDue(c), ev.MsgID(), ev); err != nil {
 			return out, fmt.Errorf("%s: %w", c, err)
 		}

@@ -18,6 +18,7 @@ package schedule
 import (
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -99,10 +100,7 @@ func New(s Service, reg prometheus.Registerer) *Service {
 // NextDue returns when a community's next window closes and the End a due
 // event published at now would carry (0 if nothing is due yet).
 func NextDue(com *registry.Community, lastEnd uint64, now time.Time) (at time.Time, end uint64) {
-	anchor := lastEnd
-	if anchor == 0 {
-		anchor = com.Since
-	}
+	anchor := com.NextStart(lastEnd)
 	iv := uint64(time.Duration(com.Interval) / time.Second)
 	at = time.Unix(int64(anchor+iv), 0)
 	n := uint64(max(now.Unix(), 0))
@@ -110,6 +108,22 @@ func NextDue(com *registry.Community, lastEnd uint64, now time.Time) (at time.Ti
 		return at, 0
 	}
 	return at, anchor + (n-anchor)/iv*iv
+}
+
+// Due returns the due event of a community whose archives end at lastEnd,
+// if a window has closed by now: reason "interval" for one window,
+// "catch-up" for several.
+func Due(com *registry.Community, lastEnd uint64, now time.Time) (bus.DueEvent, bool) {
+	_, end := NextDue(com, lastEnd, now)
+	if end == 0 {
+		return bus.DueEvent{}, false
+	}
+	from := com.NextStart(lastEnd)
+	ev := bus.DueEvent{Community: com.ID.String(), From: from, End: end, Reason: "interval"}
+	if end > from+uint64(time.Duration(com.Interval)/time.Second) {
+		ev.Reason = "catch-up"
+	}
+	return ev, true
 }
 
 // Run follows the registry and state buckets and publishes due and republish
@@ -199,7 +213,7 @@ func (s *Service) onCommunity(key string, val []byte, deleted bool) {
 func (s *Service) onState(key string, val []byte, deleted bool) {
 	if c, ok := strings.CutPrefix(key, "announce."); ok {
 		var a state.Announce
-		if !deleted && jsonUnmarshal(val, &a) == nil {
+		if !deleted && json.Unmarshal(val, &a) == nil {
 			e := s.get(c)
 			e.announced = a.At
 			s.reschedule(c, e)
@@ -249,18 +263,10 @@ func (s *Service) fire(ctx context.Context) {
 		worst = max(worst, now.Sub(it.at))
 		switch it.kind {
 		case kindDue:
-			_, end := NextDue(e.com, e.lastEnd, now)
-			if end == 0 {
+			ev, ok := Due(e.com, e.lastEnd, now)
+			if !ok {
 				s.reschedule(it.c, e)
 				continue
-			}
-			anchor := e.lastEnd
-			if anchor == 0 {
-				anchor = e.com.Since
-			}
-			ev := bus.DueEvent{Community: it.c, From: anchor, End: end, Reason: "interval"}
-			if end > anchor+uint64(time.Duration(e.com.Interval)/time.Second) {
-				ev.Reason = "catch-up"
 			}
 			s.publish(ctx, "due", bus.SubjectDue(it.c), ev.MsgID(), ev)
 			heap.Push(&s.queue, item{at: now.Add(min(s.Config.RetryAfter, time.Duration(e.com.Interval))), c: it.c, kind: kindDue, version: e.version})
