@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -518,15 +517,4 @@ func writeZeros(w io.Writer, n uint64) error {
 		n -= k
 	}
 	return nil
-}
-
-// InfoHashHex parses a 40-hex infohash, for callers that carry it as text.
-func InfoHashHex(s string) (metainfo.Hash, error) {
-	var h metainfo.Hash
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != len(h) {
-		return h, fmt.Errorf("infohash %q: want 40 hex digits", truncate(s, 60))
-	}
-	copy(h[:], b)
-	return h, nil
 }
