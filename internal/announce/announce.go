@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -123,11 +124,8 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bus.Result {
-	var ev struct {
-		Community string `json:"community"`
-		InfoHash  string `json:"infoHash"`
-		Peer      string `json:"peer"`
-	}
+	// Republish events carry only the community, a subset of SeedingEvent.
+	var ev bus.SeedingEvent
 	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
 		return bus.Result{Outcome: bus.Dead, Err: fmt.Errorf("decode event: %w", err)}
 	}
@@ -136,7 +134,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bus.Result {
 		return bus.Result{Outcome: bus.Dead, Err: err}
 	}
 	reason := "seeded"
-	if len(msg.Subject()) > len("archive.republish.") && msg.Subject()[:len("archive.republish.")] == "archive.republish." {
+	if strings.HasPrefix(msg.Subject(), bus.SubjectRepublish("")) {
 		reason = "republish"
 	}
 	err = s.announce(ctx, id, reason, ev.InfoHash, ev.Peer)
