@@ -116,7 +116,7 @@ func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[arch
 		for d := from / day; d <= (to-1)/day; d++ {
 			var msgs []archive.Message
 			seen := make(map[string]bool)
-			err := src.s.read(ctx, []string{bus.SubjectMessages(src.c, d)}, func(m archive.Message) {
+			err := src.s.read(ctx, bus.SubjectMessages(src.c, d), func(m archive.Message) {
 				if m.Timestamp < from || m.Timestamp >= to || seen[string(m.Hash)] {
 					return
 				}
@@ -139,14 +139,14 @@ func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[arch
 	}
 }
 
-// read delivers every message stored on subjects now, through an ordered
+// read delivers every message stored on subject now, through an ordered
 // consumer, and stops once it has seen what was pending when it started.
-func (s *Store) read(ctx context.Context, subjects []string, fn func(archive.Message)) error {
+func (s *Store) read(ctx context.Context, subject string, fn func(archive.Message)) error {
 	// Every read makes a server-side consumer; delete it when done, or the
 	// stream reaches its consumer limit under load. The short inactivity
 	// threshold cleans up after a reader that died mid-read.
 	cons, err := s.Bus.JS.OrderedConsumer(ctx, bus.StreamMessages, jetstream.OrderedConsumerConfig{
-		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: 30 * time.Second,
+		FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: 30 * time.Second,
 	})
 	if err != nil {
 		return fmt.Errorf("read messages: %w", err)
