@@ -260,14 +260,20 @@ func download(t *testing.T, magnet string, timeout time.Duration) ([]archive.Mes
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	f, err := archive.OpenFolder(filepath.Join(dir, tt.Name()), nil, archive.Limits{})
+	return readFolder(t, filepath.Join(dir, tt.Name()), nil)
+}
+
+// readFolder returns every message of an archive folder, oldest archive first.
+func readFolder(t *testing.T, dir string, dec archive.Decrypter) ([]archive.Message, *archive.Index) {
+	t.Helper()
+	f, err := archive.OpenFolder(dir, dec, archive.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	var out []archive.Message
 	for _, e := range f.Index.ByFrom() {
-		a, err := archive.ReadArchive(f.Data, e, nil)
+		a, err := archive.ReadArchive(f.Data, e, dec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -593,21 +599,9 @@ func TestRepublishAndEncryptedCommunity(t *testing.T) {
 	if _, err := archive.OpenFolder(filepath.Join(seeder.Config.DataDir, id.String()), nil, archive.Limits{}); !errors.Is(err, archive.ErrEncryptedNoKey) {
 		t.Fatalf("sealed index opened without keys: %v", err)
 	}
-	f, err := archive.OpenFolder(filepath.Join(seeder.Config.DataDir, id.String()), member, archive.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var got []archive.Message
-	for _, e := range f.Index.ByFrom() {
-		a, err := archive.ReadArchive(f.Data, e, member)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, a.Messages...)
-	}
-	if !f.Index.Encrypted || len(got) == 0 {
-		t.Fatalf("encrypted=%v, %d messages", f.Index.Encrypted, len(got))
+	got, ix := readFolder(t, filepath.Join(seeder.Config.DataDir, id.String()), member)
+	if !ix.Encrypted || len(got) == 0 {
+		t.Fatalf("encrypted=%v, %d messages", ix.Encrypted, len(got))
 	}
 	// Every message of the first two windows is in the sealed archives.
 	gotHashes := hashesOf(got)
