@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha1"
@@ -14,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"google.golang.org/protobuf/proto"
@@ -140,12 +140,18 @@ type builder struct {
 
 	entries []Entry // existing, by offset
 	offset  uint64
-	w       *bufio.Writer
-	hasher  *pieceHasher
+	app     *appender
+	out     *stream
+	pieces  []byte // every data piece's hash, once app has finished
+
+	// The archive being written: its metadata once it has a message, where it
+	// started in the stream, its messages and their payload+sig bytes. Only
+	// sealed archives keep the messages; plain ones are encoded as they come.
+	md      *pb.WakuMessageArchiveMetadata
+	start   uint64
+	count   int
 	chunk   []Message
 	chunkSz int
-
-	prefixPieces int // data pieces that existed before this run
 }
 
 func newBuilder(l Layout, o BuildOptions) (*builder, error) {
@@ -214,19 +220,21 @@ func (b *builder) run(ctx context.Context) (*BuildResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.hasher = newPieceHasher(prefix)
-	b.prefixPieces = len(prefix) / sha1.Size
-	hashing := newAsyncHasher(b.hasher)
-	defer hashing.wait()
-	b.w = bufio.NewWriterSize(io.MultiWriter(newWriteback(data, int64(b.offset)), hashing), 1<<20)
-
+	b.app = newAppender(data, int64(b.offset))
+	defer b.app.finish()
+	b.out = &stream{app: b.app}
 	if err := b.archiveWindows(ctx); err != nil {
 		return nil, err
 	}
-	if err := b.w.Flush(); err != nil {
-		return nil, fmt.Errorf("write data: %w", err)
+	if err := b.out.close(); err != nil {
+		return nil, err
 	}
-	hashing.wait() // every data piece hashed before the hashes are read
+	added, err := b.app.finish()
+	if err != nil {
+		return nil, err
+	}
+	b.pieces = append(prefix, added...)
+	b.res.PiecesHashed += len(added) / sha1.Size
 	if len(b.res.Archives) == 0 {
 		b.o.Logger.Info("no new archives", "from", b.o.From, "to", b.o.To)
 		return b.finishUnchanged(data, oldIndex)
@@ -386,10 +394,12 @@ func (b *builder) add(from, to uint64, m Message) error {
 	size := m.Size()
 	if size > b.o.ChunkBytes {
 		// status-go drops these silently; we drop them loudly.
-		s := SkippedMessage{Hash: m.Hash, Timestamp: m.Timestamp, Size: size,
-			Reason: fmt.Sprintf("payload+sig of %d bytes exceeds the %d-byte archive cap", size, b.o.ChunkBytes)}
-		b.res.Skipped = append(b.res.Skipped, s)
-		b.o.Logger.Warn("message too large to archive: skipped", "hash", m.Hash.String(), "timestamp", m.Timestamp, "bytes", size)
+		b.skip(&m, fmt.Sprintf("payload+sig of %d bytes exceeds the %d-byte archive cap", size, b.o.ChunkBytes))
+		return nil
+	}
+	if !utf8.ValidString(m.ThirdPartyID) {
+		// proto3 strings must be UTF-8: a member could not decode the archive.
+		b.skip(&m, "thirdPartyId is not valid UTF-8")
 		return nil
 	}
 	if b.chunkSz+size > b.o.ChunkBytes {
@@ -397,49 +407,82 @@ func (b *builder) add(from, to uint64, m Message) error {
 			return err
 		}
 	}
-	b.chunk = append(b.chunk, m)
+	if b.md == nil {
+		if err := b.begin(from, to); err != nil {
+			return err
+		}
+	}
+	if b.o.Encrypter != nil {
+		b.chunk = append(b.chunk, m)
+	} else if err := writeArchivedMessage(b.out, &m); err != nil {
+		return err
+	}
+	b.count++
 	b.chunkSz += size
 	return nil
 }
 
-// flush writes the pending chunk as one archive; empty chunks write nothing.
-func (b *builder) flush(from, to uint64) error {
-	if len(b.chunk) == 0 {
+func (b *builder) skip(m *Message, reason string) {
+	b.res.Skipped = append(b.res.Skipped, SkippedMessage{Hash: m.Hash, Timestamp: m.Timestamp, Size: m.Size(), Reason: reason})
+	b.o.Logger.Warn("message cannot be archived: skipped", "hash", m.Hash.String(), "timestamp", m.Timestamp, "bytes", m.Size(), "reason", reason)
+}
+
+// begin starts an archive of window [from, to). A plain archive's encoding is
+// written at once: its metadata field, then one field per message, exactly
+// what the deterministic marshalling of the whole WakuMessageArchive gives.
+func (b *builder) begin(from, to uint64) error {
+	b.md = &pb.WakuMessageArchiveMetadata{From: from, To: to, ContentTopic: b.topicsRaw}
+	b.start = b.out.n
+	if b.o.Encrypter != nil {
 		return nil
 	}
-	md := &pb.WakuMessageArchiveMetadata{From: from, To: to, ContentTopic: b.topicsRaw}
-	arch := &pb.WakuMessageArchive{Metadata: md, Messages: make([]*pb.WakuMessage, len(b.chunk))}
+	return writeArchiveMetadata(b.out, b.md)
+}
+
+// flush ends the archive being written, padding it to whole pieces; with no
+// archive begun it writes nothing.
+func (b *builder) flush(from, to uint64) error {
+	if b.md == nil {
+		return nil
+	}
+	if b.o.Encrypter != nil {
+		if err := b.seal(); err != nil {
+			return fmt.Errorf("archive [%d, %d): %w", from, to, err)
+		}
+	}
+	size, padding := paddedSize(int(b.out.n - b.start))
+	if err := b.out.zeros(padding); err != nil {
+		return err
+	}
+	e, err := newEntry(b.md, b.offset, size, padding)
+	if err != nil {
+		return err
+	}
+	b.offset += size
+	b.res.Archives = append(b.res.Archives, e)
+	b.res.ArchiveIDs = append(b.res.ArchiveIDs, e.ID)
+	b.res.Messages += b.count
+	b.o.Logger.Debug("archive written", "id", e.ID, "from", from, "to", to, "messages", b.count, "bytes", size)
+	clear(b.chunk)
+	b.md, b.count, b.chunk, b.chunkSz = nil, 0, b.chunk[:0], 0
+	return nil
+}
+
+// seal marshals and encrypts the collected messages of a token-gated archive.
+func (b *builder) seal() error {
+	arch := &pb.WakuMessageArchive{Metadata: b.md, Messages: make([]*pb.WakuMessage, len(b.chunk))}
 	for i := range b.chunk {
 		arch.Messages[i] = b.chunk[i].toProto()
 	}
 	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(arch)
 	if err != nil {
-		return fmt.Errorf("marshal archive [%d, %d): %w", from, to, err)
+		return fmt.Errorf("marshal: %w", err)
 	}
-	if b.o.Encrypter != nil {
-		if raw, err = b.o.Encrypter.Encrypt(raw); err != nil {
-			return fmt.Errorf("encrypt archive [%d, %d): %w", from, to, err)
-		}
+	if raw, err = b.o.Encrypter.Encrypt(raw); err != nil {
+		return fmt.Errorf("encrypt: %w", err)
 	}
-	size, padding := paddedSize(len(raw))
-	e, err := newEntry(md, b.offset, size, padding)
-	if err != nil {
-		return err
-	}
-	if _, err := b.w.Write(raw); err != nil {
-		return fmt.Errorf("write data: %w", err)
-	}
-	if err := writeZeros(b.w, padding); err != nil {
-		return fmt.Errorf("write data: %w", err)
-	}
-	b.offset += size
-	b.res.Archives = append(b.res.Archives, e)
-	b.res.ArchiveIDs = append(b.res.ArchiveIDs, e.ID)
-	b.res.Messages += len(b.chunk)
-	b.o.Logger.Debug("archive written", "id", e.ID, "from", from, "to", to, "messages", len(b.chunk), "bytes", size)
-	clear(b.chunk)
-	b.chunk, b.chunkSz = b.chunk[:0], 0
-	return nil
+	_, err = b.out.Write(raw)
+	return err
 }
 
 // commit writes the index, then the torrent, each atomically. The data file
@@ -457,7 +500,6 @@ func (b *builder) commit(data *os.File) (*BuildResult, error) {
 	if err := atomicfile.WriteFile(b.indexPath, index, 0o644); err != nil {
 		return nil, fmt.Errorf("write index: %w", err)
 	}
-	b.res.PiecesHashed += len(b.hasher.sum())/sha1.Size - b.prefixPieces
 	b.res.TotalEntries = len(all)
 	return b.writeTorrent(index)
 }
@@ -481,7 +523,7 @@ func (b *builder) finishUnchanged(data *os.File, oldIndex []byte) (*BuildResult,
 // The data ends on a piece boundary, so the index starts a fresh piece.
 func (b *builder) writeTorrent(index []byte) (*BuildResult, error) {
 	dataLen := int64(b.offset)
-	ih := newPieceHasher(b.hasher.sum())
+	ih := newPieceHasher(b.pieces)
 	ih.Write(index)
 	pieces := ih.sum()
 	b.res.PiecesHashed += (len(index) + PieceLength - 1) / PieceLength
@@ -504,17 +546,4 @@ func (b *builder) writeTorrent(index []byte) (*BuildResult, error) {
 		"total_archives", b.res.TotalEntries, "data_bytes", dataLen, "pieces_hashed", b.res.PiecesHashed,
 		"pieces_reused", b.res.PiecesReused)
 	return b.res, nil
-}
-
-var zeroPiece [PieceLength]byte
-
-func writeZeros(w io.Writer, n uint64) error {
-	for n > 0 {
-		k := min(n, PieceLength)
-		if _, err := w.Write(zeroPiece[:k]); err != nil {
-			return err
-		}
-		n -= k
-	}
-	return nil
 }
