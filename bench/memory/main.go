@@ -1,7 +1,9 @@
-// Command memory builds a 1 GiB archive from a streaming source and reports
-// the process's peak resident memory (VmHWM): the archive core holds at most
-// one 30,000,000-byte chunk of messages, its marshalled form and a write
-// buffer, whatever the archive size.
+// Command memory builds a 1 GiB archive from a streaming source, plain and
+// then sealed with the hash ratchet, and reports the process's peak resident
+// memory (VmHWM, reset between the two) for each. A plain build encodes each
+// message as it comes and holds only the appender's buffers; a sealed one
+// also holds one 30,000,000-byte chunk of messages, its marshalled and its
+// sealed form, whatever the archive size.
 package main
 
 import (
@@ -9,10 +11,13 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"iter"
 	"log"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/archivefleet/archivefleet/bench/proc"
@@ -51,15 +56,32 @@ func main() {
 	id, _ := archive.ParseCommunityID("0x02cfca2ca218f099107c5d4b61cb17bd6566137dbecf7e4557984c882a16accd87")
 	const msg = 64 << 10
 	n := int(*size / msg)
-	before := proc.StatusKB(os.Getpid(), "VmHWM")
-	t0 := time.Now()
-	res, err := archive.Build(context.Background(), archive.Layout{DataDir: filepath.Join(dir, "d"), TorrentDir: filepath.Join(dir, "t")},
-		archive.BuildOptions{Community: id, From: 1_700_000_000, To: 1_700_000_000 + uint64(n), Interval: 24 * time.Hour, Source: stream{n, msg}})
-	if err != nil {
-		log.Fatal(err)
+	out := map[string]any{}
+	for _, mode := range []string{"plain", "sealed"} {
+		o := archive.BuildOptions{Community: id, From: 1_700_000_000, To: 1_700_000_000 + uint64(n),
+			Interval: 24 * time.Hour, Source: stream{n, msg}}
+		if mode == "sealed" {
+			o.Encrypter = &archive.HashRatchet{Community: id, InstallationID: "membench-installation",
+				State: &archive.RatchetState{Key: archive.RatchetKey{Timestamp: 1_700_000_000_000, Key: make([]byte, 32)}}}
+		}
+		// Writing 5 to clear_refs resets VmHWM, so each mode's peak is its own.
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", os.Getpid()), []byte("5"), 0); err != nil {
+			log.Fatal(err)
+		}
+		runtime.GC()
+		debug.FreeOSMemory()
+		before := proc.StatusKB(os.Getpid(), "VmRSS")
+		t0 := time.Now()
+		res, err := archive.Build(context.Background(), archive.Layout{DataDir: filepath.Join(dir, mode, "d"),
+			TorrentDir: filepath.Join(dir, mode, "t")}, o)
+		if err != nil {
+			log.Fatal(err)
+		}
+		out[mode+"_archive_MB"] = float64(res.DataBytes) / 1e6
+		out[mode+"_archives"] = len(res.Archives)
+		out[mode+"_seconds"] = time.Since(t0).Seconds()
+		out[mode+"_rss_MB_before"] = float64(before) / 1024
+		out[mode+"_peak_rss_MB"] = float64(proc.StatusKB(os.Getpid(), "VmHWM")) / 1024
 	}
-	json.NewEncoder(os.Stdout).Encode(map[string]any{
-		"archive_MB": float64(res.DataBytes) / 1e6, "archives": len(res.Archives), "seconds": time.Since(t0).Seconds(),
-		"peak_rss_MB_before": float64(before) / 1024, "peak_rss_MB": float64(proc.StatusKB(os.Getpid(), "VmHWM")) / 1024,
-	})
+	json.NewEncoder(os.Stdout).Encode(out)
 }

@@ -478,6 +478,8 @@ func (b *builder) seal() error {
 	if err != nil {
 		return fmt.Errorf("marshal: %w", err)
 	}
+	// The messages are in raw now: let them go before encryption copies it twice.
+	clear(b.chunk)
 	if raw, err = b.o.Encrypter.Encrypt(raw); err != nil {
 		return fmt.Errorf("encrypt: %w", err)
 	}

@@ -243,7 +243,9 @@ func sealGCM(key, plaintext []byte) ([]byte, error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("nonce: %w", err)
 	}
-	return append(aead.Seal(nil, nonce, plaintext, nil), nonce...), nil
+	// Sized up front: an archive is up to 30 MB and appending the nonce must not copy it.
+	out := make([]byte, 0, len(plaintext)+aead.Overhead()+len(nonce))
+	return append(aead.Seal(out, nonce, plaintext, nil), nonce...), nil
 }
 
 func openGCM(key, sealed []byte) ([]byte, error) {
