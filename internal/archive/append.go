@@ -39,6 +39,8 @@ type appender struct {
 
 	mu  sync.Mutex
 	err error
+	// directBytes is how much went to disk with O_DIRECT, known after finish.
+	directBytes int64
 }
 
 // segment is one buffer in flight; sums receives its piece hashes.
@@ -141,6 +143,12 @@ func (a *appender) fail(err error) {
 
 func (a *appender) write(w *writeback) {
 	defer a.wg.Done()
+	defer func() {
+		w.close()
+		a.mu.Lock()
+		a.directBytes = w.directBytes
+		a.mu.Unlock()
+	}()
 	for s := range a.writes {
 		if a.failure() == nil {
 			if _, err := w.Write(s.data); err != nil {

@@ -14,7 +14,9 @@ import (
 
 // BenchmarkBuildVsSHA1 builds archives from 64 MiB of messages and, in the same
 // iteration, SHA-1 hashes the resulting data file: the floor any torrent
-// builder pays. It reports both throughputs and their ratio.
+// builder pays. It reports both throughputs and their ratio. The build writes
+// with O_DIRECT, so the file is read once, untimed, before it is hashed: the
+// reference hashes from the page cache and times SHA-1, not the disk.
 func BenchmarkBuildVsSHA1(b *testing.B) {
 	const payload = 1024
 	n := (64 << 20) / (payload + 65)
@@ -37,8 +39,12 @@ func BenchmarkBuildVsSHA1(b *testing.B) {
 		buildDur += time.Since(t0)
 		dataBytes = res.DataBytes
 
+		data := filepath.Join(l.ArchiveDir(c), DataFile)
+		if err := readThrough(data); err != nil {
+			b.Fatal(err)
+		}
 		t1 := time.Now()
-		f, err := os.Open(filepath.Join(l.ArchiveDir(c), DataFile))
+		f, err := os.Open(data)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -113,6 +119,17 @@ func BenchmarkWeeklyBuild(b *testing.B) {
 			}
 		})
 	}
+}
+
+// readThrough reads a file to bring it into the page cache.
+func readThrough(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(io.Discard, f)
+	return err
 }
 
 type folderSnapshot struct {

@@ -100,6 +100,9 @@ type BuildResult struct {
 	// from the previous torrent.
 	PiecesHashed int `json:"piecesHashed"`
 	PiecesReused int `json:"piecesReused"`
+	// DirectIOBytes is how much of the new data went to disk with O_DIRECT,
+	// bypassing the page cache; the rest was written through it.
+	DirectIOBytes int64 `json:"directIoBytes,omitempty"`
 	// DiscardedTail is bytes of data past the index's last archive, left by an
 	// interrupted run and truncated before appending.
 	DiscardedTail int64 `json:"discardedTail,omitempty"`
@@ -234,6 +237,7 @@ func (b *builder) run(ctx context.Context) (*BuildResult, error) {
 		return nil, err
 	}
 	b.pieces = append(prefix, added...)
+	b.res.DirectIOBytes = b.app.directBytes
 	b.res.PiecesHashed += len(added) / sha1.Size
 	if len(b.res.Archives) == 0 {
 		b.o.Logger.Info("no new archives", "from", b.o.From, "to", b.o.To)
@@ -546,6 +550,6 @@ func (b *builder) writeTorrent(index []byte) (*BuildResult, error) {
 	b.res.TorrentPath = b.torrent
 	b.o.Logger.Info("torrent written", "infohash", b.res.InfoHash, "archives", len(b.res.Archives),
 		"total_archives", b.res.TotalEntries, "data_bytes", dataLen, "pieces_hashed", b.res.PiecesHashed,
-		"pieces_reused", b.res.PiecesReused)
+		"pieces_reused", b.res.PiecesReused, "direct_io_bytes", b.res.DirectIOBytes)
 	return b.res, nil
 }
