@@ -68,6 +68,32 @@ func readJSON(path string) map[string]float64 {
 	return out
 }
 
+// hashRounds reads the per-round figures of the hashing benchmark.
+func hashRounds(path string) []map[string]float64 {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var v struct {
+		Rounds []map[string]float64 `json:"rounds"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		log.Fatal(err)
+	}
+	if len(v.Rounds) == 0 {
+		log.Fatalf("%s: no rounds", path)
+	}
+	return v.Rounds
+}
+
+func minMax(rounds []map[string]float64, key string) (lo, hi float64) {
+	lo, hi = rounds[0][key], rounds[0][key]
+	for _, r := range rounds[1:] {
+		lo, hi = min(lo, r[key]), max(hi, r[key])
+	}
+	return lo, hi
+}
+
 type bar struct {
 	label string
 	value float64
@@ -91,12 +117,25 @@ func main() {
 
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "# Benchmarks\n\nMade by `bench/run` on %s (2 cores, 24 GiB). Every figure is measured against a reference in the same run.\n\n![plot](bench/plot.png)\n\n", time.Now().UTC().Format("2006-01-02"))
-	fmt.Fprintf(&sb, "## Archive build throughput\n\n| measure | value |\n|---|---|\n")
-	fmt.Fprintf(&sb, "| build, %.0f MB data file, %0.f messages | %.0f MB/s, %.0f messages/s |\n", hash["data_MB"], hash["messages"], hash["build_MBps"], hash["build_msgs_per_s"])
-	fmt.Fprintf(&sb, "| `sha1sum` on the same file | %.0f MB/s → build takes %.2fx |\n", hash["sha1sum_MBps"], hash["build_over_sha1sum"])
-	fmt.Fprintf(&sb, "| `mktorrent -l 17` on the same file | %.0f MB/s → build takes %.2fx |\n", hash["mktorrent_MBps"], hash["build_over_mktorrent"])
-	fmt.Fprintf(&sb, "| Go benchmark: build vs in-process SHA-1 of its output (67 MB) | %.0f vs %.0f MB/s → %.2fx |\n\n", b["build-MB/s"], b["sha1-MB/s"], b["build/sha1-x"])
-	fmt.Fprintf(&sb, "The build includes protobuf encoding, writing and an fsync of the new data; the references only read and hash a file in the page cache. Goal: within 1.5x of the SHA-1 floor — **not met yet**.\n\n")
+	rounds := hashRounds(filepath.Join(*dir, "hashing.json"))
+	spread := func(key string) string {
+		lo, hi := minMax(rounds, key)
+		return fmt.Sprintf("%.2f–%.2fx", lo, hi)
+	}
+	fmt.Fprintf(&sb, "## Archive build throughput\n\nMedians of %d rounds; each round builds the data file afresh and then runs every reference on it.\n\n| measure | value | build takes (median) | over the rounds |\n|---|---|---|---|\n", len(rounds))
+	fmt.Fprintf(&sb, "| build, %.0f MB data file, %0.f messages, %.0f archives | %.0f MB/s, %.0f messages/s | | |\n", hash["data_MB"], hash["messages"], hash["archives"], hash["build_MBps"], hash["build_msgs_per_s"])
+	fmt.Fprintf(&sb, "| single-stream SHA-1 in Go (SHA-NI) on the same file | %.0f MB/s | **%.2fx** | %s |\n", hash["go_sha1_MBps"], hash["build_over_go_sha1"], spread("build_over_go_sha1"))
+	fmt.Fprintf(&sb, "| `sha1sum` on the same file | %.0f MB/s | %.2fx | %s |\n", hash["sha1sum_MBps"], hash["build_over_sha1sum"], spread("build_over_sha1sum"))
+	fmt.Fprintf(&sb, "| `mktorrent -l 17` (multi-threaded) on the same file | %.0f MB/s | %.2fx | %s |\n", hash["mktorrent_MBps"], hash["build_over_mktorrent"], spread("build_over_mktorrent"))
+	fmt.Fprintf(&sb, "| Go benchmark: build vs in-process SHA-1 of its output (67 MB) | %.0f vs %.0f MB/s | %.2fx | |\n\n", b["build-MB/s"], b["sha1-MB/s"], b["build/sha1-x"])
+	floor := max(hash["build_over_go_sha1"], hash["build_over_sha1sum"])
+	verdict := "met"
+	if floor > 1.5 {
+		verdict = "**not met**"
+	}
+	fmt.Fprintf(&sb, "The build includes protobuf encoding, writing with O_DIRECT and an fsync of the new data; the references only read and hash a file already in the page cache. "+
+		"Plain archives are encoded message by message into piece-aligned buffers; one goroutine writes them while every core hashes their pieces, so the build can come close to a single-stream SHA-1 of its output even though it does more work. "+
+		"Goal: within 1.5x of the SHA-1 floor (the faster of the two single-stream references) — %s (%.2fx).\n\n", verdict, floor)
 	fmt.Fprintf(&sb, "## Weekly build cost as history grows (2 MB a week)\n\n| history | ms per weekly build | pieces hashed | vs week 1 |\n|---|---|---|---|\n")
 	for _, r := range []struct {
 		n string
@@ -114,7 +153,11 @@ func main() {
 		fmt.Fprintf(&sb, "| %s | %.1f µs | %.0f B | %.0f ns | %.2f ms | %.0f ms |\n", r.n, r.m["load-ns/community"]/1000, r.m["heap-B/community"], r.m["idle-pass-ns"], r.m["due-pass-µs"]/1000, r.m["first-pass-ms"])
 	}
 	fmt.Fprintf(&sb, "\nA pass pops only due entries from a heap fed by KV watches: its cost follows what is due, not how many communities are registered.\n\n")
-	fmt.Fprintf(&sb, "## Memory of a 1 GiB build\n\nBuilding a %.0f MB archive (%.0f archives) from a streaming source peaked at **%.0f MB** resident (%.1f s). The archive core holds one 30,000,000-byte chunk of messages, its marshalled form and a 1 MiB write buffer; the fleet's message store reads one day of one community at a time.\n\n", mem["archive_MB"], mem["archives"], mem["peak_rss_MB"], mem["seconds"])
+	fmt.Fprintf(&sb, "## Memory of a 1 GiB build\n\n| build | archive | peak resident memory | seconds |\n|---|---|---|---|\n")
+	for _, m := range []string{"plain", "sealed"} {
+		fmt.Fprintf(&sb, "| %s | %.0f MB, %.0f archives | **%.0f MB** | %.1f |\n", m, mem[m+"_archive_MB"], mem[m+"_archives"], mem[m+"_peak_rss_MB"], mem[m+"_seconds"])
+	}
+	fmt.Fprintf(&sb, "\nBoth from a streaming source, in one process, the peak reset between them. A plain build encodes each message as it arrives and holds only the write-and-hash pipeline: 9 buffers of 3.2 MB. A sealed (token-gated) build must encrypt a whole archive at once, so it also holds one 30,000,000-byte chunk of messages, its marshalled form and its sealed envelope. Neither grows with the archive's size; the fleet's message store reads one day of one community at a time.\n\n")
 	raw, err := os.ReadFile(filepath.Join(*dir, "fleet.json"))
 	if err != nil {
 		log.Fatal(err)
@@ -144,6 +187,7 @@ func main() {
 	}
 	plot(*pngPath, []bar{
 		{"build (MB/s)", hash["build_MBps"], "MB/s", false},
+		{"Go SHA-1 (MB/s)", hash["go_sha1_MBps"], "MB/s", true},
 		{"sha1sum (MB/s)", hash["sha1sum_MBps"], "MB/s", true},
 		{"mktorrent (MB/s)", hash["mktorrent_MBps"], "MB/s", true},
 		{"seed: ours (MB/s)", seed["ours_MBps"], "MB/s", false},
