@@ -10,6 +10,10 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/archivefleet/archivefleet/internal/pb"
 )
 
 func TestAppender(t *testing.T) {
@@ -152,4 +156,88 @@ func TestBuildIsCancelled(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(l.ArchiveDir(c), IndexFile)); err == nil {
 		t.Fatal("cancelled build wrote an index")
 	}
+}
+
+// TestStreamedEncodingMatchesProto checks the builder's own encoder against
+// proto's deterministic marshalling of the same archive, with every optional
+// field both empty and set.
+func TestStreamedEncodingMatchesProto(t *testing.T) {
+	base := genMessages(3, 1, 1_700_000_000, week, 300)[0]
+	for _, tc := range []struct {
+		name string
+		edit func(*Message)
+	}{
+		{"as generated", func(*Message) {}},
+		{"zero timestamp", func(m *Message) { m.Timestamp = 0 }},
+		{"largest timestamp", func(m *Message) { m.Timestamp = 1<<64 - 1 }},
+		{"no sig", func(m *Message) { m.Sig = nil }},
+		{"no payload", func(m *Message) { m.Payload = nil }},
+		{"padding", func(m *Message) { m.Padding = bytes.Repeat([]byte{7}, 200) }},
+		{"no hash", func(m *Message) { m.Hash = nil }},
+		{"third party id", func(m *Message) { m.ThirdPartyID = "discord-1234-ü" }},
+		{"long payload", func(m *Message) { m.Payload = bytes.Repeat([]byte{1}, 70_000) }},
+		{"zero topic", func(m *Message) { m.Topic = Topic{} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := base
+			m.Sig, m.Payload, m.Hash = bytes.Clone(m.Sig), bytes.Clone(m.Payload), bytes.Clone(m.Hash)
+			tc.edit(&m)
+			md := &pb.WakuMessageArchiveMetadata{From: 10, To: 20, ContentTopic: [][]byte{{1, 2, 3, 4}}}
+			msgs := []Message{m, base, m}
+			arch := &pb.WakuMessageArchive{Metadata: md}
+			for i := range msgs {
+				arch.Messages = append(arch.Messages, msgs[i].toProto())
+			}
+			got := streamed(t, md, msgs)
+			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(arch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("streamed encoding differs from proto.Marshal:\n got %x\nwant %x", got, want)
+			}
+			if n := wakuMessageSize(&m); n != proto.Size(m.toProto()) {
+				t.Fatalf("wakuMessageSize = %d, proto.Size = %d", n, proto.Size(m.toProto()))
+			}
+		})
+	}
+}
+
+// streamed encodes an archive through a stream into a file, as a build does,
+// and returns its bytes without the padding.
+func streamed(t *testing.T, md *pb.WakuMessageArchiveMetadata, msgs []Message) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "data")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a := newAppender(f, 0)
+	defer a.finish()
+	s := &stream{app: a}
+	if err := s.metadata(md); err != nil {
+		t.Fatal(err)
+	}
+	for i := range msgs {
+		if err := s.message(&msgs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := s.n
+	_, padding := paddedSize(int(n))
+	if err := s.zeros(padding); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.finish(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw[:n]
 }

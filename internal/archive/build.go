@@ -418,7 +418,7 @@ func (b *builder) add(from, to uint64, m Message) error {
 	}
 	if b.o.Encrypter != nil {
 		b.chunk = append(b.chunk, m)
-	} else if err := writeArchivedMessage(b.out, &m); err != nil {
+	} else if err := b.out.message(&m); err != nil {
 		return err
 	}
 	b.count++
@@ -440,7 +440,7 @@ func (b *builder) begin(from, to uint64) error {
 	if b.o.Encrypter != nil {
 		return nil
 	}
-	return writeArchiveMetadata(b.out, b.md)
+	return b.out.metadata(b.md)
 }
 
 // flush ends the archive being written, padding it to whole pieces; with no

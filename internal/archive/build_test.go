@@ -13,9 +13,6 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/archivefleet/archivefleet/internal/pb"
 )
 
 func TestParseCommunityID(t *testing.T) {
@@ -247,57 +244,6 @@ func TestUnarchivableMessagesAreReported(t *testing.T) {
 				}
 			})
 		}
-	}
-}
-
-// TestStreamedEncodingMatchesProto checks the builder's own encoder against
-// proto's deterministic marshalling of the same archive, with every optional
-// field both empty and set.
-func TestStreamedEncodingMatchesProto(t *testing.T) {
-	base := genMessages(3, 1, 1_700_000_000, week, 300)[0]
-	for _, tc := range []struct {
-		name string
-		edit func(*Message)
-	}{
-		{"as generated", func(*Message) {}},
-		{"zero timestamp", func(m *Message) { m.Timestamp = 0 }},
-		{"largest timestamp", func(m *Message) { m.Timestamp = 1<<64 - 1 }},
-		{"no sig", func(m *Message) { m.Sig = nil }},
-		{"no payload", func(m *Message) { m.Payload = nil }},
-		{"padding", func(m *Message) { m.Padding = bytes.Repeat([]byte{7}, 200) }},
-		{"no hash", func(m *Message) { m.Hash = nil }},
-		{"third party id", func(m *Message) { m.ThirdPartyID = "discord-1234-ü" }},
-		{"long payload", func(m *Message) { m.Payload = bytes.Repeat([]byte{1}, 70_000) }},
-		{"zero topic", func(m *Message) { m.Topic = Topic{} }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			m := base
-			m.Sig, m.Payload, m.Hash = bytes.Clone(m.Sig), bytes.Clone(m.Payload), bytes.Clone(m.Hash)
-			tc.edit(&m)
-			md := &pb.WakuMessageArchiveMetadata{From: 10, To: 20, ContentTopic: [][]byte{{1, 2, 3, 4}}}
-			msgs := []Message{m, base, m}
-			arch := &pb.WakuMessageArchive{Metadata: md}
-			var got bytes.Buffer
-			if err := writeArchiveMetadata(&got, md); err != nil {
-				t.Fatal(err)
-			}
-			for i := range msgs {
-				arch.Messages = append(arch.Messages, msgs[i].toProto())
-				if err := writeArchivedMessage(&got, &msgs[i]); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(arch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got.Bytes(), want) {
-				t.Fatalf("streamed encoding differs from proto.Marshal:\n got %x\nwant %x", got.Bytes(), want)
-			}
-			if n := wakuMessageSize(&m); n != proto.Size(m.toProto()) {
-				t.Fatalf("wakuMessageSize = %d, proto.Size = %d", n, proto.Size(m.toProto()))
-			}
-		})
 	}
 }
 

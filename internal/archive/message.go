@@ -3,16 +3,13 @@ package archive
 import (
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"strings"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/archivefleet/archivefleet/internal/pb"
 )
@@ -166,58 +163,6 @@ func messageFromProto(w *pb.WakuMessage) (Message, error) {
 	}
 	copy(m.Topic[:], w.GetTopic())
 	return m, nil
-}
-
-// Field numbers of WakuMessageArchive and WakuMessage, for the streaming encoder.
-const (
-	archiveMetadataField = 2
-	archiveMessagesField = 3
-)
-
-// writeArchiveMetadata writes the metadata field of a WakuMessageArchive.
-func writeArchiveMetadata(w io.Writer, md *pb.WakuMessageArchiveMetadata) error {
-	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(md)
-	if err != nil {
-		return fmt.Errorf("marshal archive metadata: %w", err)
-	}
-	_, err = w.Write(protowire.AppendBytes(protowire.AppendTag(nil, archiveMetadataField, protowire.BytesType), raw))
-	return err
-}
-
-// writeArchivedMessage writes m as one element of WakuMessageArchive's
-// messages field, byte for byte what proto's deterministic marshalling gives
-// (fields in number order, empty proto3 fields left out), without building a
-// pb.WakuMessage or copying the payload more than once. ThirdPartyID must be
-// valid UTF-8.
-func writeArchivedMessage(w io.Writer, m *Message) error {
-	var hdr [3 * binary.MaxVarintLen64]byte
-	b := protowire.AppendTag(hdr[:0], archiveMessagesField, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(wakuMessageSize(m)))
-	fields := [...]struct {
-		num  protowire.Number
-		data []byte
-	}{{1, m.Sig}, {3, m.Topic[:]}, {4, m.Payload}, {5, m.Padding}, {6, m.Hash}, {7, []byte(m.ThirdPartyID)}}
-	for i, f := range fields {
-		if i == 1 && m.Timestamp != 0 { // timestamp (2) sits between sig and topic
-			b = protowire.AppendVarint(protowire.AppendTag(b, 2, protowire.VarintType), m.Timestamp)
-		}
-		if len(f.data) == 0 {
-			continue
-		}
-		b = protowire.AppendVarint(protowire.AppendTag(b, f.num, protowire.BytesType), uint64(len(f.data)))
-		if _, err := w.Write(b); err != nil {
-			return err
-		}
-		if _, err := w.Write(f.data); err != nil {
-			return err
-		}
-		b = hdr[:0]
-	}
-	if len(b) > 0 {
-		_, err := w.Write(b)
-		return err
-	}
-	return nil
 }
 
 // wakuMessageSize is the encoded size of m as a pb.WakuMessage.
