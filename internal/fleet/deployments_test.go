@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -19,6 +20,63 @@ import (
 	"github.com/archivefleet/archivefleet/internal/observe"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
+
+// composeTool finds a Compose implementation that can validate a file
+// offline: the docker CLI's plugin or Debian's docker-compose, which
+// scripts/test installs.
+func composeTool(t *testing.T) []string {
+	if out, err := exec.Command("docker", "compose", "version").CombinedOutput(); err == nil && bytes.Contains(out, []byte("version")) {
+		return []string{"docker", "compose"}
+	}
+	if p, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{p}
+	}
+	t.Skip("neither `docker compose` nor docker-compose is installed (scripts/test installs docker-compose)")
+	return nil
+}
+
+// TestComposeConfig has Compose itself check deployments/compose.yaml, as
+// `docker compose config` would before `up`: schema, anchors, interpolation.
+// A spoiled copy must be refused, so a validator that accepted anything
+// would fail the test too.
+func TestComposeConfig(t *testing.T) {
+	tool := composeTool(t)
+	good, err := os.ReadFile("../../deployments/compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		file []byte
+		ok   bool
+	}{
+		{"deployments/compose.yaml", good, true},
+		{"unknown service key", bytes.Replace(good, []byte("    command: [\"scheduler\"]"), []byte("    comand: [\"scheduler\"]"), 1), false},
+		{"replicas not a number", bytes.Replace(good, []byte("replicas: 3"), []byte("replicas: three"), 1), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.ok && bytes.Equal(tc.file, good) {
+				t.Fatal("the spoiled copy equals the original: the replacement no longer matches")
+			}
+			path := filepath.Join(t.TempDir(), "compose.yaml")
+			if err := os.WriteFile(path, tc.file, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// The project directory is deployments/, so build contexts resolve
+			// as they do for the original.
+			args := append(tool[1:], "-p", "archivefleet", "--project-directory", "../../deployments", "-f", path, "config", "-q")
+			cmd := exec.Command(tool[0], args...)
+			cmd.Env = append(os.Environ(), "REDIS_PASSWORD=x", "INGEST_TOKEN=y")
+			out, err := cmd.CombinedOutput()
+			if tc.ok && err != nil {
+				t.Fatalf("%s config: %v\n%s", strings.Join(tool, " "), err, out)
+			}
+			if !tc.ok && err == nil {
+				t.Fatalf("%s config accepted a spoiled file", strings.Join(tool, " "))
+			}
+		})
+	}
+}
 
 // knownVariables lists every ARCHIVEFLEET_* variable a service reads, from
 // the envconfig tags of the config structs.
