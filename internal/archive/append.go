@@ -168,14 +168,8 @@ func (a *appender) write(w *writeback) {
 
 func (a *appender) hash() {
 	defer a.wg.Done()
-	h := sha1.New()
 	for j := range a.hashes {
-		out := j.out[:0]
-		for p := j.data; len(p) > 0; p = p[PieceLength:] {
-			h.Reset()
-			h.Write(p[:PieceLength])
-			out = h.Sum(out)
-		}
+		appendPieceSums(j.out[:0], j.data) // fills out in place
 		a.settle(j.seg)
 	}
 }

@@ -529,9 +529,7 @@ func (b *builder) finishUnchanged(data *os.File, oldIndex []byte) (*BuildResult,
 // The data ends on a piece boundary, so the index starts a fresh piece.
 func (b *builder) writeTorrent(index []byte) (*BuildResult, error) {
 	dataLen := int64(b.offset)
-	ih := newPieceHasher(b.pieces)
-	ih.Write(index)
-	pieces := ih.sum()
+	pieces := appendPieceSums(b.pieces, index)
 	b.res.PiecesHashed += (len(index) + PieceLength - 1) / PieceLength
 	mi, info, err := metaInfo(b.o.Community, dataLen, int64(len(index)), pieces, b.o.Torrent)
 	if err != nil {

@@ -384,3 +384,45 @@ func TestVerifyPieces(t *testing.T) {
 		}
 	}
 }
+
+// TestRehashMatchesReuse extends a community whose data spans several hashing
+// buffers three ways: reusing the previous torrent's piece hashes, rehashing
+// because the torrent is garbage, and rehashing because Verify asks for it.
+// All three must give the same torrent.
+func TestRehashMatchesReuse(t *testing.T) {
+	c := testCommunity(t, 15)
+	msgs := genMessages(6, 3000, 1_700_000_000, 3*week, 4000) // the first two weeks: ~8.4 MB, three hashing buffers
+	o := BuildOptions{Community: c, Topics: testTopics, From: 1_700_000_000, To: 1_700_000_000 + 2*week, Source: NewSliceSource(msgs)}
+	o2 := o
+	o2.From, o2.To = o.To, o.To+week
+	for _, tc := range []struct {
+		name   string
+		spoil  func(l Layout)
+		verify bool
+	}{
+		{"garbage torrent", func(l Layout) { os.WriteFile(l.TorrentPath(c), []byte("garbage"), 0o644) }, false},
+		{"verify", func(Layout) {}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := testLayout(t)
+			first := mustBuild(t, ref, o)
+			if first.DataBytes <= 2*bufferBytes {
+				t.Fatalf("data is %d bytes, want more than two hashing buffers", first.DataBytes)
+			}
+			want := mustBuild(t, ref, o2)
+			l := testLayout(t)
+			mustBuild(t, l, o)
+			tc.spoil(l)
+			o3 := o2
+			o3.Verify = tc.verify
+			got := mustBuild(t, l, o3)
+			if want.PiecesReused != int(first.DataBytes/PieceLength) || got.PiecesReused != 0 {
+				t.Fatalf("reused %d and %d pieces, want %d and 0", want.PiecesReused, got.PiecesReused, first.DataBytes/PieceLength)
+			}
+			if got.InfoHash != want.InfoHash {
+				t.Fatalf("rehashed infohash %s, reused %s", got.InfoHash, want.InfoHash)
+			}
+			checkAgainstBuildFromFilePath(t, l, c)
+		})
+	}
+}

@@ -5,11 +5,12 @@ import (
 	"crypto/sha1"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
@@ -100,56 +101,48 @@ func Magnet(mi *metainfo.MetaInfo, name string, peers []string) string {
 	return m.String()
 }
 
-// pieceHasher hashes a stream that starts on a piece boundary into SHA-1
-// piece hashes, appending each completed piece's hash to pieces.
-type pieceHasher struct {
-	h      hash.Hash
-	n      int // bytes in the current piece
-	pieces []byte
-}
-
-func newPieceHasher(prefix []byte) *pieceHasher {
-	return &pieceHasher{h: sha1.New(), pieces: prefix}
-}
-
-func (p *pieceHasher) Write(b []byte) (int, error) {
-	total := len(b)
-	for len(b) > 0 {
-		k := min(len(b), PieceLength-p.n)
-		p.h.Write(b[:k])
-		p.n += k
-		b = b[k:]
-		if p.n == PieceLength {
-			p.pieces = p.h.Sum(p.pieces)
-			p.h.Reset()
-			p.n = 0
-		}
-	}
-	return total, nil
-}
-
-// sum closes a trailing partial piece and returns every hash.
-func (p *pieceHasher) sum() []byte {
-	if p.n > 0 {
-		p.pieces = p.h.Sum(p.pieces)
-		p.h.Reset()
-		p.n = 0
-	}
-	return p.pieces
-}
-
-// hashFilePrefix hashes the first n bytes (a multiple of PieceLength) of a file.
+// hashFilePrefix hashes the first n bytes (a multiple of PieceLength) of a
+// file, reading it in order and hashing the buffers on every core.
 func hashFilePrefix(path string, n int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	ph := newPieceHasher(make([]byte, 0, n/PieceLength*sha1.Size))
-	if _, err := io.CopyN(ph, f, n); err != nil {
-		return nil, fmt.Errorf("hash %s: %w", path, err)
+	sums := make([]byte, n/PieceLength*sha1.Size)
+	free := make(chan []byte, runtime.GOMAXPROCS(0)+1)
+	for range cap(free) {
+		free <- make([]byte, bufferBytes)
 	}
-	return ph.sum(), nil
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for off := int64(0); off < n; off += bufferBytes {
+		buf := (<-free)[:min(bufferBytes, n-off)]
+		if _, err := io.ReadFull(f, buf); err != nil {
+			return nil, fmt.Errorf("hash %s: %w", path, err)
+		}
+		out := sums[off/PieceLength*sha1.Size:]
+		wg.Go(func() {
+			appendPieceSums(out[:0], buf) // fills out in place: it has the room
+			free <- buf[:cap(buf)]
+		})
+	}
+	wg.Wait()
+	return sums, nil
+}
+
+// appendPieceSums appends the SHA-1 of each piece of data, data starting on
+// a piece boundary, a shorter last piece included.
+func appendPieceSums(dst, data []byte) []byte {
+	h := sha1.New()
+	for len(data) > 0 {
+		k := min(len(data), PieceLength)
+		h.Reset()
+		h.Write(data[:k])
+		dst = h.Sum(dst)
+		data = data[k:]
+	}
+	return dst
 }
 
 // VerifyPieces hashes r piece by piece and compares each with pieces[first:]:
