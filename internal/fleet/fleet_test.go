@@ -256,7 +256,11 @@ func download(t *testing.T, magnet string, timeout time.Duration) ([]archive.Mes
 	for !tt.Complete().Bool() {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("download incomplete: %d of %d bytes", tt.BytesCompleted(), tt.Length())
+			// The peer counts tell a seeder that stopped serving from a
+			// connection the leecher lost and did not redial.
+			st := tt.Stats()
+			t.Fatalf("download incomplete: %d of %d bytes (peers: %d active, %d half-open, %d pending, %d seeders, %d known)",
+				tt.BytesCompleted(), tt.Length(), st.ActivePeers, st.HalfOpenPeers, st.PendingPeers, st.ConnectedSeeders, len(tt.KnownSwarm()))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
