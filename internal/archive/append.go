@@ -32,9 +32,9 @@ const (
 )
 
 // appender writes the data a build appends and computes its piece hashes off
-// the goroutine that encodes the archives. One goroutine writes, in order,
-// and starts the kernel's writeback as it goes; the pieces are hashed on every
-// core at once: a piece's hash depends on no other piece.
+// the goroutine that encodes the archives. One goroutine writes, in order
+// (with O_DIRECT where the file system allows, see writeback); the pieces are
+// hashed on every core at once: a piece's hash depends on no other piece.
 type appender struct {
 	writes chan *segment
 	hashes chan hashJob
