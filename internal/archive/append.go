@@ -63,8 +63,9 @@ type hashJob struct {
 }
 
 // newAppender starts the writer and the hash workers; f is positioned at off,
-// where the first appended byte goes. finish must be called.
-func newAppender(f *os.File, off int64) *appender {
+// where the first appended byte goes; direct allows O_DIRECT. finish must be
+// called.
+func newAppender(f *os.File, off int64, direct bool) *appender {
 	workers := runtime.GOMAXPROCS(0)
 	a := &appender{
 		writes: make(chan *segment, appendInFlight),
@@ -73,7 +74,7 @@ func newAppender(f *os.File, off int64) *appender {
 		free:   make(chan []byte, appendInFlight),
 	}
 	a.wg.Add(1 + workers)
-	go a.write(newWriteback(f, off))
+	go a.write(newWriteback(f, off, direct))
 	for range workers {
 		go a.hash()
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -27,49 +28,51 @@ func TestAppender(t *testing.T) {
 		{"more buffers than slots", 0, []int{32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 5}},
 		{"odd sizes after existing data", 3 * PieceLength, []int{17, 1, 31, 16, 2}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "data")
-			f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			if err := f.Truncate(tc.offset); err != nil {
-				t.Fatal(err)
-			}
-			rng := rand.New(rand.NewPCG(1, uint64(len(tc.buffers))))
-			a := newAppender(f, tc.offset)
-			var want []byte
-			var wantSums []byte
-			for _, n := range tc.buffers {
-				b := a.buffer()[:n*PieceLength]
-				for i := range b {
-					b[i] = byte(rng.Uint32())
-				}
-				want = append(want, b...)
-				for p := 0; p < n; p++ {
-					sum := sha1.Sum(b[p*PieceLength : (p+1)*PieceLength])
-					wantSums = append(wantSums, sum[:]...)
-				}
-				if err := a.push(b); err != nil {
+		for _, direct := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/direct=%v", tc.name, direct), func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "data")
+				f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+				if err != nil {
 					t.Fatal(err)
 				}
-			}
-			sums, err := a.finish()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(sums, wantSums) {
-				t.Fatalf("piece hashes differ from SHA-1 of each piece")
-			}
-			got, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if int64(len(got)) != tc.offset+int64(len(want)) || !bytes.Equal(got[tc.offset:], want) {
-				t.Fatalf("file holds %d bytes, want %d after the first %d", len(got), len(want), tc.offset)
-			}
-		})
+				defer f.Close()
+				if err := f.Truncate(tc.offset); err != nil {
+					t.Fatal(err)
+				}
+				rng := rand.New(rand.NewPCG(1, uint64(len(tc.buffers))))
+				a := newAppender(f, tc.offset, direct)
+				var want []byte
+				var wantSums []byte
+				for _, n := range tc.buffers {
+					b := a.buffer()[:n*PieceLength]
+					for i := range b {
+						b[i] = byte(rng.Uint32())
+					}
+					want = append(want, b...)
+					for p := 0; p < n; p++ {
+						sum := sha1.Sum(b[p*PieceLength : (p+1)*PieceLength])
+						wantSums = append(wantSums, sum[:]...)
+					}
+					if err := a.push(b); err != nil {
+						t.Fatal(err)
+					}
+				}
+				sums, err := a.finish()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(sums, wantSums) {
+					t.Fatalf("piece hashes differ from SHA-1 of each piece")
+				}
+				got, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if int64(len(got)) != tc.offset+int64(len(want)) || !bytes.Equal(got[tc.offset:], want) {
+					t.Fatalf("file holds %d bytes, want %d after the first %d", len(got), len(want), tc.offset)
+				}
+			})
+		}
 	}
 }
 
@@ -79,7 +82,7 @@ func TestAppenderRefusesPartialPieces(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	a := newAppender(f, 0)
+	a := newAppender(f, 0, true)
 	defer a.finish()
 	for _, n := range []int{1, PieceLength - 1, PieceLength + 1, bufferBytes + PieceLength} {
 		if err := a.push(make([]byte, n)); err == nil {
@@ -96,7 +99,7 @@ func TestAppenderReportsWriteErrors(t *testing.T) {
 		t.Skip("no /dev/full here")
 	}
 	defer f.Close()
-	a := newAppender(f, 0)
+	a := newAppender(f, 0, true)
 	var pushErr error
 	for range appendInFlight + 4 {
 		if pushErr = a.push(a.buffer()[:PieceLength]); pushErr != nil {
@@ -125,21 +128,28 @@ func TestBuildUsesDirectIO(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	w := newWriteback(f, 0)
+	w := newWriteback(f, 0, true)
 	if w.direct == nil {
 		t.Skip("the test directory's file system refuses O_DIRECT")
 	}
 	w.close()
 	c := testCommunity(t, 8)
 	msgs := genMessages(4, 3000, 1_700_000_000, 3*week, 2000)
-	res := mustBuild(t, l, BuildOptions{Community: c, Topics: testTopics, From: 1_700_000_000,
-		To: 1_700_000_000 + 3*week, Source: NewSliceSource(msgs)})
+	o := BuildOptions{Community: c, Topics: testTopics, From: 1_700_000_000,
+		To: 1_700_000_000 + 3*week, Source: NewSliceSource(msgs)}
+	res := mustBuild(t, l, o)
 	if res.DirectIOBytes != res.DataBytes {
 		t.Fatalf("%d of %d data bytes written with O_DIRECT", res.DirectIOBytes, res.DataBytes)
 	}
 	got, _ := extractAll(t, l.ArchiveDir(c), nil)
 	if len(got) != len(msgs) {
 		t.Fatalf("extracted %d messages, want %d", len(got), len(msgs))
+	}
+	// Switched off, the same build goes through the page cache.
+	o.BufferedIO = true
+	buffered := mustBuild(t, testLayout(t), o)
+	if buffered.DirectIOBytes != 0 || buffered.InfoHash != res.InfoHash {
+		t.Fatalf("buffered build: %d bytes direct, infohash %s; want 0 and %s", buffered.DirectIOBytes, buffered.InfoHash, res.InfoHash)
 	}
 }
 
@@ -213,7 +223,7 @@ func streamed(t *testing.T, md *pb.WakuMessageArchiveMetadata, msgs []Message) [
 		t.Fatal(err)
 	}
 	defer f.Close()
-	a := newAppender(f, 0)
+	a := newAppender(f, 0, true)
 	defer a.finish()
 	s := &stream{app: a}
 	if err := s.metadata(md); err != nil {

@@ -66,7 +66,11 @@ type BuildOptions struct {
 	// Verify rehashes the existing data instead of reusing the piece hashes of
 	// the previous torrent.
 	Verify bool
-	Logger *slog.Logger
+	// BufferedIO writes new data through the page cache even where the file
+	// system takes O_DIRECT: for file systems that accept O_DIRECT but are
+	// slow with it.
+	BufferedIO bool
+	Logger     *slog.Logger
 }
 
 // SkippedMessage is a message left out of every archive, and why.
@@ -223,7 +227,7 @@ func (b *builder) run(ctx context.Context) (*BuildResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.app = newAppender(data, int64(b.offset))
+	b.app = newAppender(data, int64(b.offset), !b.o.BufferedIO)
 	defer b.app.finish()
 	b.out = &stream{app: b.app}
 	if err := b.archiveWindows(ctx); err != nil {

@@ -33,8 +33,11 @@ type writeback struct {
 	directBytes int64
 }
 
-func newWriteback(f *os.File, off int64) *writeback {
+func newWriteback(f *os.File, off int64, direct bool) *writeback {
 	w := &writeback{f: f, off: off, started: off}
+	if !direct {
+		return w
+	}
 	if d, err := os.OpenFile(f.Name(), os.O_WRONLY|unix.O_DIRECT, 0); err == nil {
 		w.direct = d
 	}

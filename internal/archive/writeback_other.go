@@ -12,7 +12,7 @@ type writeback struct {
 	directBytes int64
 }
 
-func newWriteback(f *os.File, off int64) *writeback { return &writeback{f: f, off: off} }
+func newWriteback(f *os.File, off int64, _ bool) *writeback { return &writeback{f: f, off: off} }
 
 func (w *writeback) Write(p []byte) (int, error) {
 	n, err := w.f.WriteAt(p, w.off)

@@ -44,6 +44,7 @@ type Config struct {
 	LockTTL      time.Duration // lease length; renewed every third
 	AnnounceList [][]string    // torrent trackers; nil: status-go's
 	CreatedBy    string
+	BufferedIO   bool // never write archives with O_DIRECT
 }
 
 // Service is the archiver.

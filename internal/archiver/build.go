@@ -50,7 +50,8 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 	opts := archive.BuildOptions{
 		Community: com.ID, Topics: com.Topics, From: from, To: ev.End,
 		Interval: time.Duration(com.Interval), Source: s.Sources.Source(com.ID), Logger: log,
-		Torrent: archive.TorrentOptions{AnnounceList: s.Config.AnnounceList, CreatedBy: s.Config.CreatedBy},
+		Torrent:    archive.TorrentOptions{AnnounceList: s.Config.AnnounceList, CreatedBy: s.Config.CreatedBy},
+		BufferedIO: s.Config.BufferedIO,
 	}
 	var ratchet *archive.HashRatchet
 	if com.Encrypted {
