@@ -35,7 +35,7 @@ type ArchiverConfig struct {
 	Trackers    string        `envconfig:"TRACKERS" default:"default"` // comma list, "default" or "none"
 	CreatedBy   string        `envconfig:"CREATED_BY"`
 	IngestToken string        `envconfig:"INGEST_TOKEN"`
-	DirectIO    bool          `envconfig:"DIRECT_IO" default:"true"`
+	BufferedIO  bool          `envconfig:"BUFFERED_IO"` // false: O_DIRECT where the file system takes it
 }
 
 // SeederConfig configures cmd/seeder.
@@ -164,7 +164,7 @@ func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *sl
 	svc := archiver.New(archiver.Service{
 		Bus: b, Registry: registryStore, State: &state.Store{KV: b.State}, Sources: st, Locker: locker, Logger: log,
 		Config: archiver.Config{WorkDir: cfg.WorkDir, Slots: cfg.Slots, LockTTL: cfg.LockTTL,
-			AnnounceList: AnnounceList(cfg.Trackers), CreatedBy: cfg.CreatedBy, BufferedIO: !cfg.DirectIO},
+			AnnounceList: AnnounceList(cfg.Trackers), CreatedBy: cfg.CreatedBy, BufferedIO: cfg.BufferedIO},
 	}, reg)
 	return svc, st
 }
