@@ -62,9 +62,8 @@ type hashJob struct {
 	data, out []byte
 }
 
-// newAppender starts the writer and the hash workers; f is positioned at off,
-// where the first appended byte goes; direct allows O_DIRECT. finish must be
-// called.
+// newAppender starts the writer and the hash workers; off is where in f the
+// first appended byte goes; direct allows O_DIRECT. finish must be called.
 func newAppender(f *os.File, off int64, direct bool) *appender {
 	workers := runtime.GOMAXPROCS(0)
 	a := &appender{

@@ -6,7 +6,6 @@ import (
 	"crypto/sha1"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -288,8 +287,9 @@ func (b *builder) checkRange() error {
 	return nil
 }
 
-// openData opens the data file positioned at the end of the last indexed
-// archive, cutting off bytes an interrupted run appended without indexing.
+// openData opens the data file, cutting off bytes an interrupted run appended
+// without indexing, so that it ends where the last indexed archive does.
+// Writes go to explicit offsets from there (see appender).
 func (b *builder) openData() (*os.File, error) {
 	f, err := os.OpenFile(b.dataPath, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -312,10 +312,6 @@ func (b *builder) openData() (*os.File, error) {
 			f.Close()
 			return nil, err
 		}
-	}
-	if _, err := f.Seek(int64(b.offset), io.SeekStart); err != nil {
-		f.Close()
-		return nil, err
 	}
 	return f, nil
 }
