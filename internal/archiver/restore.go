@@ -1,7 +1,6 @@
 package archiver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/anacrolix/torrent/metainfo"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
@@ -65,35 +63,25 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	index, err := s.Bus.Objects.GetBytes(ctx, state.ObjectIndex(c, st.InfoHash))
-	if err != nil {
-		return fmt.Errorf("index object: %w", err)
-	}
-	torrent, err := s.Bus.Objects.GetBytes(ctx, state.ObjectTorrent(c, st.InfoHash))
-	if err != nil {
-		return fmt.Errorf("torrent object: %w", err)
-	}
 	// Check what was fetched against the committed torrent before building
 	// on it: a corrupted object must not spread into later torrents.
-	mi, err := metainfo.Load(bytes.NewReader(torrent))
-	if err != nil {
-		return fmt.Errorf("%w: torrent object: %v", errPermanent, err)
+	cm, err := state.FetchCommitted(ctx, s.Bus.Objects, c, st)
+	if err == nil {
+		err = cm.Verify(keep, io.NewSectionReader(f, keep, state.FileSize(dataPath)-keep))
 	}
-	info, err := mi.UnmarshalInfo()
-	if err != nil {
-		return fmt.Errorf("%w: torrent object: %v", errPermanent, err)
-	}
-	fetched := io.NewSectionReader(f, keep, state.FileSize(dataPath)-keep)
-	if err := archive.VerifyPieces(info.Pieces, int(keep/archive.PieceLength), io.MultiReader(fetched, bytes.NewReader(index))); err != nil {
+	if errors.Is(err, state.ErrCorruptObject) {
 		return fmt.Errorf("%w: stored artefacts of %s fail verification: %v", errPermanent, st.InfoHash, err)
 	}
-	if err := atomicfile.WriteFile(indexPath, index, 0o644); err != nil {
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(indexPath, cm.Index, 0o644); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(l.TorrentDir, 0o700); err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(l.TorrentPath(id), torrent, 0o644); err != nil {
+	if err := atomicfile.WriteFile(l.TorrentPath(id), cm.Torrent, 0o644); err != nil {
 		return err
 	}
 	return state.WriteLocalMark(s.markPath(c), state.LocalMark{InfoHash: st.InfoHash, DataBytes: st.DataBytes})

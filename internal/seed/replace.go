@@ -1,7 +1,6 @@
 package seed
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
-	"github.com/anacrolix/torrent/metainfo"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/atomicfile"
@@ -28,22 +26,11 @@ func (s *Service) markPath(c string) string {
 // and seeds the new torrent. Files change only while no torrent uses them.
 func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state.Build) error {
 	c := id.String()
-	torrentBytes, err := s.Bus.Objects.GetBytes(ctx, state.ObjectTorrent(c, st.InfoHash))
-	if err != nil {
-		return fmt.Errorf("torrent object: %w", err)
-	}
-	mi, err := metainfo.Load(bytes.NewReader(torrentBytes))
-	if err != nil {
-		return fmt.Errorf("torrent object: %w", err)
-	}
-	info, err := mi.UnmarshalInfo()
+	cm, err := state.FetchCommitted(ctx, s.Bus.Objects, c, st)
 	if err != nil {
 		return err
 	}
-	if mi.HashInfoBytes().HexString() != st.InfoHash || info.Name != c || len(info.Files) != 2 {
-		return fmt.Errorf("torrent object does not match state %s", st.InfoHash)
-	}
-	dataLen, indexLen := info.Files[0].Length, info.Files[1].Length
+	mi, dataLen := cm.MetaInfo, cm.DataBytes()
 	dir := filepath.Join(s.Config.DataDir, c)
 	dataPath := filepath.Join(dir, archive.DataFile)
 	staging := filepath.Join(s.Config.DataDir, ".staging", c)
@@ -73,13 +60,6 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	if err != nil {
 		return err
 	}
-	index, err := s.Bus.Objects.GetBytes(ctx, state.ObjectIndex(c, st.InfoHash))
-	if err != nil {
-		return fmt.Errorf("index object: %w", err)
-	}
-	if int64(len(index)) != indexLen {
-		return fmt.Errorf("index object has %d bytes, torrent says %d", len(index), indexLen)
-	}
 	tailLen, _ := tail.Seek(0, io.SeekEnd)
 	if trusted+tailLen != dataLen {
 		return fmt.Errorf("data would be %d bytes, torrent says %d", trusted+tailLen, dataLen)
@@ -87,7 +67,7 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	if _, err := tail.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	if err := archive.VerifyPieces(info.Pieces, int(trusted/archive.PieceLength), io.MultiReader(tail, bytes.NewReader(index))); err != nil {
+	if err := cm.Verify(trusted, tail); err != nil {
 		return fmt.Errorf("staged bytes fail verification: %w", err)
 	}
 
@@ -105,7 +85,7 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	if err := appendFile(dataPath, trusted, tail); err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, archive.IndexFile), index, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, archive.IndexFile), cm.Index, 0o644); err != nil {
 		return err
 	}
 	if err := state.WriteLocalMark(s.markPath(c), state.LocalMark{DataBytes: dataLen, InfoHash: st.InfoHash}); err != nil {
