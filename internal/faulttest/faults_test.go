@@ -106,26 +106,7 @@ func TestSeederKilledAndRestarted(t *testing.T) {
 		t.Fatalf("restarted seeder fetched data again: %s", line)
 	}
 	magnet, _ := announce.WithPeers(b.Magnet, fmt.Sprintf("127.0.0.1:%d", port))
-	dir := t.TempDir()
-	tt, err := testenv.TorrentClient(t, dir, false).AddMagnet(magnet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	select {
-	case <-tt.GotInfo():
-	case <-ctx.Done():
-		t.Fatal("no metadata from the restarted seeder")
-	}
-	tt.DownloadAll()
-	for !tt.Complete().Bool() {
-		select {
-		case <-ctx.Done():
-			t.Fatal("download from the restarted seeder incomplete")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	testenv.Download(t, t.TempDir(), magnet, 60*time.Second)
 }
 
 // TestRedisDown stops Redis while due events arrive: nothing is built

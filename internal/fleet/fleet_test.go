@@ -241,29 +241,7 @@ func (c *cluster) waitAnnounced(com *registry.Community, afterClock uint64, time
 func download(t *testing.T, magnet string, timeout time.Duration) ([]archive.Message, *archive.Index) {
 	t.Helper()
 	dir := t.TempDir()
-	tt, err := testenv.TorrentClient(t, dir, false).AddMagnet(magnet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	select {
-	case <-tt.GotInfo():
-	case <-ctx.Done():
-		t.Fatalf("no metadata for %s", magnet)
-	}
-	tt.DownloadAll()
-	for !tt.Complete().Bool() {
-		select {
-		case <-ctx.Done():
-			// The peer counts tell a seeder that stopped serving from a
-			// connection the leecher lost and did not redial.
-			st := tt.Stats()
-			t.Fatalf("download incomplete: %d of %d bytes (peers: %d active, %d half-open, %d pending, %d seeders, %d known)",
-				tt.BytesCompleted(), tt.Length(), st.ActivePeers, st.HalfOpenPeers, st.PendingPeers, st.ConnectedSeeders, len(tt.KnownSwarm()))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	tt := testenv.Download(t, dir, magnet, timeout)
 	return readFolder(t, filepath.Join(dir, tt.Name()), nil)
 }
 

@@ -1,10 +1,13 @@
 package testenv
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	g "github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 )
 
@@ -28,4 +31,53 @@ func TorrentClient(t testing.TB, dir string, seed bool) *torrent.Client {
 	}
 	t.Cleanup(func() { cl.Close() })
 	return cl
+}
+
+// Download fetches a magnet link with a fresh TorrentClient writing under
+// dir and returns the torrent once complete, failing the test at timeout.
+// A client with no DHT or tracker knows its peers only from the magnet's
+// x.pe: when nothing arrives for 5 s and no peer is connected, it dials them
+// again, as a member's client would rediscover them, and logs that it did
+// (with the peer counts) so a seeder that stops serving still fails the test.
+func Download(t testing.TB, dir, magnet string, timeout time.Duration) *torrent.Torrent {
+	t.Helper()
+	m, err := metainfo.ParseMagnetUri(magnet)
+	if err != nil {
+		t.Fatalf("magnet %s: %v", magnet, err)
+	}
+	tt, err := TorrentClient(t, dir, false).AddMagnet(magnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	select {
+	case <-tt.GotInfo():
+	case <-ctx.Done():
+		t.Fatalf("no metadata for %s within %v", magnet, timeout)
+	}
+	tt.DownloadAll()
+	last, since := int64(-1), time.Now()
+	for !tt.Complete().Bool() {
+		st := tt.Stats()
+		if n := tt.BytesCompleted(); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) > 5*time.Second && st.ActivePeers == 0 && st.HalfOpenPeers == 0 {
+			t.Logf("download of %s stalled at %d bytes with no peer connected (%d pending, %d known): dialling x.pe again",
+				m.InfoHash.HexString(), n, st.PendingPeers, len(tt.KnownSwarm()))
+			var peers []torrent.PeerInfo
+			for _, a := range m.Params["x.pe"] {
+				peers = append(peers, torrent.PeerInfo{Addr: torrent.StringAddr(a), Source: torrent.PeerSourceDirect, Trusted: true})
+			}
+			tt.AddPeers(peers)
+			since = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("download incomplete: %d of %d bytes (peers: %d active, %d half-open, %d pending, %d seeders, %d known)",
+				tt.BytesCompleted(), tt.Length(), st.ActivePeers, st.HalfOpenPeers, st.PendingPeers, st.ConnectedSeeders, len(tt.KnownSwarm()))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return tt
 }
