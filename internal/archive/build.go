@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha1"
 	"errors"
@@ -53,6 +54,16 @@ type BuildOptions struct {
 	// Interval is the window length; 0 means DefaultInterval. Whole seconds.
 	Interval time.Duration
 	Source   Source
+	// Supplements are windows before From, already archived, that gained late
+	// messages. Each becomes archives of its own (chunked like any window)
+	// whose metadata range is the window's, appended before the new windows.
+	// status-go members download every index entry they lack, oldest From
+	// first, and import its messages through their normal, deduplicating
+	// pipeline, so a supplement reaches them like any archive.
+	Supplements []Window
+	// SupplementSource yields a supplement window's late messages, and only
+	// those; nil means Source.
+	SupplementSource Source
 	// Encrypter seals new archives and the index for token-gated communities;
 	// nil writes them in the clear.
 	Encrypter Encrypter
@@ -72,6 +83,12 @@ type BuildOptions struct {
 	Logger     *slog.Logger
 }
 
+// Window is a half-open time range [From, To) in unix seconds.
+type Window struct {
+	From uint64 `json:"from"`
+	To   uint64 `json:"to"`
+}
+
 // SkippedMessage is a message left out of every archive, and why.
 type SkippedMessage struct {
 	Hash      HexBytes `json:"hash"`
@@ -89,16 +106,20 @@ type BuildResult struct {
 	To       uint64  `json:"to"`
 	Archives []Entry `json:"-"`
 	// ArchiveIDs are the new archives, oldest first.
-	ArchiveIDs   []string         `json:"archiveIds"`
-	Messages     int              `json:"messages"`
-	Skipped      []SkippedMessage `json:"skipped,omitempty"`
-	ForeignTopic int              `json:"foreignTopic,omitempty"`
-	TotalEntries int              `json:"totalArchives"`
-	DataBytes    int64            `json:"dataBytes"`
-	IndexBytes   int64            `json:"indexBytes"`
-	InfoHash     string           `json:"infoHash,omitempty"`
-	Magnet       string           `json:"magnet,omitempty"`
-	TorrentPath  string           `json:"torrentPath,omitempty"`
+	ArchiveIDs []string `json:"archiveIds"`
+	Messages   int      `json:"messages"`
+	// SupplementArchives and LateMessages count what the supplements added;
+	// they are included in Archives and Messages.
+	SupplementArchives int              `json:"supplementArchives,omitempty"`
+	LateMessages       int              `json:"lateMessages,omitempty"`
+	Skipped            []SkippedMessage `json:"skipped,omitempty"`
+	ForeignTopic       int              `json:"foreignTopic,omitempty"`
+	TotalEntries       int              `json:"totalArchives"`
+	DataBytes          int64            `json:"dataBytes"`
+	IndexBytes         int64            `json:"indexBytes"`
+	InfoHash           string           `json:"infoHash,omitempty"`
+	Magnet             string           `json:"magnet,omitempty"`
+	TorrentPath        string           `json:"torrentPath,omitempty"`
 	// PiecesHashed counts pieces hashed in this run; PiecesReused those taken
 	// from the previous torrent.
 	PiecesHashed int `json:"piecesHashed"`
@@ -175,6 +196,21 @@ func newBuilder(l Layout, o BuildOptions) (*builder, error) {
 	}
 	if o.ChunkBytes <= 0 {
 		o.ChunkBytes = MaxMessageBytes
+	}
+	if o.SupplementSource == nil {
+		o.SupplementSource = o.Source
+	}
+	o.Supplements = slices.Clone(o.Supplements)
+	slices.SortFunc(o.Supplements, func(a, b Window) int { return cmp.Compare(a.From, b.From) })
+	for i, w := range o.Supplements {
+		switch {
+		case w.From >= w.To:
+			return nil, fmt.Errorf("supplement [%d, %d) is empty", w.From, w.To)
+		case w.To > o.From:
+			return nil, fmt.Errorf("supplement [%d, %d) reaches past the run's start %d", w.From, w.To, o.From)
+		case i > 0 && w.From < o.Supplements[i-1].To:
+			return nil, fmt.Errorf("supplements [%d, %d) and [%d, %d) overlap", o.Supplements[i-1].From, o.Supplements[i-1].To, w.From, w.To)
+		}
 	}
 	o.Limits = o.Limits.orDefault()
 	if o.Logger == nil {
@@ -363,28 +399,41 @@ func (b *builder) trustedPieces(oldIndex []byte) ([]byte, bool) {
 // archiveWindows walks [From, To) in Interval windows anchored at From, as
 // status-go does, skipping empty windows and chunking full ones.
 func (b *builder) archiveWindows(ctx context.Context) error {
+	for _, w := range b.o.Supplements {
+		archives, messages := len(b.res.Archives), b.res.Messages
+		if err := b.window(ctx, b.o.SupplementSource, w.From, w.To); err != nil {
+			return fmt.Errorf("supplement: %w", err)
+		}
+		b.res.SupplementArchives += len(b.res.Archives) - archives
+		b.res.LateMessages += b.res.Messages - messages
+	}
 	for from := b.o.From; from < b.o.To; {
 		to := min(from+b.interval, b.o.To)
 		if to < from { // overflow
 			to = b.o.To
 		}
-		for m, err := range b.o.Source.Messages(ctx, from, to) {
-			if err != nil {
-				return fmt.Errorf("read messages [%d, %d): %w", from, to, err)
-			}
-			if err := b.add(from, to, m); err != nil {
-				return err
-			}
-		}
-		if err := b.flush(from, to); err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
+		if err := b.window(ctx, b.o.Source, from, to); err != nil {
 			return err
 		}
 		from = to
 	}
 	return nil
+}
+
+// window archives the messages src yields for [from, to), chunked.
+func (b *builder) window(ctx context.Context, src Source, from, to uint64) error {
+	for m, err := range src.Messages(ctx, from, to) {
+		if err != nil {
+			return fmt.Errorf("read messages [%d, %d): %w", from, to, err)
+		}
+		if err := b.add(from, to, m); err != nil {
+			return err
+		}
+	}
+	if err := b.flush(from, to); err != nil {
+		return err
+	}
+	return ctx.Err()
 }
 
 func (b *builder) add(from, to uint64, m Message) error {
