@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -19,12 +18,12 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/archivefleet/archivefleet/bench/proc"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/fleet"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/schedule"
@@ -67,19 +66,12 @@ func main() {
 	g.SetLimit(16)
 	for i := range coms {
 		g.Go(func() error {
-			key, _ := secp256k1.GeneratePrivateKey()
-			com := &registry.Community{Topics: []archive.Topic{{1, 2, 3, 4}}, Interval: registry.Duration(time.Hour), Since: now - 3600, SigningKey: key.Serialize()}
-			copy(com.ID[:], key.PubKey().SerializeCompressed())
+			com := fixture.Community(time.Hour, now-3600, archive.Topic{1, 2, 3, 4})
 			if err := reg.Put(gctx, com); err != nil {
 				return err
 			}
-			msgs := make([]archive.Message, 10)
-			sig := key.PubKey().SerializeUncompressed()
-			for k := range msgs {
-				p := make([]byte, 200)
-				rand.Read(p)
-				msgs[k] = archive.Message{Sig: sig, Timestamp: now - 3600 + uint64(k*300), Topic: com.Topics[0], Payload: p, Hash: p[:32]}
-			}
+			msgs := fixture.Messages{N: 10, From: now - 3600, To: now - 3600 + 3000, Topics: com.Topics[:1],
+				Signers: [][]byte{fixture.Signer(com.SigningKey)}, Size: 200}.Make()
 			_, err := st.Ingest(gctx, com.ID, msgs)
 			coms[i] = com
 			return err
@@ -89,7 +81,8 @@ func main() {
 	log.Printf("registered and filled %d communities in %v", *n, time.Since(t0))
 
 	env := append(os.Environ(), "ARCHIVEFLEET_NATS_URL="+ns.ClientURL(), fmt.Sprintf("ARCHIVEFLEET_REDIS_ADDR=127.0.0.1:%d", redisPort),
-		"ARCHIVEFLEET_HTTP_ADDR=127.0.0.1:0", "ARCHIVEFLEET_LOG_LEVEL=warn", "ARCHIVEFLEET_TRACKERS=none")
+		"ARCHIVEFLEET_HTTP_ADDR=127.0.0.1:0", "ARCHIVEFLEET_LOG_LEVEL=warn", "ARCHIVEFLEET_TRACKERS=none",
+		"ARCHIVEFLEET_SETTLE=0") // the backfill publishes closed windows: nothing is in flight
 	var procs []*exec.Cmd
 	start := func(name string, extra ...string) {
 		cmd := exec.Command(filepath.Join(bin, name))

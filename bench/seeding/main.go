@@ -8,7 +8,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -25,10 +24,10 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
 	"github.com/archivefleet/archivefleet/bench/proc"
 	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/seed"
 )
 
@@ -46,19 +45,11 @@ func main() {
 	tr, announce := startTracker()
 
 	// A community archive torrent of about size bytes.
-	key, _ := secp256k1.GeneratePrivateKey()
-	var id archive.CommunityID
-	copy(id[:], key.PubKey().SerializeCompressed())
+	id := fixture.ID(fixture.Key())
 	const msgSize = 1 << 20
 	n := int(*size / msgSize)
-	msgs := make([]archive.Message, n)
-	sig := make([]byte, 65)
-	sig[0] = 4
-	for i := range msgs {
-		p := make([]byte, msgSize-200)
-		rand.Read(p)
-		msgs[i] = archive.Message{Sig: sig, Timestamp: 1_700_000_000 + uint64(i), Topic: archive.Topic{1}, Payload: p, Hash: p[:32]}
-	}
+	msgs := fixture.Messages{N: n, From: 1_700_000_000, To: 1_700_000_000 + uint64(n), Topics: []archive.Topic{{1}},
+		Size: msgSize - 200}.Make()
 	l := archive.Layout{DataDir: filepath.Join(dir, "seed"), TorrentDir: filepath.Join(dir, "torrents")}
 	t0 := time.Now()
 	res, err := archive.Build(context.Background(), l, archive.BuildOptions{Community: id, From: 1_700_000_000, To: 1_700_000_000 + uint64(n) + 1,

@@ -6,4 +6,6 @@ package main
 
 import "github.com/archivefleet/archivefleet/internal/fleet"
 
-func main() { fleet.Main("announcer", fleet.RunAnnouncer) }
+func main() {
+	fleet.Main("announcer", "Announces seeded torrents' magnet links, signed with the community key.", fleet.DefaultAnnouncerConfig, fleet.RunAnnouncer)
+}

@@ -6,4 +6,6 @@ package main
 
 import "github.com/archivefleet/archivefleet/internal/fleet"
 
-func main() { fleet.Main("archiver", fleet.RunArchiver) }
+func main() {
+	fleet.Main("archiver", "Builds community history archives from archive-due events and serves message ingest.", fleet.DefaultArchiverConfig, fleet.RunArchiver)
+}

@@ -6,4 +6,6 @@ package main
 
 import "github.com/archivefleet/archivefleet/internal/fleet"
 
-func main() { fleet.Main("fleet", fleet.RunAllInOne) }
+func main() {
+	fleet.Main("fleet", "Runs the whole fleet in one process around an embedded NATS server (no external services).", fleet.DefaultAllInOneConfig, fleet.RunAllInOne)
+}

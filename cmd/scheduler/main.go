@@ -6,4 +6,6 @@ package main
 
 import "github.com/archivefleet/archivefleet/internal/fleet"
 
-func main() { fleet.Main("scheduler", fleet.RunScheduler) }
+func main() {
+	fleet.Main("scheduler", "Publishes archive-due events for every registered community.", fleet.DefaultSchedulerConfig, fleet.RunScheduler)
+}

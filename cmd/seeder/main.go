@@ -6,4 +6,6 @@ package main
 
 import "github.com/archivefleet/archivefleet/internal/fleet"
 
-func main() { fleet.Main("seeder", fleet.RunSeeder) }
+func main() {
+	fleet.Main("seeder", "Seeds every community's newest archive torrent.", fleet.DefaultSeederConfig, fleet.RunSeeder)
+}

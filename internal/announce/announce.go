@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -119,39 +119,56 @@ func New(s Service, reg prometheus.Registerer) *Service {
 // Run consumes seeding-started and republish events until ctx is cancelled.
 func (s *Service) Run(ctx context.Context) error {
 	s.Logger.Info("announcer started", "transports", len(s.Transports))
-	return s.Bus.Work(ctx, bus.WorkerConfig{Stream: bus.StreamSeeding, Consumer: bus.ConsumerAnnouncer, Kind: "announce",
+	return bus.Work(ctx, s.Bus, bus.WorkerConfig{Stream: bus.StreamSeeding, Consumer: bus.ConsumerAnnouncer, Kind: "announce",
 		Slots: s.Slots, Logger: s.Logger, Metrics: s.worker}, s.handle)
 }
 
-func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bus.Result {
-	// Republish events carry only the community, a subset of SeedingEvent.
-	var ev bus.SeedingEvent
-	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-		return bus.Result{Outcome: bus.Dead, Err: fmt.Errorf("decode event: %w", err)}
-	}
+// handle takes a seeding or republish event (republish events carry only the
+// community, a subset of SeedingEvent). Waiting (NATS unreachable, a claim
+// lost to a concurrent event) snoozes; a malformed event or community
+// dead-letters at once; a transport that fails counts toward MAX_DELIVER.
+func (s *Service) handle(ctx context.Context, ev bus.SeedingEvent, d bus.Delivery) error {
 	id, err := archive.ParseCommunityID(ev.Community)
 	if err != nil {
-		return bus.Result{Outcome: bus.Dead, Err: err}
+		return fmt.Errorf("%w: %w", bus.ErrMalformed, err)
 	}
 	reason := "seeded"
-	if strings.HasPrefix(msg.Subject(), bus.SubjectRepublish("")) {
+	if strings.HasPrefix(d.Subject, bus.SubjectRepublish("")) {
 		reason = "republish"
 	}
 	err = s.announce(ctx, id, reason, ev.InfoHash, ev.Peer)
+	var snooze *bus.SnoozeError
 	switch {
 	case err == nil:
-		return bus.Result{Outcome: bus.Ack}
+		return nil
 	case errors.Is(err, errSkip):
 		s.metrics.WithLabelValues(reason, "skipped").Inc()
-		return bus.Result{Outcome: bus.Ack}
+		return nil
 	case errors.Is(err, state.ErrConflict):
+		// Lost the clock claim to a concurrent event: the next try sees it.
 		s.metrics.WithLabelValues(reason, "conflict").Inc()
-		return bus.Result{Outcome: bus.Retry, Delay: 200 * time.Millisecond, Err: err}
+		return bus.Snooze(200*time.Millisecond, err.Error())
+	case ctx.Err() != nil && !bus.IsPermanent(err):
+		return bus.Snooze(time.Millisecond, "announcer shutting down")
+	case errors.As(err, &snooze):
+		return err
 	default:
 		s.metrics.WithLabelValues(reason, "failed").Inc()
 		s.Logger.Warn("announce failed", "community", ev.Community, "err", err)
-		return bus.Result{Outcome: bus.Retry, Err: err}
+		return err
 	}
+}
+
+// unreachable snoozes an event whose read or write of NATS state failed:
+// NATS being away is waiting, not failing. A stored value that does not
+// decode is a failure (it counts toward MAX_DELIVER).
+func unreachable(what string, err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &syn) || errors.As(err, &typ) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return bus.Snooze(2*time.Second+rand.N(2*time.Second), what+": "+err.Error())
 }
 
 var errSkip = errors.New("nothing to announce")
@@ -162,22 +179,25 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 	if errors.Is(err, registry.ErrNotFound) {
 		return errSkip
 	}
+	if errors.Is(err, registry.ErrCorrupt) {
+		return bus.Permanent(err)
+	}
 	if err != nil {
-		return err
+		return unreachable("registry read", err)
 	}
 	if com.Disabled {
 		return errSkip
 	}
 	st, _, err := s.State.GetBuild(ctx, c)
 	if err != nil {
-		return err
+		return unreachable("state read", err)
 	}
 	if st.InfoHash == "" || (reason == "seeded" && st.InfoHash != infoHash) {
 		return errSkip // nothing built yet, or a superseded torrent
 	}
 	prev, rev, err := s.State.GetAnnounce(ctx, c)
 	if err != nil {
-		return err
+		return unreachable("announce state read", err)
 	}
 	var claim *state.Announce
 	switch {
@@ -191,19 +211,22 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 			magnet = prev.Magnet // the same link again, with a new clock
 		} else if peer != "" {
 			if magnet, err = WithPeers(magnet, peer); err != nil {
-				return err
+				return bus.Permanent(fmt.Errorf("magnet with peer %q: %w", peer, err))
 			}
 		}
 		// Claim the clock before sending, so that concurrent events for the
 		// same torrent send one message, not one each.
 		claim = &state.Announce{Clock: max(uint64(s.Now().UnixMilli()), prev.Clock+1), InfoHash: st.InfoHash, Magnet: magnet, At: s.Now().UTC()}
 		if rev, err = s.State.Put(ctx, state.AnnounceKey(c), claim, rev); err != nil {
-			return err // lost to a concurrent claim: the retry sees it
+			if errors.Is(err, state.ErrConflict) {
+				return err // lost to a concurrent claim: the next try sees it
+			}
+			return unreachable("announce claim", err)
 		}
 	}
 	msg, err := BuildMessage(com.SigningKey, claim.Clock, claim.Magnet)
 	if err != nil {
-		return err
+		return bus.Permanent(fmt.Errorf("sign announcement: %w", err))
 	}
 	a := &Announcement{Community: c, Clock: claim.Clock, Magnet: claim.Magnet, InfoHash: claim.InfoHash, Message: msg, ChatID: c + "-magnetlinks"}
 	for _, t := range s.Transports {
@@ -214,7 +237,8 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 	done := *claim
 	done.Sent = true
 	if _, err := s.State.Put(ctx, state.AnnounceKey(c), &done, rev); err != nil && !errors.Is(err, state.ErrConflict) {
-		return err
+		// Sent but not marked: the next try resends the same message.
+		return unreachable("announce state write", err)
 	}
 	clock := claim.Clock
 	s.metrics.WithLabelValues(reason, "sent").Inc()

@@ -2,10 +2,14 @@ package announce
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
@@ -65,5 +69,78 @@ func TestClockOnlyGrows(t *testing.T) {
 	}
 	if len(tr.sent) != 4 {
 		t.Fatalf("sent %d announcements, want 4", len(tr.sent))
+	}
+}
+
+type failing struct{}
+
+func (failing) Send(context.Context, *Announcement) error { return errors.New("webhook answered 503") }
+
+// TestHandleOutcomes: NATS unreachable snoozes (it is waiting, not
+// failing), a malformed event dead-letters at once, a transport that fails
+// is a failure that counts toward MAX_DELIVER.
+func TestHandleOutcomes(t *testing.T) {
+	ns := testenv.NATS(t)
+	b := testenv.Bus(t, ns, bus.Config{})
+	ctx := context.Background()
+	key, _ := secp256k1.GeneratePrivateKey()
+	com := &registry.Community{Topics: []archive.Topic{{1}}, SigningKey: key.Serialize(), Interval: registry.Duration(time.Hour)}
+	copy(com.ID[:], key.PubKey().SerializeCompressed())
+	if err := registry.New(b.Communities).Put(ctx, com); err != nil {
+		t.Fatal(err)
+	}
+	st := &state.Store{KV: b.State}
+	ih := "5ba51fec45a6e521db60b2e33dbabeb61308fdfa"
+	if _, err := st.Put(ctx, com.ID.String(), &state.Build{LastEnd: 10, InfoHash: ih, Magnet: "magnet:?xt=urn:btih:" + ih}, 0); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, bus.BucketCommunities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	tests := []struct {
+		name      string
+		registry  *registry.Registry
+		transport Transport
+		community string
+		outcome   string // ack, snooze, permanent, failure
+		want      string
+	}{
+		{name: "invalid community id", community: "0xZZ", outcome: "permanent", want: "invalid community id"},
+		{name: "registry unreachable", registry: registry.New(kv), outcome: "snooze", want: "registry read"},
+		{name: "transport fails", transport: failing{}, outcome: "failure", want: "503"},
+		{name: "sent", transport: &capture{}, outcome: "ack"},
+		{name: "sent already: skipped", transport: &capture{}, outcome: "ack"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := registry.New(b.Communities)
+			if tt.registry != nil {
+				r = tt.registry
+			}
+			s := New(Service{Bus: b, Registry: r, State: st, Transports: []Transport{tt.transport}, Logger: testenv.Logger()}, prometheus.NewRegistry())
+			c := com.ID.String()
+			if tt.community != "" {
+				c = tt.community
+			}
+			err := s.handle(ctx, bus.SeedingEvent{Community: c, InfoHash: ih, Seeder: "s"}, bus.Delivery{Subject: bus.SubjectSeeding(c), Deliveries: 1})
+			var snooze *bus.SnoozeError
+			isSnooze := errors.As(err, &snooze)
+			ok := map[string]bool{
+				"ack":       err == nil,
+				"snooze":    isSnooze,
+				"permanent": bus.IsPermanent(err),
+				"failure":   err != nil && !isSnooze && !bus.IsPermanent(err),
+			}[tt.outcome]
+			if !ok || (tt.want != "" && !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("err %v, want %s with %q", err, tt.outcome, tt.want)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -88,6 +89,10 @@ type Message struct {
 // payload and sig per archive chunk. A single message above it cannot be archived.
 const MaxMessageBytes = 30_000_000
 
+// ErrTooLarge marks a message over MaxMessageBytes: well-formed, but no
+// archive can hold it.
+var ErrTooLarge = errors.New("message too large to archive")
+
 // Size is what status-go counts against the 30,000,000-byte chunk cap.
 func (m *Message) Size() int { return len(m.Payload) + len(m.Sig) }
 
@@ -101,7 +106,7 @@ func (m *Message) Validate() error {
 		return fmt.Errorf("hash is empty")
 	}
 	if m.Size() > MaxMessageBytes {
-		return fmt.Errorf("payload+sig is %d bytes, over the %d-byte archive cap", m.Size(), MaxMessageBytes)
+		return fmt.Errorf("%w: payload+sig is %d bytes, over the %d-byte archive cap", ErrTooLarge, m.Size(), MaxMessageBytes)
 	}
 	if !utf8.ValidString(m.ThirdPartyID) {
 		return fmt.Errorf("thirdPartyId is not valid UTF-8")

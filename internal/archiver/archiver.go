@@ -14,7 +14,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -32,9 +31,17 @@ type Locker interface {
 	Acquire(ctx context.Context, key string, ttl time.Duration, floor int64) (lock.Lease, error)
 }
 
-// Sources gives the message source of a community.
+// Sources is the message store as a build reads it: bounded by the stream
+// sequence the build saw (its watermark), so that messages stored later are
+// found as late by the next build instead of being lost.
 type Sources interface {
-	Source(c archive.CommunityID) archive.Source
+	// Watermark is the sequence of the newest stored message.
+	Watermark(ctx context.Context) (uint64, error)
+	// Between yields a community's messages stored in (after, upto].
+	Between(c archive.CommunityID, after, upto uint64) archive.Source
+	// LateWindows finds the messages stored in (after, upto] with a
+	// timestamp in [since, end), and the interval windows they fall in.
+	LateWindows(ctx context.Context, c archive.CommunityID, after, upto, since, end uint64, interval time.Duration) ([]archive.Window, int, error)
 }
 
 // Config tunes the service.
@@ -45,6 +52,10 @@ type Config struct {
 	AnnounceList [][]string    // torrent trackers; nil: status-go's
 	CreatedBy    string
 	BufferedIO   bool // never write archives with O_DIRECT
+	// Settle is how long after a window's end it may be built, so messages
+	// in flight land in their window first; an event whose End + Settle is
+	// still ahead is snoozed until then. Zero: no settle.
+	Settle time.Duration
 }
 
 // Service is the archiver.
@@ -65,6 +76,7 @@ type metrics struct {
 	bytes    prometheus.Counter
 	locks    *prometheus.CounterVec
 	lost     prometheus.Counter
+	leftOut  prometheus.Counter
 	worker   *bus.WorkerMetrics
 }
 
@@ -91,6 +103,8 @@ func New(s Service, reg prometheus.Registerer) *Service {
 			Help: "Lock acquisitions by result (acquired, busy, error)."}, []string{"result"}),
 		lost: f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_lock_lost_total",
 			Help: "Builds cancelled because their lock could not be renewed."}),
+		leftOut: f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_messages_left_out_total",
+			Help: "Stored messages a build could not put in any archive (over the size cap, foreign topic). Ingest refuses these, so it stays 0."}),
 		worker: bus.NewWorkerMetrics(reg),
 	}
 	return &s
@@ -99,76 +113,104 @@ func New(s Service, reg prometheus.Registerer) *Service {
 // Run consumes archive-due events until ctx is cancelled, then lets in-flight
 // builds finish or hand their event back.
 func (s *Service) Run(ctx context.Context) error {
-	s.Logger.Info("archiver started", "slots", s.Config.Slots, "work_dir", s.Config.WorkDir)
-	return s.Bus.Work(ctx, bus.WorkerConfig{
-		Stream: bus.StreamDue, Consumer: bus.ConsumerArchiver, Kind: "due",
+	s.Logger.Info("archiver started", "slots", s.Config.Slots, "work_dir", s.Config.WorkDir, "settle", s.Config.Settle)
+	return bus.Work(ctx, s.Bus, bus.WorkerConfig{
+		Stream: bus.StreamDue, Consumer: bus.ConsumerArchiver, Kind: "due", Event: "due event",
 		Slots: s.Config.Slots, Logger: s.Logger, Metrics: s.metrics.worker,
 	}, s.handle)
 }
 
-func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bus.Result {
-	var ev bus.DueEvent
-	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-		return bus.Result{Outcome: bus.Dead, Err: fmt.Errorf("decode due event: %w", err)}
-	}
+// jitter returns a delay in [lo, lo+spread).
+func jitter(lo, spread time.Duration) time.Duration { return lo + rand.N(spread) }
+
+// handle maps every outcome onto the worker's contract: nil acks; waiting
+// (a busy lock, an unreachable Redis or NATS, a window still settling, a
+// shutdown) snoozes without counting a failure; a malformed event is
+// dead-lettered at once; a build that fails counts toward MAX_DELIVER.
+func (s *Service) handle(ctx context.Context, ev bus.DueEvent, d bus.Delivery) error {
 	c, err := archive.ParseCommunityID(ev.Community)
 	if err != nil {
-		return bus.Result{Outcome: bus.Dead, Err: err}
+		return fmt.Errorf("%w: %w", bus.ErrMalformed, err)
 	}
 	log := s.Logger.With("community", ev.Community, "range_end", ev.End)
-	// A window ends when its end has passed; an end in the future (a bad
-	// event or a clock far ahead) would archive windows that are still open.
+	// A window ends when its end has passed; an end far in the future (a
+	// bad event or a clock far ahead) would archive windows that are still
+	// open. A near one (clock skew) waits below like an unsettled window.
 	if limit := uint64(time.Now().Unix()) + 300; ev.End > limit {
-		return bus.Result{Outcome: bus.Dead, Err: fmt.Errorf("range end %d is in the future (now %d)", ev.End, limit-300)}
+		return fmt.Errorf("%w: range end %d is in the future (now %d)", bus.ErrMalformed, ev.End, limit-300)
 	}
-	res := s.process(ctx, log, c, ev)
-	switch res.Outcome {
-	case bus.Dead:
+	err = s.process(ctx, log, c, ev, d)
+	var snooze *bus.SnoozeError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil && !bus.IsPermanent(err):
+		// Shutting down: hand the event back at once, not as a failure
+		// (whatever failed, the cancellation may be why).
+		return bus.Snooze(time.Millisecond, "archiver shutting down")
+	case errors.As(err, &snooze):
+	default:
 		s.metrics.built.WithLabelValues("failed").Inc()
-	case bus.Retry:
-		if ctx.Err() != nil {
-			// Shutting down: hand the event back at once.
-			res.Delay = time.Millisecond
-		}
 	}
-	return res
+	return err
 }
 
-func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.CommunityID, ev bus.DueEvent) bus.Result {
+// settledAt is when the window ending at end may be built: messages still in
+// flight when it closed have had Settle to land in it.
+func (s *Service) settledAt(end uint64) time.Time {
+	return time.Unix(int64(end), 0).Add(s.Config.Settle)
+}
+
+func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.CommunityID, ev bus.DueEvent, d bus.Delivery) error {
 	com, err := s.Registry.Get(ctx, c)
 	if errors.Is(err, registry.ErrNotFound) {
 		log.Info("community not registered: event dropped")
-		return bus.Result{Outcome: bus.Ack}
+		return nil
 	}
 	if errors.Is(err, registry.ErrCorrupt) {
-		return bus.Result{Outcome: bus.Dead, Err: err}
+		return bus.Permanent(err)
 	}
 	if err != nil {
-		return bus.Result{Outcome: bus.Retry, Err: err}
+		// NATS unreachable or slow: waiting, not failing.
+		return bus.Snooze(jitter(2*time.Second, 2*time.Second), "registry read: "+err.Error())
 	}
 	if com.Disabled {
 		log.Info("community disabled: event dropped")
-		return bus.Result{Outcome: bus.Ack}
+		return nil
 	}
 	st, _, err := s.State.GetBuild(ctx, c.String())
 	if err != nil {
-		return bus.Result{Outcome: bus.Retry, Err: err}
+		if isDecodeError(err) {
+			return err // a corrupt committed state: counts, then dead-letters
+		}
+		return bus.Snooze(jitter(2*time.Second, 2*time.Second), "state read: "+err.Error())
 	}
 	if st.LastEnd >= ev.End {
 		log.Debug("range already archived", "last_end", st.LastEnd)
 		s.metrics.built.WithLabelValues("skipped").Inc()
-		return bus.Result{Outcome: bus.Ack}
+		return nil
+	}
+	if at := s.settledAt(ev.End); time.Now().Before(at) {
+		// E.g. archivectl trigger (End = now) with a settle time: build once
+		// the window has settled. The snooze ends then, so this is logged
+		// once per event.
+		wait := time.Until(at) + 100*time.Millisecond
+		lvl := slog.LevelInfo
+		if wait < time.Second && d.Deliveries > 1 {
+			lvl = slog.LevelDebug // woken a hair early: not news
+		}
+		log.Log(ctx, lvl, "window not settled yet: build snoozed", "build_at", at.UTC().Format(time.RFC3339), "settle", s.Config.Settle)
+		return bus.Snooze(wait, fmt.Sprintf("window ending %d settles at %s", ev.End, at.UTC().Format(time.RFC3339)))
 	}
 
 	lease, err := s.Locker.Acquire(ctx, c.String(), s.Config.LockTTL, st.Fence)
 	switch {
 	case errors.Is(err, lock.ErrBusy):
 		s.metrics.locks.WithLabelValues("busy").Inc()
-		return bus.Result{Outcome: bus.Retry, Delay: time.Second + rand.N(2*time.Second), Err: err}
+		return bus.Snooze(jitter(time.Second, 2*time.Second), "lock busy: "+err.Error())
 	case err != nil:
 		s.metrics.locks.WithLabelValues("error").Inc()
 		// Never build without the lock: wait for the lock service to return.
-		return bus.Result{Outcome: bus.Retry, Delay: 3*time.Second + rand.N(2*time.Second), Err: err}
+		return bus.Snooze(jitter(3*time.Second, 2*time.Second), "lock service unavailable: "+err.Error())
 	}
 	s.metrics.locks.WithLabelValues("acquired").Inc()
 	hctx, stop := lock.Hold(ctx, lease, s.Config.LockTTL)
@@ -185,19 +227,37 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 	res, err := s.build(hctx, log, com, ev, lease.Fence())
 	if err != nil {
 		if cause := context.Cause(hctx); errors.Is(cause, lock.ErrLost) {
+			// A snooze, not a failure: the lease lapses when Redis becomes
+			// unreachable mid-build (renewals fail) or another holder takes
+			// an expired lease over; neither says anything about this
+			// event, and counting it would dead-letter valid windows while
+			// Redis flaps. The build was abandoned before its commit (the
+			// fenced compare-and-set rejects a late one anyway); whoever
+			// holds the lock next builds the window, and this event then
+			// finds it done.
 			s.metrics.lost.Inc()
 			log.Error("lock lost during build: build abandoned", "err", cause)
-			return bus.Result{Outcome: bus.Retry, Err: cause}
+			return bus.Snooze(jitter(time.Second, 2*time.Second), "lock lost during build: "+cause.Error())
 		}
 		if errors.Is(err, errPermanent) {
-			return bus.Result{Outcome: bus.Dead, Err: err}
+			return bus.Permanent(err)
 		}
-		log.Warn("build failed", "err", err)
-		return bus.Result{Outcome: bus.Retry, Err: err}
+		if ctx.Err() == nil {
+			log.Warn("build failed", "err", err)
+		}
+		return err
 	}
 	s.metrics.duration.Observe(time.Since(t0).Seconds())
 	s.metrics.built.WithLabelValues(res).Inc()
-	return bus.Result{Outcome: bus.Ack}
+	return nil
+}
+
+// isDecodeError reports whether err comes from decoding stored JSON (as
+// opposed to reaching NATS).
+func isDecodeError(err error) bool {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	return errors.As(err, &syn) || errors.As(err, &typ)
 }
 
 // errPermanent marks failures a retry cannot fix.

@@ -41,7 +41,15 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 	if from >= ev.End {
 		return "skipped", nil
 	}
-	log.Info("build started", "from", from, "to", ev.End)
+	upto, err := s.Sources.Watermark(ctx)
+	if err != nil {
+		return "", err
+	}
+	supplements, late, err := s.lateWindows(ctx, log, com, st, from, upto)
+	if err != nil {
+		return "", fmt.Errorf("find late messages: %w", err)
+	}
+	log.Info("build started", "from", from, "to", ev.End, "late_messages", late, "supplement_windows", len(supplements))
 	l := s.layout()
 	if err := s.restore(ctx, l, com.ID, st); err != nil {
 		return "", fmt.Errorf("restore committed folder: %w", err)
@@ -49,9 +57,13 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 
 	opts := archive.BuildOptions{
 		Community: com.ID, Topics: com.Topics, From: from, To: ev.End,
-		Interval: time.Duration(com.Interval), Source: s.Sources.Source(com.ID), Logger: log,
-		Torrent:    archive.TorrentOptions{AnnounceList: s.Config.AnnounceList, CreatedBy: s.Config.CreatedBy},
-		BufferedIO: s.Config.BufferedIO,
+		Interval: time.Duration(com.Interval), Source: s.Sources.Between(com.ID, 0, upto), Logger: log,
+		Supplements: supplements,
+		Torrent:     archive.TorrentOptions{AnnounceList: s.Config.AnnounceList, CreatedBy: s.Config.CreatedBy},
+		BufferedIO:  s.Config.BufferedIO,
+	}
+	if st.MessagesSeq != nil {
+		opts.SupplementSource = s.Sources.Between(com.ID, *st.MessagesSeq, upto)
 	}
 	var ratchet *archive.HashRatchet
 	if com.Encrypted {
@@ -65,12 +77,16 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 		}
 		return "", err
 	}
-	for _, sk := range res.Skipped {
-		log.Warn("message too large to archive: skipped", "hash", sk.Hash.String(), "timestamp", sk.Timestamp, "bytes", sk.Size)
+	if n := len(res.Skipped) + res.ForeignTopic; n > 0 {
+		// Ingest refuses such messages; these were stored some other way or
+		// the community's topics changed since. The builder logged each one.
+		s.metrics.leftOut.Add(float64(n))
+		log.Warn("stored messages left out of every archive", "unarchivable", len(res.Skipped), "foreign_topic", res.ForeignTopic)
 	}
 	next := &state.Build{
 		LastEnd: ev.End, Fence: fence, InfoHash: st.InfoHash, Magnet: st.Magnet,
 		DataBytes: st.DataBytes, Archives: slices.Clone(st.Archives), Ratchet: st.Ratchet, BuiltAt: time.Now().UTC(),
+		MessagesSeq: &upto, LateMessages: res.LateMessages,
 	}
 	label := "empty"
 	if len(res.Archives) > 0 {
@@ -103,8 +119,28 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 		log.Warn("archive-built publish failed", "err", err)
 	}
 	log.Info("archives committed", "from", from, "archives", len(res.Archives), "messages", res.Messages,
+		"supplement_archives", res.SupplementArchives, "late_messages", res.LateMessages,
 		"infohash", next.InfoHash, "data_bytes", next.DataBytes, "pieces_hashed", res.PiecesHashed)
 	return label, nil
+}
+
+// lateWindows finds the windows before from that gained messages since the
+// last build read the store (its watermark), up to this build's watermark.
+func (s *Service) lateWindows(ctx context.Context, log *slog.Logger, com *registry.Community, st *state.Build, from, upto uint64) ([]archive.Window, int, error) {
+	switch {
+	case st.MessagesSeq == nil:
+		if st.LastEnd > 0 {
+			log.Info("state predates late-message tracking: this build starts it")
+		}
+		return nil, 0, nil
+	case upto < *st.MessagesSeq:
+		log.Error("message stream is behind the last build's watermark (was it recreated?): late messages cannot be told apart",
+			"watermark", *st.MessagesSeq, "stream_last_seq", upto)
+		return nil, 0, nil
+	case upto == *st.MessagesSeq || from <= com.Since:
+		return nil, 0, nil
+	}
+	return s.Sources.LateWindows(ctx, com.ID, *st.MessagesSeq, upto, com.Since, from, time.Duration(com.Interval))
 }
 
 // commit writes the new state if the stored one is still the base we built

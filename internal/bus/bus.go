@@ -38,7 +38,16 @@ const (
 	BucketCommunities = "communities"
 	BucketState       = "community-state"
 	BucketObjects     = "archive-objects"
+	// BucketFailures counts each in-flight event's failures (not its
+	// deliveries: snoozes come back without counting), keyed
+	// "<consumer>.<stream seq>"; see Work.
+	BucketFailures = "worker-failures"
 )
+
+// FailuresMaxAge is how long a failure count outlives its last update: an
+// event acked or dead-lettered deletes its key, so only orphans (an event
+// purged by hand, say) ever reach it.
+const FailuresMaxAge = 30 * 24 * time.Hour
 
 // Subject builders.
 func SubjectDue(c string) string       { return "archive.due." + c }
@@ -65,7 +74,11 @@ type Config struct {
 	DedupWindow time.Duration
 	// AckWait is how long a worker may hold a message between heartbeats.
 	AckWait time.Duration
-	// MaxDeliver bounds deliveries of one event before it is dead-lettered.
+	// MaxDeliver bounds the failures of one event before it is
+	// dead-lettered. Snoozes (a handler waiting for a lock, say) and
+	// redeliveries after an ack wait do not count: the workers count
+	// failures themselves, and the consumers deliver without limit.
+	// Negative: never dead-letter for failures.
 	MaxDeliver int
 	// Storage is file storage unless Memory is set (tests).
 	Memory bool
@@ -94,7 +107,9 @@ type Bus struct {
 	Communities jetstream.KeyValue
 	State       jetstream.KeyValue
 	Objects     jetstream.ObjectStore
-	Config      Config
+	// Failures holds the failure counts of events being retried.
+	Failures jetstream.KeyValue
+	Config   Config
 }
 
 // Setup creates or updates every stream, consumer and bucket. It is
@@ -115,7 +130,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 		{Name: StreamSeeding, Subjects: []string{"archive.seeding.*", "archive.republish.*"}, Retention: jetstream.WorkQueuePolicy},
 		{Name: StreamAnnounced, Subjects: []string{"archive.announced.*"}, MaxMsgsPerSubject: 16, MaxAge: 30 * 24 * time.Hour},
 		{Name: StreamDLQ, Subjects: []string{"archive.dlq.>"}, MaxAge: 30 * 24 * time.Hour},
-		{Name: StreamMessages, Subjects: []string{"msgs.*.*"}, MaxAge: cfg.MessageRetention},
+		{Name: StreamMessages, Subjects: []string{"msgs.*.*", "msgs.*.*.*"}, MaxAge: cfg.MessageRetention},
 	}
 	for _, sc := range streams {
 		sc.Storage, sc.Replicas, sc.Duplicates = storage, cfg.Replicas, cfg.DedupWindow
@@ -126,7 +141,12 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
-	backoff := []time.Duration{5 * time.Second, 15 * time.Second, time.Minute, 5 * time.Minute}
+	// One mechanism decides when an event comes back: the worker, through
+	// its Nak delays. A consumer BackOff list would override those delays
+	// from the second delivery on, and the server's MaxDeliver counts every
+	// delivery, snoozes included; so neither is set (an existing consumer
+	// is updated to match), and the workers count failures in
+	// BucketFailures against Config.MaxDeliver.
 	consumers := []struct {
 		stream string
 		cfg    jetstream.ConsumerConfig
@@ -137,11 +157,8 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 	for _, c := range consumers {
 		c.cfg.AckPolicy = jetstream.AckExplicitPolicy
 		c.cfg.AckWait = cfg.AckWait
-		c.cfg.MaxDeliver = cfg.MaxDeliver
+		c.cfg.MaxDeliver = -1
 		c.cfg.BackOff = nil
-		if cfg.AckWait >= 5*time.Second {
-			c.cfg.BackOff = backoff
-		}
 		c.cfg.MaxAckPending = 1000
 		if _, err := js.CreateOrUpdateConsumer(ctx, c.stream, c.cfg); err != nil {
 			return nil, fmt.Errorf("consumer %s: %w", c.cfg.Durable, err)
@@ -156,6 +173,10 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 	}
 	if b.State, err = kv(BucketState); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", BucketState, err)
+	}
+	if b.Failures, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketFailures, Storage: storage,
+		Replicas: cfg.Replicas, History: 1, TTL: FailuresMaxAge}); err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", BucketFailures, err)
 	}
 	if b.Objects, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: BucketObjects, Storage: storage, Replicas: cfg.Replicas}); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", BucketObjects, err)

@@ -2,10 +2,13 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 
@@ -13,41 +16,116 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Outcome tells the worker loop what to do with a message after the handler.
-type Outcome int
+// A handler given to Work returns one of:
+//
+//   - nil: done (or nothing to do); the event is acked and removed;
+//   - Snooze(d, reason): not now, come back after d; this is waiting, not
+//     failing, so it never uses up the event's failures;
+//   - Permanent(err), or any error wrapping ErrMalformed: the event can never
+//     succeed; it goes to the dead-letter stream now;
+//   - RetryAfter(d, err): a failure, retried after d;
+//   - any other error: a failure, retried after a jittered exponential
+//     back-off chosen by the worker.
+//
+// Once an event has failed Config.MaxDeliver times it is dead-lettered. The
+// dead letter's reason is the error's text (errors keep their chains).
 
-const (
-	// Ack: done (or nothing to do); the message is removed.
-	Ack Outcome = iota
-	// Retry: try again later (NakWithDelay with back-off); counts as a delivery.
-	Retry
-	// Dead: a permanent failure; the payload goes to the dead-letter stream.
-	Dead
-)
+// ErrMalformed marks an event that cannot be understood (undecodable, or
+// naming something that cannot exist): it is dead-lettered at once.
+var ErrMalformed = errors.New("malformed event")
 
-// Result is what a Handler returns.
-type Result struct {
-	Outcome Outcome
-	Delay   time.Duration // for Retry; 0 picks a jittered default
-	Err     error         // why, for Retry and Dead
+// Delivery describes one delivery of an event to a handler.
+type Delivery struct {
+	Subject   string
+	Stream    string
+	Consumer  string
+	StreamSeq uint64
+	// Deliveries counts the event's deliveries so far, this one included:
+	// snoozes and ack-wait expiries count here (it is JetStream's
+	// NumDelivered), not in Failures.
+	Deliveries uint64
+	// Failures counts the failures recorded before this delivery.
+	Failures int
 }
 
-// Handler processes one message. ctx is cancelled when the worker shuts down;
-// the loop sends InProgress heartbeats while the handler runs.
-type Handler func(ctx context.Context, msg jetstream.Msg) Result
+// SnoozeError is what Snooze returns: the event comes back after Delay
+// without counting a failure.
+type SnoozeError struct {
+	Delay  time.Duration
+	Reason string
+}
+
+func (e *SnoozeError) Error() string { return fmt.Sprintf("snoozed for %v: %s", e.Delay, e.Reason) }
+
+// Snooze asks for the event to come back after d (at once when d <= 0)
+// without counting a failure: waiting for a busy lock, an unreachable
+// dependency or a time to come is not failing.
+func Snooze(d time.Duration, reason string) error { return &SnoozeError{Delay: d, Reason: reason} }
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as a failure no retry can fix: the event is
+// dead-lettered now. errors.Is and errors.As see through it.
+func Permanent(err error) error {
+	if err == nil {
+		err = errors.New("permanent failure")
+	}
+	return &permanentError{err}
+}
+
+// IsPermanent reports whether err dead-letters an event at once: it wraps a
+// Permanent error or ErrMalformed.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p) || errors.Is(err, ErrMalformed)
+}
+
+type retryError struct {
+	delay time.Duration
+	err   error
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// RetryAfter is a failure (it counts toward MaxDeliver) retried after d
+// rather than after the worker's back-off.
+func RetryAfter(d time.Duration, err error) error {
+	if err == nil {
+		err = errors.New("retry")
+	}
+	return &retryError{delay: d, err: err}
+}
+
+// malformedError is an undecodable payload: it wraps both ErrMalformed and
+// the decoder's error.
+type malformedError struct {
+	what string
+	err  error
+}
+
+func (e *malformedError) Error() string   { return "decode " + e.what + ": " + e.err.Error() }
+func (e *malformedError) Unwrap() []error { return []error{ErrMalformed, e.err} }
 
 // WorkerConfig shapes a worker loop.
 type WorkerConfig struct {
 	Stream, Consumer string
 	Kind             string // dead-letter subject suffix, e.g. "due"
-	Slots            int    // concurrent messages; each fetches one at a time
-	Logger           *slog.Logger
-	Metrics          *WorkerMetrics // optional
+	// Event names the payload in errors, e.g. "due event" gives "decode due
+	// event: …"; default "event".
+	Event   string
+	Slots   int // concurrent messages; each fetches one at a time
+	Logger  *slog.Logger
+	Metrics *WorkerMetrics // optional
 }
 
 // WorkerMetrics counts what worker loops do.
 type WorkerMetrics struct {
 	handled *prometheus.CounterVec
+	snoozed *prometheus.CounterVec
 	dead    *prometheus.CounterVec
 	pending *prometheus.GaugeVec
 }
@@ -57,7 +135,10 @@ type WorkerMetrics struct {
 func NewWorkerMetrics(reg prometheus.Registerer) *WorkerMetrics {
 	return &WorkerMetrics{
 		handled: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_events_handled_total",
-			Help: "Events handled by consumer and outcome (ack, retry, dead)."}, []string{"consumer", "outcome"})),
+			Help: "Deliveries handled by consumer and outcome (ack; snooze: waiting, not counted as a failure; retry: a failure; dead)."},
+			[]string{"consumer", "outcome"})),
+		snoozed: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_events_snoozed_seconds_total",
+			Help: "Delay asked for by snoozes, by consumer: time events spent waiting rather than failing."}, []string{"consumer"})),
 		dead: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_events_dead_lettered_total",
 			Help: "Events moved to the dead-letter stream, by kind."}, []string{"kind"})),
 		pending: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "archivefleet_queue_pending",
@@ -76,12 +157,48 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-// Work runs Slots loops, each fetching one message, handling it and acking,
-// until ctx is cancelled; then it waits for in-flight handlers to finish. A
-// heartbeat (InProgress) runs every AckWait/3 while a handler works, so long
-// builds are not redelivered. No message waits in a client buffer, so none
-// expires there.
-func (b *Bus) Work(ctx context.Context, cfg WorkerConfig, h Handler) error {
+// Work runs cfg.Slots loops, each fetching one event of type T (decoded from
+// JSON once, here), calling h and settling the event by what h returned (see
+// Snooze, Permanent, RetryAfter and ErrMalformed), until ctx is cancelled;
+// then it waits for in-flight handlers to finish. A panicking handler
+// dead-letters its event with the stack in the reason.
+//
+// While a handler runs, InProgress heartbeats go out every third of the ack
+// wait the server applies, read from the live consumer configuration (its
+// AckWait, or the smallest BackOff entry if one is set), so a long build is
+// not redelivered. No message waits in a client buffer, so none expires
+// there.
+//
+// Failures are counted in the Failures bucket, so the count survives a
+// worker's restart and is shared by every replica; snoozes and redeliveries
+// after an ack wait (a worker killed, NATS unreachable) count none.
+func Work[T any](ctx context.Context, b *Bus, cfg WorkerConfig, h func(ctx context.Context, ev T, d Delivery) error) error {
+	if cfg.Event == "" {
+		cfg.Event = "event"
+	}
+	return b.work(ctx, cfg, func(ctx context.Context, msg jetstream.Msg, d Delivery) (err error) {
+		var ev T
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			return &malformedError{what: cfg.Event, err: err}
+		}
+		defer func() {
+			if r := recover(); r != nil {
+				err = Permanent(fmt.Errorf("handler panic: %v\n%s", r, debug.Stack()))
+			}
+		}()
+		return h(ctx, ev, d)
+	})
+}
+
+type worker struct {
+	b    *Bus
+	cfg  WorkerConfig
+	log  *slog.Logger
+	cons jetstream.Consumer
+	call func(ctx context.Context, msg jetstream.Msg, d Delivery) error
+}
+
+func (b *Bus) work(ctx context.Context, cfg WorkerConfig, call func(context.Context, jetstream.Msg, Delivery) error) error {
 	cons, err := b.JS.Consumer(ctx, cfg.Stream, cfg.Consumer)
 	if err != nil {
 		return fmt.Errorf("consumer %s/%s: %w", cfg.Stream, cfg.Consumer, err)
@@ -89,23 +206,23 @@ func (b *Bus) Work(ctx context.Context, cfg WorkerConfig, h Handler) error {
 	if cfg.Slots < 1 {
 		cfg.Slots = 1
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+	w := &worker{b: b, cfg: cfg, log: cfg.Logger, cons: cons, call: call}
+	if w.log == nil {
+		w.log = slog.Default()
 	}
 	var wg sync.WaitGroup
-	if cfg.Metrics != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				if info, err := cons.Info(ctx); err == nil {
-					cfg.Metrics.pending.WithLabelValues(cfg.Consumer).Set(float64(info.NumPending + uint64(info.NumAckPending)))
-				}
-				sleep(ctx, 5*time.Second)
+	// Keep the cached consumer info fresh: another service's Setup may have
+	// changed the ack wait the heartbeats follow.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if info, err := cons.Info(ctx); err == nil && cfg.Metrics != nil {
+				cfg.Metrics.pending.WithLabelValues(cfg.Consumer).Set(float64(info.NumPending + uint64(info.NumAckPending)))
 			}
-		}()
-	}
+			sleep(ctx, 5*time.Second)
+		}
+	}()
 	for i := 0; i < cfg.Slots; i++ {
 		wg.Add(1)
 		go func() {
@@ -114,16 +231,16 @@ func (b *Bus) Work(ctx context.Context, cfg WorkerConfig, h Handler) error {
 				batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
 				if err != nil {
 					if ctx.Err() == nil {
-						log.Warn("fetch failed", "consumer", cfg.Consumer, "err", err)
+						w.log.Warn("fetch failed", "consumer", cfg.Consumer, "err", err)
 						sleep(ctx, time.Second)
 					}
 					continue
 				}
 				for msg := range batch.Messages() {
-					b.handle(ctx, cfg, log, h, msg)
+					w.handle(ctx, msg)
 				}
 				if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
-					log.Debug("fetch batch error", "err", err)
+					w.log.Debug("fetch batch error", "err", err)
 				}
 			}
 		}()
@@ -132,11 +249,48 @@ func (b *Bus) Work(ctx context.Context, cfg WorkerConfig, h Handler) error {
 	return nil
 }
 
-func (b *Bus) handle(ctx context.Context, cfg WorkerConfig, log *slog.Logger, h Handler, msg jetstream.Msg) {
-	meta, _ := msg.Metadata()
+// heartbeatEvery is a third of the ack wait the server applies to the
+// consumer: its AckWait, which the server sets to BackOff[0] when a BackOff
+// list is set, and never more than the smallest BackOff entry.
+func heartbeatEvery(info *jetstream.ConsumerInfo, fallback time.Duration) time.Duration {
+	wait := fallback
+	if info != nil {
+		if info.Config.AckWait > 0 {
+			wait = info.Config.AckWait
+		}
+		for _, d := range info.Config.BackOff {
+			if d > 0 && d < wait {
+				wait = d
+			}
+		}
+	}
+	return max(wait/3, 10*time.Millisecond)
+}
+
+func failureKey(consumer string, seq uint64) string {
+	return consumer + "." + strconv.FormatUint(seq, 10)
+}
+
+func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
+	d := Delivery{Subject: msg.Subject(), Stream: w.cfg.Stream, Consumer: w.cfg.Consumer, Deliveries: 1}
+	if meta, err := msg.Metadata(); err == nil {
+		d.StreamSeq, d.Deliveries = meta.Sequence.Stream, meta.NumDelivered
+	}
+	key := failureKey(w.cfg.Consumer, d.StreamSeq)
+	countKnown := true
+	if d.Deliveries > 1 { // a first delivery has no failures yet
+		n, _, err := w.failures(key)
+		if err != nil {
+			w.log.Warn("failure count unreadable; taken as 0", "subject", d.Subject, "err", err)
+			countKnown = false
+		}
+		d.Failures = n
+	}
+
 	hbCtx, stopHB := context.WithCancel(context.Background())
 	go func() {
-		t := time.NewTicker(b.Config.AckWait / 3)
+		every := heartbeatEvery(w.cons.CachedInfo(), w.b.Config.AckWait)
+		t := time.NewTimer(every)
 		defer t.Stop()
 		for {
 			select {
@@ -144,58 +298,178 @@ func (b *Bus) handle(ctx context.Context, cfg WorkerConfig, log *slog.Logger, h 
 				return
 			case <-t.C:
 				msg.InProgress()
+				t.Reset(heartbeatEvery(w.cons.CachedInfo(), w.b.Config.AckWait))
 			}
 		}
 	}()
-	res := h(ctx, msg)
+	err := w.call(ctx, msg, d)
 	stopHB()
-	if cfg.Metrics != nil {
-		cfg.Metrics.handled.WithLabelValues(cfg.Consumer, [...]string{"ack", "retry", "dead"}[res.Outcome]).Inc()
-	}
-	switch res.Outcome {
-	case Ack:
-		if err := msg.DoubleAck(context.Background()); err != nil {
-			log.Warn("ack failed; the event will be redelivered and found done", "subject", msg.Subject(), "err", err)
-		}
-	case Retry:
-		delivered := uint64(0)
-		if meta != nil {
-			delivered = meta.NumDelivered
-		}
-		if delivered >= uint64(b.Config.MaxDeliver) {
-			b.deadLetter(cfg, log, msg, fmt.Sprintf("gave up after %d deliveries: %v", delivered, res.Err))
+
+	var snooze *SnoozeError
+	switch {
+	case err == nil:
+		w.count("ack")
+		actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := msg.DoubleAck(actx); err != nil {
+			w.log.Warn("ack failed; the event will be redelivered and found done", "subject", d.Subject, "err", err)
 			return
 		}
-		d := res.Delay
-		if d <= 0 {
-			d = backoff(delivered)
+		if d.Failures > 0 || !countKnown {
+			w.forget(key)
 		}
-		log.Info("retrying later", "subject", msg.Subject(), "delivery", delivered, "in", d, "reason", res.Err)
-		msg.NakWithDelay(d)
-	case Dead:
-		b.deadLetter(cfg, log, msg, res.Err.Error())
+	case IsPermanent(err):
+		w.count("dead")
+		if w.deadLetter(msg, d, err.Error()) && (d.Failures > 0 || !countKnown) {
+			w.forget(key)
+		}
+	case errors.As(err, &snooze):
+		w.snooze(msg, d, snooze.Delay, snooze.Reason)
+	case ctx.Err() != nil:
+		// Shutting down: whatever failed, hand the event back at once.
+		w.snooze(msg, d, 0, "worker shutting down: "+err.Error())
+	default:
+		w.fail(msg, d, key, err)
+	}
+}
+
+func (w *worker) count(outcome string) {
+	if w.cfg.Metrics != nil {
+		w.cfg.Metrics.handled.WithLabelValues(w.cfg.Consumer, outcome).Inc()
+	}
+}
+
+func (w *worker) snooze(msg jetstream.Msg, d Delivery, delay time.Duration, reason string) {
+	w.count("snooze")
+	delay = max(delay, 0)
+	if w.cfg.Metrics != nil {
+		w.cfg.Metrics.snoozed.WithLabelValues(w.cfg.Consumer).Add(delay.Seconds())
+	}
+	w.log.Debug("snoozed; retrying later", "subject", d.Subject, "delivery", d.Deliveries, "failures", d.Failures,
+		"in", delay, "reason", reason)
+	var err error
+	if delay == 0 {
+		err = msg.Nak()
+	} else {
+		err = msg.NakWithDelay(delay)
+	}
+	if err != nil {
+		w.log.Warn("nak failed; the event comes back after the ack wait", "subject", d.Subject, "err", err)
+	}
+}
+
+// fail records a failure and retries the event, or dead-letters it once it
+// has failed MaxDeliver times.
+func (w *worker) fail(msg jetstream.Msg, d Delivery, key string, err error) {
+	delay := backoff(d.Failures + 1)
+	var re *retryError
+	if errors.As(err, &re) && re.delay > 0 {
+		delay = re.delay
+	}
+	n, kerr := w.addFailure(key)
+	if kerr != nil {
+		// Not counted: the failure store is part of NATS, which is what is
+		// failing; the event comes back after the delay (or the ack wait).
+		w.count("retry")
+		w.log.Warn("failed; failure not recorded, retrying later", "subject", d.Subject, "delivery", d.Deliveries,
+			"in", delay, "err", err, "record_err", kerr)
+		msg.NakWithDelay(delay)
+		return
+	}
+	if limit := w.b.Config.MaxDeliver; limit > 0 && n >= limit {
+		w.count("dead")
+		if w.deadLetter(msg, d, fmt.Sprintf("gave up after %d failures (%d deliveries): %v", n, d.Deliveries, err)) {
+			w.forget(key)
+		}
+		return
+	}
+	w.count("retry")
+	w.log.Warn("failed; retrying later", "subject", d.Subject, "delivery", d.Deliveries, "failures", n, "in", delay, "err", err)
+	if err := msg.NakWithDelay(delay); err != nil {
+		w.log.Warn("nak failed; the event comes back after the ack wait", "subject", d.Subject, "err", err)
+	}
+}
+
+// failures reads an event's failure count and its revision (0: none).
+func (w *worker) failures(key string) (int, uint64, error) {
+	if w.b.Failures == nil {
+		return 0, 0, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, err := w.b.Failures.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	n, err := strconv.Atoi(string(e.Value()))
+	if err != nil {
+		return 0, e.Revision(), fmt.Errorf("failure count %s: %w", key, err)
+	}
+	return n, e.Revision(), nil
+}
+
+// addFailure increments an event's failure count with a compare-and-set and
+// returns the new count.
+func (w *worker) addFailure(key string) (int, error) {
+	if w.b.Failures == nil {
+		return 0, errors.New("no failure bucket")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		n, rev, err := w.failures(key)
+		if err != nil && rev == 0 {
+			return 0, err
+		}
+		val := []byte(strconv.Itoa(n + 1))
+		if rev == 0 {
+			_, err = w.b.Failures.Create(ctx, key, val)
+		} else {
+			_, err = w.b.Failures.Update(ctx, key, val, rev)
+		}
+		if err == nil {
+			return n + 1, nil
+		}
+		if attempt >= 3 || !(errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)) {
+			return 0, err
+		}
+	}
+}
+
+// forget deletes an event's failure count; a key left behind expires after
+// FailuresMaxAge.
+func (w *worker) forget(key string) {
+	if w.b.Failures == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.b.Failures.Delete(ctx, key); err != nil {
+		w.log.Debug("failure count not deleted; it expires by itself", "key", key, "err", err)
 	}
 }
 
 // deadLetter copies the payload and reason to the DLQ stream first, then
-// terminates the message: on a work queue, Term deletes the payload.
-func (b *Bus) deadLetter(cfg WorkerConfig, log *slog.Logger, msg jetstream.Msg, reason string) {
-	dl := DeadLetter{Subject: msg.Subject(), Stream: cfg.Stream, Reason: reason, Payload: msg.Data()}
-	if meta, err := msg.Metadata(); err == nil {
-		dl.StreamSeq, dl.Deliveries = meta.Sequence.Stream, meta.NumDelivered
-	}
+// terminates the message: on a work queue, Term deletes the payload. It
+// reports whether the event was dead-lettered.
+func (w *worker) deadLetter(msg jetstream.Msg, d Delivery, reason string) bool {
+	dl := DeadLetter{Subject: d.Subject, Stream: w.cfg.Stream, StreamSeq: d.StreamSeq, Deliveries: d.Deliveries, Reason: reason, Payload: msg.Data()}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := b.Publish(ctx, SubjectDLQ(cfg.Kind), fmt.Sprintf("dlq:%s:%d", cfg.Stream, dl.StreamSeq), dl); err != nil {
-		log.Error("dead-letter publish failed; leaving the event for redelivery", "subject", msg.Subject(), "err", err)
+	if _, err := w.b.Publish(ctx, SubjectDLQ(w.cfg.Kind), fmt.Sprintf("dlq:%s:%d", w.cfg.Stream, dl.StreamSeq), dl); err != nil {
+		w.log.Error("dead-letter publish failed; leaving the event for redelivery", "subject", d.Subject, "err", err)
 		msg.NakWithDelay(30 * time.Second)
-		return
+		return false
 	}
-	log.Error("event dead-lettered", "subject", msg.Subject(), "stream_seq", dl.StreamSeq, "deliveries", dl.Deliveries, "reason", reason)
-	if cfg.Metrics != nil {
-		cfg.Metrics.dead.WithLabelValues(cfg.Kind).Inc()
+	w.log.Error("event dead-lettered", "subject", d.Subject, "stream_seq", dl.StreamSeq, "deliveries", dl.Deliveries, "reason", reason)
+	if w.cfg.Metrics != nil {
+		w.cfg.Metrics.dead.WithLabelValues(w.cfg.Kind).Inc()
 	}
 	msg.TermWithReason(truncateReason(reason))
+	return true
 }
 
 func truncateReason(s string) string {
@@ -205,9 +479,9 @@ func truncateReason(s string) string {
 	return s
 }
 
-// backoff grows with deliveries, jittered, capped at 5 minutes.
-func backoff(delivered uint64) time.Duration {
-	d := time.Second << min(delivered, 8)
+// backoff grows with failures, jittered, capped at 5 minutes.
+func backoff(failures int) time.Duration {
+	d := time.Second << min(max(failures, 0), 8)
 	d = min(d, 5*time.Minute)
 	return d/2 + rand.N(d/2+1)
 }

@@ -1,5 +1,7 @@
 // Package ctl implements archivectl, the operator command line: building,
-// inspecting and extracting community history archives on local folders.
+// inspecting and extracting community history archives on local folders,
+// and managing a running fleet over NATS. It links no service: only the
+// archive format, the registry, the committed state and the bus.
 package ctl
 
 import (
@@ -54,9 +56,9 @@ func Main(ctx context.Context, env Env, args []string) int {
 		if c.name == args[0] {
 			err := c.run(ctx, env, args[1:])
 			switch {
-			case err == nil:
+			case err == nil, errors.Is(err, flag.ErrHelp):
 				return 0
-			case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+			case errors.Is(err, errUsage):
 				return 2
 			default:
 				fmt.Fprintf(env.Stderr, "archivectl %s: %v\n", c.name, err)
@@ -88,9 +90,14 @@ func newFlagSet(env Env, name, args string) *flag.FlagSet {
 }
 
 // parse parses flags and wants exactly nArgs positional arguments (-1: any).
+// -h gives flag.ErrHelp (exit 0); an unknown flag or a wrong argument
+// count gives errUsage (exit 2), the flag package having printed why.
 func parse(fs *flag.FlagSet, args []string, nArgs int) error {
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
 	}
 	if nArgs >= 0 && fs.NArg() != nArgs {
 		fs.Usage()

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -10,15 +11,23 @@ import (
 )
 
 func runDLQ(ctx context.Context, env Env, args []string) error {
+	const usage = "usage: archivectl dlq list|retry [flags]"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintln(env.Stderr, usage)
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || (args[0] != "list" && args[0] != "retry") {
-		fmt.Fprintln(env.Stderr, "usage: archivectl dlq list|retry [flags]")
+		fmt.Fprintln(env.Stderr, usage)
 		return errUsage
 	}
-	fs := newFlagSet(env, "dlq "+args[0], "[-seq N]... [-all]")
+	fs := newFlagSet(env, "dlq "+args[0], map[string]string{"list": "", "retry": "-seq N [-seq N]... | -all"}[args[0]])
 	url := natsFlag(fs)
 	var seqs listFlag
-	fs.Var(&seqs, "seq", "dead letter sequence to retry, repeatable")
-	all := fs.Bool("all", false, "retry every dead letter")
+	all := new(bool)
+	if args[0] == "retry" {
+		fs.Var(&seqs, "seq", "dead letter sequence to retry, repeatable")
+		all = fs.Bool("all", false, "retry every dead letter")
+	}
 	if err := parse(fs, args[1:], 0); err != nil {
 		return err
 	}
@@ -32,6 +41,10 @@ func runDLQ(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	if args[0] == "list" {
+		if len(letters) == 0 {
+			fmt.Fprintln(env.Stdout, "no dead-lettered events")
+			return nil
+		}
 		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SEQ\tTIME\tSUBJECT\tDELIVERIES\tREASON\tPAYLOAD")
 		for _, l := range letters {

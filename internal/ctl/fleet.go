@@ -2,12 +2,15 @@ package ctl
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
-	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,37 +18,49 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
-	"github.com/archivefleet/archivefleet/internal/fleet"
+	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/schedule"
 	"github.com/archivefleet/archivefleet/internal/state"
 )
 
 // connect reads the fleet's NATS settings from the environment (as the
 // services do), lets -nats override the URL, and sets up the topology.
 func connect(ctx context.Context, env Env, url string) (*bus.Bus, error) {
-	var c fleet.Common
-	if err := fleet.Load(&c); err != nil {
+	c := natsconf.DefaultCommon()
+	if err := natsconf.Load(&c); err != nil {
 		return nil, err
 	}
 	if url != "" {
 		c.NATSURL = url
 	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
 	// Connection events arrive on NATS's own goroutine, possibly after the
 	// command returned; errors that matter come back from the calls instead.
-	return c.Connect(ctx, "archivectl", slog.New(slog.DiscardHandler))
+	b, err := c.Connect(ctx, "archivectl", slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, fmt.Errorf("%w\n(is the fleet running? `go run ./cmd/fleet` listens on %s; elsewhere pass -nats URL or set %s_NATS_URL)",
+			err, natsconf.DefaultNATSURL, natsconf.Prefix)
+	}
+	return b, nil
 }
 
 func natsFlag(fs *flag.FlagSet) *string {
-	return fs.String("nats", "", "NATS URL (default: $ARCHIVEFLEET_NATS_URL or nats://127.0.0.1:4222)")
+	return fs.String("nats", "", "NATS URL (default: $ARCHIVEFLEET_NATS_URL or "+natsconf.DefaultNATSURL+")")
 }
+
+const communityUsage = "usage: archivectl community add|list|disable|enable|remove [flags]"
 
 func runCommunity(ctx context.Context, env Env, args []string) error {
 	if len(args) == 0 {
-		fmt.Fprintln(env.Stderr, "usage: archivectl community add|list|disable|enable|remove [flags]")
+		fmt.Fprintln(env.Stderr, communityUsage)
 		return errUsage
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintln(env.Stderr, communityUsage)
+		return flag.ErrHelp
 	case "add":
 		return communityAdd(ctx, env, args[1:])
 	case "list":
@@ -53,63 +68,95 @@ func runCommunity(ctx context.Context, env Env, args []string) error {
 	case "disable", "enable", "remove":
 		return communitySet(ctx, env, args[0], args[1:])
 	}
-	fmt.Fprintf(env.Stderr, "archivectl community: unknown subcommand %q\n", args[0])
+	fmt.Fprintf(env.Stderr, "archivectl community: unknown subcommand %q\n%s\n", args[0], communityUsage)
 	return errUsage
 }
 
 func communityAdd(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "community add", "-private-key 0x… [flags]")
+	fs := newFlagSet(env, "community add", "-private-key 0x… [-update] [flags]")
 	url := natsFlag(fs)
 	keyHex := fs.String("private-key", "", "community private key, 0x + 64 hex (required; signs announcements)")
 	interval := fs.Duration("interval", archive.DefaultInterval, "archive window")
-	since := fs.String("since", "now", `start of the first archive: unix seconds or "now"`)
+	since := newTimeFlag("now")
+	fs.Var(since, "since", "start of the first archive: "+timeHelp)
 	ratchet := fs.String("ratchet", "", "hash-ratchet key file (from keygen -ratchet): the community is token-gated and its archives are encrypted")
+	update := fs.Bool("update", false, "change a registered community: the flags given replace its settings, the rest are kept")
 	var topics listFlag
 	fs.Var(&topics, "topic", "channel content topic 0x…8 hex, repeatable (the universal <id>-memberUpdate topic is always added)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var key archive.HexBytes
 	if err := key.UnmarshalText([]byte(*keyHex)); err != nil || len(key) != 32 {
 		return errors.New("-private-key must be 0x + 64 hex digits")
 	}
-	com := &registry.Community{Interval: registry.Duration(*interval), SigningKey: key}
-	copy(com.ID[:], secp256k1.PrivKeyFromBytes(key).PubKey().SerializeCompressed())
+	var id archive.CommunityID
+	copy(id[:], secp256k1.PrivKeyFromBytes(key).PubKey().SerializeCompressed())
+	var newTopics []archive.Topic
 	for _, s := range topics {
 		t, err := archive.ParseTopic(s)
 		if err != nil {
 			return err
 		}
-		com.Topics = append(com.Topics, t)
+		newTopics = append(newTopics, t)
 	}
-	if *since == "now" {
-		com.Since = uint64(time.Now().Unix())
-	} else {
-		v, err := strconv.ParseUint(*since, 10, 64)
-		if err != nil {
-			return fmt.Errorf("-since: %w", err)
-		}
-		com.Since = v
-	}
+	var kf *keyFile
 	if *ratchet != "" {
-		_, kf, err := loadKeys(*ratchet, com.ID)
+		_, k, err := loadKeys(*ratchet, id)
 		if err != nil {
 			return err
 		}
-		if kf.State == nil {
+		if k.State == nil {
 			return fmt.Errorf("%s has no current key", *ratchet)
 		}
-		com.Encrypted, com.InstallationID, com.RatchetKey, com.OldKeys = true, kf.InstallationID, &kf.State.Key, kf.Keys
+		kf = k
 	}
 	b, err := connect(ctx, env, *url)
 	if err != nil {
 		return err
 	}
 	defer b.NC.Close()
-	if err := registry.New(b.Communities).Put(ctx, com); err != nil {
+	reg := registry.New(b.Communities)
+	com, err := reg.Get(ctx, id)
+	exists := err == nil
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		com = &registry.Community{ID: id, SigningKey: key}
+	case err != nil:
+		return err
+	case !*update:
+		return fmt.Errorf("%s is already registered (interval %v, since %d, %d topics): add -update to change the settings given and keep the rest",
+			id, time.Duration(com.Interval), com.Since, len(com.Topics))
+	}
+	var changed []string
+	if !exists || given["interval"] {
+		com.Interval = registry.Duration(*interval)
+		changed = append(changed, "interval")
+	}
+	if !exists || given["since"] {
+		com.Since = since.v
+		changed = append(changed, "since")
+	}
+	if !exists || given["topic"] {
+		com.Topics = newTopics
+		changed = append(changed, "topics")
+	}
+	if kf != nil {
+		com.Encrypted, com.InstallationID, com.RatchetKey, com.OldKeys = true, kf.InstallationID, &kf.State.Key, kf.Keys
+		changed = append(changed, "ratchet")
+	}
+	if err := reg.Put(ctx, com); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "registered %s (interval %v, since %d, %d topics, encrypted=%v)\n", com.ID, *interval, com.Since, len(com.Topics), com.Encrypted)
+	if exists {
+		fmt.Fprintf(env.Stdout, "updated %s (%s; interval %v, since %d, %d topics, encrypted=%v)\n", com.ID, strings.Join(changed, ", "),
+			time.Duration(com.Interval), com.Since, len(com.Topics), com.Encrypted)
+		return nil
+	}
+	fmt.Fprintf(env.Stdout, "registered %s (interval %v, since %d, %d topics, encrypted=%v)\n", com.ID, time.Duration(com.Interval),
+		com.Since, len(com.Topics), com.Encrypted)
 	return nil
 }
 
@@ -124,7 +171,7 @@ func oneCommunity(ctx context.Context, env Env, name, idFlag string, args []stri
 	}
 	id, err := archive.ParseCommunityID(*idStr)
 	if err != nil {
-		return id, nil, err
+		return id, nil, fmt.Errorf("-%s: %w", idFlag, err)
 	}
 	b, err := connect(ctx, env, *url)
 	return id, b, err
@@ -152,10 +199,65 @@ func communitySet(ctx context.Context, env Env, verb string, args []string) erro
 	return nil
 }
 
+// nextEnd is where a community's next window ends: one interval after its
+// archives end (or after its start when nothing is archived yet).
+func nextEnd(c *registry.Community, lastEnd uint64) uint64 {
+	return c.NextStart(lastEnd) + uint64(time.Duration(c.Interval)/time.Second)
+}
+
+// dueEnd is the End of the due event the scheduler publishes at now with no
+// settle time: the last whole window boundary at or before now, or 0 when
+// no window has closed. schedule.NextDueSettle with settle 0 computes the
+// same (a test checks); archivectl does not link the scheduler.
+func dueEnd(c *registry.Community, lastEnd uint64, now time.Time) uint64 {
+	anchor := c.NextStart(lastEnd)
+	iv := uint64(time.Duration(c.Interval) / time.Second)
+	n := uint64(max(now.Unix(), 0))
+	if iv == 0 || n < anchor+iv {
+		return 0
+	}
+	return anchor + (n-anchor)/iv*iv
+}
+
+// shortID fits a community id in a narrow column; -wide prints it whole.
+func shortID(id archive.CommunityID) string {
+	s := id.String()
+	return s[:10] + "…" + s[len(s)-6:]
+}
+
+// shortDuration drops zero units: 168h, 1m, 1m30s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// relative says when t is from now: "in 40s", "12s ago".
+func relative(t, now time.Time) string {
+	d := t.Sub(now).Round(time.Second)
+	if d >= 0 {
+		return "in " + shortDuration(d)
+	}
+	return shortDuration(-d) + " ago"
+}
+
+func tsShort(s uint64) string {
+	if s == 0 {
+		return "-"
+	}
+	return time.Unix(int64(s), 0).UTC().Format(time.DateTime)
+}
+
 func communityList(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "community list", "[-json]")
+	fs := newFlagSet(env, "community list", "[-wide | -json]")
 	url := natsFlag(fs)
-	asJSON := fs.Bool("json", false, "print JSON lines")
+	asJSON := fs.Bool("json", false, "print JSON lines with every field (magnet link included)")
+	wide := fs.Bool("wide", false, "print whole ids, infohashes and announcements (wide terminals)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -168,10 +270,18 @@ func communityList(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if len(coms) == 0 && !*asJSON {
+		fmt.Fprintln(env.Stdout, "no communities registered (add one with: archivectl community add -private-key 0x…)")
+		return nil
+	}
 	st := &state.Store{KV: b.State}
+	now := time.Now()
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	if !*asJSON {
-		fmt.Fprintln(tw, "COMMUNITY\tINTERVAL\tLAST END\tNEXT DUE\tARCHIVES\tINFOHASH\tANNOUNCED\tSTATUS")
+	switch {
+	case *wide:
+		fmt.Fprintln(tw, "COMMUNITY\tINTERVAL\tSINCE\tARCHIVED TO\tNEXT END\tARCHIVES\tINFOHASH\tANNOUNCED\tSTATUS")
+	case !*asJSON:
+		fmt.Fprintln(tw, "COMMUNITY\tINTERVAL\tARCHIVES\tARCHIVED TO (UTC)\tNEXT END\tSTATUS")
 	}
 	for _, c := range coms {
 		bs, _, err := st.GetBuild(ctx, c.ID.String())
@@ -182,25 +292,39 @@ func communityList(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		due, _ := schedule.NextDue(c, bs.LastEnd, time.Now())
+		next := nextEnd(c, bs.LastEnd)
 		status := "active"
 		if c.Disabled {
 			status = "disabled"
 		}
-		if *asJSON {
-			json.NewEncoder(env.Stdout).Encode(map[string]any{"community": c.ID, "interval": c.Interval, "lastEnd": bs.LastEnd,
-				"nextDue": due.Unix(), "archives": len(bs.Archives), "infoHash": bs.InfoHash, "magnet": an.Magnet,
-				"announcedClock": an.Clock, "disabled": c.Disabled})
-			continue
+		switch {
+		case *asJSON:
+			if err := json.NewEncoder(env.Stdout).Encode(map[string]any{"community": c.ID, "interval": c.Interval, "since": c.Since,
+				"topics": c.Topics, "encrypted": c.Encrypted, "lastEnd": bs.LastEnd, "nextEnd": next, "archives": len(bs.Archives),
+				"infoHash": bs.InfoHash, "builtAt": bs.BuiltAt, "magnet": an.Magnet, "announcedClock": an.Clock,
+				"disabled": c.Disabled}); err != nil {
+				return err
+			}
+		case *wide:
+			announced := "-"
+			if an.Clock > 0 {
+				announced = time.UnixMilli(int64(an.Clock)).UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", c.ID, shortDuration(time.Duration(c.Interval)), ts(c.Since),
+				orDash(tsIf(bs.LastEnd)), ts(next), len(bs.Archives), orDash(bs.InfoHash), announced, status)
+		default:
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", shortID(c.ID), shortDuration(time.Duration(c.Interval)), len(bs.Archives),
+				tsShort(bs.LastEnd), relative(time.Unix(int64(next), 0), now), status)
 		}
-		last := "-"
-		if bs.LastEnd > 0 {
-			last = ts(bs.LastEnd)
-		}
-		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%d\t%s\t%s\t%s\n", c.ID, time.Duration(c.Interval), last, ts(uint64(due.Unix())),
-			len(bs.Archives), orDash(bs.InfoHash), orDash(an.Magnet), status)
 	}
 	return tw.Flush()
+}
+
+func tsIf(s uint64) string {
+	if s == 0 {
+		return ""
+	}
+	return ts(s)
 }
 
 func orDash(s string) string {
@@ -208,6 +332,17 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// operatorMsgID is the message id of an event an operator publishes: never
+// the scheduler's deterministic one, and never an earlier run's, so a re-run
+// (after a dead letter, say) is not dropped as a duplicate within the
+// stream's dedup window. The archiver skips windows already archived, so
+// extra events are harmless.
+func operatorMsgID(kind string, ev bus.DueEvent, now time.Time) string {
+	var nonce [4]byte
+	rand.Read(nonce[:])
+	return fmt.Sprintf("%s:%s:%d:%d-%s", kind, ev.Community, ev.End, now.UnixNano(), hex.EncodeToString(nonce[:]))
 }
 
 func runBackfill(ctx context.Context, env Env, args []string) error {
@@ -220,6 +355,7 @@ func runBackfill(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	if (*idStr == "") == !*all {
+		fmt.Fprintln(env.Stderr, "archivectl backfill: give -community 0x… or -all")
 		fs.Usage()
 		return errUsage
 	}
@@ -237,7 +373,7 @@ func runBackfill(ctx context.Context, env Env, args []string) error {
 	} else {
 		id, err := archive.ParseCommunityID(*idStr)
 		if err != nil {
-			return err
+			return fmt.Errorf("-community: %w", err)
 		}
 		c, err := reg.Get(ctx, id)
 		if err != nil {
@@ -245,15 +381,65 @@ func runBackfill(ctx context.Context, env Env, args []string) error {
 		}
 		coms = []*registry.Community{c}
 	}
-	evs, err := schedule.Backfill(ctx, b, coms, time.Now())
+	st := &state.Store{KV: b.State}
+	now := time.Now()
+	var evs []bus.DueEvent
+	for _, c := range coms {
+		id := c.ID.String()
+		if c.Disabled {
+			fmt.Fprintf(env.Stdout, "%s: disabled, skipped\n", id)
+			continue
+		}
+		cur, _, err := st.GetBuild(ctx, id)
+		if err != nil {
+			return fmt.Errorf("%s: %w", id, err)
+		}
+		end := dueEnd(c, cur.LastEnd, now)
+		if end == 0 {
+			fmt.Fprintf(env.Stdout, "%s: already archived to %s; the next window ends %s (%s)\n", id, orDash(tsIf(cur.LastEnd)),
+				ts(nextEnd(c, cur.LastEnd)), relative(time.Unix(int64(nextEnd(c, cur.LastEnd)), 0), now))
+			continue
+		}
+		ev := bus.DueEvent{Community: id, From: c.NextStart(cur.LastEnd), End: end, Reason: "backfill"}
+		ack, err := b.Publish(ctx, bus.SubjectDue(id), operatorMsgID("backfill", ev, now), ev)
+		if err != nil {
+			return fmt.Errorf("%s: %w", id, err)
+		}
+		if ack.Duplicate {
+			fmt.Fprintf(env.Stdout, "%s: duplicate: an identical event is already queued, nothing new published\n", id)
+			continue
+		}
+		fmt.Fprintf(env.Stdout, "%s: published [%s, %s)\n", id, ts(ev.From), ts(ev.End))
+		evs = append(evs, ev)
+	}
+	fmt.Fprintf(env.Stdout, "published %d due events\n", len(evs))
+	if !*wait || len(evs) == 0 {
+		return nil
+	}
+	return waitBuilt(ctx, env.Stderr, b, evs, now)
+}
+
+// waitBuilt shows a progress bar until every event's window is committed or
+// dead-lettered; the bar always ends its line.
+func waitBuilt(ctx context.Context, w io.Writer, b *bus.Bus, evs []bus.DueEvent, published time.Time) error {
+	dead := map[string]string{}
+	err := progress(ctx, w, b, evs, published, dead)
+	fmt.Fprintln(w)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "published %d due events\n", len(evs))
-	if !*wait {
-		return nil
+	for c, reason := range dead {
+		fmt.Fprintf(w, "%s: dead-lettered: %s\n", c, reason)
 	}
+	if len(dead) > 0 {
+		return fmt.Errorf("%d of %d windows were dead-lettered (see archivectl dlq list)", len(dead), len(evs))
+	}
+	return nil
+}
+
+func progress(ctx context.Context, w io.Writer, b *bus.Bus, evs []bus.DueEvent, published time.Time, dead map[string]string) error {
 	st := &state.Store{KV: b.State}
+	var lastDLQ time.Time
 	for {
 		done := 0
 		for _, ev := range evs {
@@ -261,18 +447,30 @@ func runBackfill(ctx context.Context, env Env, args []string) error {
 			if err != nil {
 				return err
 			}
-			if bs.LastEnd >= ev.End {
+			if _, ok := dead[ev.Community]; ok || bs.LastEnd >= ev.End {
 				done++
 			}
 		}
-		fmt.Fprintf(env.Stderr, "\r%s %d/%d", bar(done, len(evs), 30), done, len(evs))
+		fmt.Fprintf(w, "\r%s %d/%d", bar(done, len(evs), 30), done, len(evs))
 		if done == len(evs) {
-			fmt.Fprintln(env.Stderr)
 			return nil
+		}
+		if time.Since(lastDLQ) > 2*time.Second {
+			lastDLQ = time.Now()
+			letters, err := bus.DeadLetters(ctx, b)
+			if err != nil {
+				return err
+			}
+			for _, l := range letters {
+				for _, ev := range evs {
+					if l.Subject == bus.SubjectDue(ev.Community) && !l.Time.Before(published.Add(-time.Second)) {
+						dead[ev.Community] = l.Reason
+					}
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(env.Stderr)
 			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
@@ -308,21 +506,31 @@ func runTrigger(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if com.Disabled {
+		return fmt.Errorf("%s is disabled: archivectl community enable -id %s first", id, id)
+	}
 	cur, _, err := (&state.Store{KV: b.State}).GetBuild(ctx, id.String())
 	if err != nil {
 		return err
 	}
 	from := com.NextStart(cur.LastEnd)
-	end := uint64(time.Now().Unix())
+	now := time.Now()
+	end := uint64(now.Unix())
 	if end <= from {
-		return fmt.Errorf("nothing to archive: archived up to %d", from)
+		return fmt.Errorf("nothing to archive: archived up to %s", ts(from))
 	}
 	ev := bus.DueEvent{Community: id.String(), From: from, End: end, Reason: "trigger"}
 	// Its own id: an operator's request must not vanish as a duplicate of a
-	// scheduled event that happens to end at the same second.
-	if _, err := b.Publish(ctx, bus.SubjectDue(ev.Community), fmt.Sprintf("trigger:%s:%d", ev.Community, end), ev); err != nil {
+	// scheduled event that happens to end at the same second, nor of an
+	// earlier trigger.
+	ack, err := b.Publish(ctx, bus.SubjectDue(ev.Community), operatorMsgID("trigger", ev, now), ev)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "archive of %s [%d, %d) requested\n", id, from, end)
+	if ack.Duplicate {
+		return fmt.Errorf("duplicate: an identical trigger is already queued")
+	}
+	fmt.Fprintf(env.Stdout, "archive of %s [%s, %s) requested; it is built once the window has settled (the fleet's %s_SETTLE)\n",
+		id, ts(from), ts(end), natsconf.Prefix)
 	return nil
 }

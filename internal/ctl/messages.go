@@ -3,6 +3,7 @@ package ctl
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,7 +15,9 @@ import (
 const maxLineBytes = 128 << 20
 
 // readMessages reads JSON-lines messages from path ("-" for stdin),
-// reporting the line of the first bad one.
+// reporting the line of the first bad one. A message over the archive cap is
+// kept: the build skips it with a warning naming its hash and archives the
+// rest (status-go drops such messages silently).
 func readMessages(env Env, path string) ([]archive.Message, error) {
 	var r io.Reader = env.Stdin
 	if path != "-" {
@@ -34,7 +37,7 @@ func readMessages(env Env, path string) ([]archive.Message, error) {
 			continue
 		}
 		m, err := archive.DecodeMessageJSON(b)
-		if err != nil {
+		if err != nil && !errors.Is(err, archive.ErrTooLarge) {
 			return nil, fmt.Errorf("%s line %d: %w", path, line, err)
 		}
 		out = append(out, m)

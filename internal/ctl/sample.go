@@ -1,67 +1,86 @@
 package ctl
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
-	"golang.org/x/crypto/sha3"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/fixture"
+	"github.com/archivefleet/archivefleet/internal/registry"
 )
 
 // runSample writes synthetic but well-formed messages: real uncompressed
-// public keys as sig, 4-byte topics, Keccak-256 hashes.
+// public keys as sig, 4-byte topics, Keccak-256 hashes. With -community they
+// are on the community's universal "<id>-memberUpdate" topic (plus any
+// -topic), so a fleet that registered the community takes them.
 func runSample(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet(env, "sample", "[flags] > messages.jsonl")
 	n := fs.Int("n", 1000, "number of messages")
-	from := fs.Int64("from", time.Now().Add(-28*24*time.Hour).Unix(), "earliest timestamp, unix seconds")
-	span := fs.Duration("span", 28*24*time.Hour, "time range the messages spread over")
+	from := newTimeFlag("now-672h")
+	fs.Var(from, "from", "earliest timestamp: "+timeHelp)
+	to := newTimeFlag("")
+	fs.Var(to, "to", "timestamps stay before this: "+timeHelp+" (default: -from plus -span)")
+	span := fs.Duration("span", 28*24*time.Hour, "time range the messages spread over, when -to is not given")
 	size := fs.Int("size", 200, "payload bytes per message")
-	topics := fs.Int("topics", 3, "number of channel topics")
+	ntopics := fs.Int("topics", 3, "number of generated channel topics, when neither -community nor -topic is given")
+	community := fs.String("community", "", "community id 0x…: messages go on its universal <id>-memberUpdate topic")
+	var topicFlags listFlag
+	fs.Var(&topicFlags, "topic", "content topic 0x…8 hex to use, repeatable")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if *n < 0 || *size < 0 || *topics < 1 || *topics > 1000 || *span < time.Second {
-		return fmt.Errorf("bad sample parameters")
+	end := from.v + uint64(*span/time.Second)
+	if to.set {
+		end = to.v
 	}
-	signers := make([][]byte, 4)
-	for i := range signers {
-		k, err := secp256k1.GeneratePrivateKey()
+	if *n < 0 || *size < 0 || *ntopics < 1 || *ntopics > 1000 || *span < time.Second || end <= from.v {
+		return fmt.Errorf("bad sample parameters: want -n >= 0, -size >= 0, 1 <= -topics <= 1000 and -from before -to")
+	}
+	var topics []archive.Topic
+	for _, s := range topicFlags {
+		t, err := archive.ParseTopic(s)
 		if err != nil {
 			return err
 		}
-		signers[i] = k.PubKey().SerializeUncompressed()
+		topics = append(topics, t)
 	}
-	enc := json.NewEncoder(env.Stdout)
-	for i := 0; i < *n; i++ {
+	if *community != "" {
+		c, err := archive.ParseCommunityID(*community)
+		if err != nil {
+			return err
+		}
+		topics = append(topics, registry.UniversalTopic(c))
+	}
+	if len(topics) == 0 {
+		for i := 0; i < *ntopics; i++ {
+			var t archive.Topic
+			binary.BigEndian.PutUint32(t[:], 0xa0000000+uint32(i))
+			topics = append(topics, t)
+		}
+	}
+	bw := bufio.NewWriter(env.Stdout)
+	enc := json.NewEncoder(bw)
+	spec := fixture.Messages{N: *n, From: from.v, To: end, Random: true, Topics: topics, Signers: fixture.Signers(4),
+		Size: *size, Padding: []byte{1}}
+	if *size == 0 {
+		spec.Size = -1
+	}
+	if err := spec.Each(func(m archive.Message) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		off, err := rand.Int(rand.Reader, big.NewInt(int64(*span/time.Second)))
-		if err != nil {
-			return err
-		}
-		payload := make([]byte, *size)
-		rand.Read(payload)
-		var topic archive.Topic
-		binary.BigEndian.PutUint32(topic[:], 0xa0000000+uint32(i%*topics))
-		h := sha3.NewLegacyKeccak256()
-		h.Write(payload)
-		m := archive.Message{
-			Sig: signers[i%len(signers)], Timestamp: uint64(*from + off.Int64()), Topic: topic,
-			Payload: payload, Padding: []byte{1}, Hash: h.Sum(nil),
-		}
-		if err := enc.Encode(m); err != nil {
-			return err
-		}
+		return enc.Encode(m)
+	}); err != nil {
+		return err
 	}
-	return nil
+	return bw.Flush()
 }
 
 // runKeygen prints a new community id with its private key, and writes a

@@ -2,72 +2,92 @@ package fleet
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/nats-io/nats.go"
-	"golang.org/x/crypto/sha3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/archivefleet/archivefleet/internal/announce"
 	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/atomicfile"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
 	"github.com/archivefleet/archivefleet/internal/observe"
 	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/store"
 )
 
-// AllInOneConfig configures cmd/fleet: every service in one process around an
-// embedded NATS server, with no external service needed.
-type AllInOneConfig struct {
-	Common
-	DataDir     string        `envconfig:"DATA_DIR" default:".fleet"`
-	NATSPort    int           `envconfig:"EMBEDDED_NATS_PORT" default:"-1"`
-	BTListen    string        `envconfig:"BT_LISTEN" default:"127.0.0.1:0"`
-	BTPublic    string        `envconfig:"BT_PUBLIC_ADDR"`
-	Tick        time.Duration `envconfig:"TICK" default:"1s"`
-	Republish   time.Duration `envconfig:"REPUBLISH" default:"24h"`
-	WebhookURL  string        `envconfig:"WEBHOOK_URL"`
-	IngestToken string        `envconfig:"INGEST_TOKEN"`
-	Demo        bool          `envconfig:"DEMO" default:"true"`
-	DemoEvery   time.Duration `envconfig:"DEMO_INTERVAL" default:"20s"`
-}
+// DemoKeyFile, in the data dir, keeps the demo community's private key so
+// the same community is used after a restart.
+const DemoKeyFile = "demo-community.key"
 
-// RunAllInOne runs the whole fleet in this process.
+// RunAllInOne runs the whole fleet in this process. Start from
+// DefaultAllInOneConfig.
 func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
-	log := cfg.NewLogger("fleet")
-	ns, err := EmbeddedNATS(filepath.Join(cfg.DataDir, "nats"), "127.0.0.1", cfg.NATSPort)
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg.Settle = cfg.settle()
+	if cfg.logOut == nil {
+		cfg.logOut = os.Stderr
+	}
+	log := cfg.NewLoggerTo(cfg.logOut, "fleet")
+	natsDir := filepath.Join(cfg.DataDir, "nats")
+	ns, err := StartEmbedded(EmbeddedOptions{Dir: natsDir, Port: cfg.NATSPort, MaxPayload: int32(cfg.MaxPayload)})
+	if errors.Is(err, ErrPortInUse) {
+		return fmt.Errorf("%w: is another fleet or nats-server running? Stop it, or set %s_EMBEDDED_NATS_PORT to a free port "+
+			"(then give archivectl -nats nats://127.0.0.1:<port>) or to -1 for a random one", err, Prefix)
+	}
 	if err != nil {
 		return err
 	}
-	defer StopNATS(ctx, ns)
+	defer func() {
+		StopNATS(context.Background(), ns)
+		log.Info("stopped")
+	}()
 	cfg.NATSURL = ns.ClientURL()
-	log.Info("embedded NATS JetStream started", "url", cfg.NATSURL, "store", filepath.Join(cfg.DataDir, "nats"))
+	log.Info("embedded NATS JetStream started", "url", cfg.NATSURL, "store", natsDir, "max_payload", cfg.MaxPayload.String())
 	b, err := cfg.Connect(ctx, "fleet", log)
 	if err != nil {
 		return err
 	}
-	defer b.NC.Drain()
+	defer drain(b.NC)
 	log.Warn("single-process mode: a process-local lock replaces Redis; run the separate services with Redis to scale out")
 	locker := lock.NewLocal()
 	reg := observe.NewRegistry("fleet")
-	cfg.HTTPAddr = cfg.httpAddr("127.0.0.1:9100")
-	arch, st := newArchiver(b, locker, ArchiverConfig{Common: cfg.Common, WorkDir: filepath.Join(cfg.DataDir, "archiver"),
-		Slots: 2, LockTTL: 30 * time.Second, Trackers: "default"}, cfg.NewLogger("archiver"), reg)
-	seeder := newSeeder(b, SeederConfig{Common: cfg.Common, ID: "fleet", DataDir: filepath.Join(cfg.DataDir, "seeder"),
-		Listen: cfg.BTListen, PublicAddr: cfg.BTPublic}, cfg.NewLogger("seeder"), reg)
-	ann := newAnnouncer(b, AnnouncerConfig{Common: cfg.Common, WebhookURL: cfg.WebhookURL, Slots: 2}, cfg.NewLogger("announcer"), reg)
-	sched := newScheduler(b, SchedulerConfig{Common: cfg.Common, Tick: cfg.Tick, Republish: cfg.Republish, RetryAfter: time.Minute},
-		cfg.NewLogger("scheduler"), reg)
+
+	ac := DefaultArchiverConfig()
+	ac.Common, ac.WorkDir = cfg.Common, filepath.Join(cfg.DataDir, "archiver")
+	sc := DefaultSeederConfig()
+	sc.Common, sc.ID, sc.DataDir, sc.Listen, sc.PublicAddr = cfg.Common, "fleet", filepath.Join(cfg.DataDir, "seeder"), cfg.BTListen, cfg.BTPublic
+	sc.DHT, sc.Trackers = false, false // peers reach a local fleet through the magnet's x.pe
+	nc := DefaultAnnouncerConfig()
+	nc.Common, nc.WebhookURL = cfg.Common, cfg.WebhookURL
+	hc := DefaultSchedulerConfig()
+	hc.Common, hc.Tick, hc.Republish = cfg.Common, cfg.Tick, cfg.Republish
+
+	logs := map[string]*slog.Logger{}
+	for _, n := range []string{"archiver", "seeder", "announcer", "scheduler", "demo"} {
+		logs[n] = cfg.NewLoggerTo(cfg.logOut, n)
+	}
+	arch, st := newArchiver(b, locker, ac, logs["archiver"], reg)
+	seeder := newSeeder(b, sc, logs["seeder"], reg)
+	ann := newAnnouncer(b, nc, logs["announcer"], reg)
+	sched := newScheduler(b, hc, logs["scheduler"], reg)
 	sub, err := st.ServeNATS(ctx)
 	if err != nil {
 		return err
@@ -79,41 +99,140 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	if _, err := srv.Listen(); err != nil {
 		return err
 	}
+	log.Info("fleet started", "settle", cfg.Settle, "tick", cfg.Tick, "demo", cfg.Demo)
+
 	g, gctx := errgroup.WithContext(ctx)
+	defer onStop(gctx, ctx, log)()
+	part := func(name string, fn func(context.Context) error) {
+		l := logs[name]
+		g.Go(func() error {
+			pctx, cancel := context.WithCancel(gctx)
+			wait := onStop(pctx, ctx, l)
+			err := fn(pctx)
+			cancel()
+			wait()
+			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				err = nil
+			}
+			logStopped(l, err)
+			if err == nil && ctx.Err() == nil {
+				err = fmt.Errorf("%s stopped unexpectedly", name)
+			}
+			return err
+		})
+	}
 	g.Go(func() error { return srv.Serve(gctx) })
-	g.Go(func() error { return arch.Run(gctx) })
-	g.Go(func() error { return seeder.Run(gctx) })
-	g.Go(func() error { return ann.Run(gctx) })
-	g.Go(func() error { return sched.Run(gctx) })
+	part("archiver", arch.Run)
+	part("seeder", seeder.Run)
+	part("announcer", ann.Run)
+	part("scheduler", sched.Run)
 	if cfg.Demo {
-		g.Go(func() error { return runDemo(gctx, b, st, seeder.LocalPort, cfg.DemoEvery, cfg.NewLogger("demo")) })
+		part("demo", func(ctx context.Context) error {
+			return runDemo(ctx, b, st, cfg.DataDir, seeder.LocalPort, cfg.DemoEvery, logs["demo"])
+		})
 	}
 	err = g.Wait()
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		return nil
 	}
 	return err
 }
 
-// runDemo registers a generated community with a short interval, ingests
-// messages as time passes and prints every announcement after checking its
-// signature.
-func runDemo(ctx context.Context, b *bus.Bus, st *store.Store, port func() int, every time.Duration, log *slog.Logger) error {
-	key, err := secp256k1.GeneratePrivateKey()
+// drain drains a connection and waits (briefly) until it is closed, so
+// pending acks reach the server before it stops.
+func drain(nc *nats.Conn) {
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	for end := time.Now().Add(5 * time.Second); !nc.IsClosed() && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	nc.Close()
+}
+
+// demoTopics are the demo community's channel topics.
+var demoTopics = []archive.Topic{{0xde, 0x30, 0, 1}, {0xde, 0x30, 0, 2}}
+
+// demoKey returns the demo community's key from the data dir, making and
+// saving one on the first start.
+func demoKey(dataDir string) (key []byte, created bool, err error) {
+	path := filepath.Join(dataDir, DemoKeyFile)
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		key, err = hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(string(raw)), "0x"))
+		if err != nil || len(key) != 32 {
+			return nil, false, fmt.Errorf("%s: not a 32-byte hex private key; remove it to make a new demo community", path)
+		}
+		return key, false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, false, err
+	}
+	key = fixture.Key()
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, false, err
+	}
+	if err := atomicfile.WriteFile(path, []byte("0x"+hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, false, err
+	}
+	return key, true, nil
+}
+
+// registerDemo registers the demo community, or reuses the one registered
+// by an earlier start (keeping its start and whatever an operator changed
+// except the interval, which follows DEMO_INTERVAL). It returns the
+// community and where its unarchived time starts.
+func registerDemo(ctx context.Context, b *bus.Bus, dataDir string, every time.Duration, log *slog.Logger) (*registry.Community, uint64, error) {
+	key, created, err := demoKey(dataDir)
+	if err != nil {
+		return nil, 0, err
+	}
+	reg := registry.New(b.Communities)
+	now := uint64(time.Now().Unix())
+	id := fixture.ID(key)
+	com, err := reg.Get(ctx, id)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		com = fixture.CommunityFromKey(key, every, now-3*uint64(every/time.Second), demoTopics...)
+		if err := reg.Put(ctx, com); err != nil {
+			return nil, 0, err
+		}
+		log.Info("demo community registered", "community", id.String(), "interval", every, "key_file", filepath.Join(dataDir, DemoKeyFile),
+			"new_key", created)
+		return com, com.Since, nil
+	case err != nil:
+		return nil, 0, err
+	}
+	if time.Duration(com.Interval) != every || !slices.Contains(com.Topics, demoTopics[0]) {
+		com.Interval = registry.Duration(every)
+		for _, t := range demoTopics {
+			if !slices.Contains(com.Topics, t) {
+				com.Topics = append(com.Topics, t)
+			}
+		}
+		if err := reg.Put(ctx, com); err != nil {
+			return nil, 0, err
+		}
+	}
+	bs, _, err := (&state.Store{KV: b.State}).GetBuild(ctx, id.String())
+	if err != nil {
+		return nil, 0, err
+	}
+	log.Info("demo community reused", "community", id.String(), "interval", every, "archived_to", bs.LastEnd, "disabled", com.Disabled)
+	return com, com.NextStart(bs.LastEnd), nil
+}
+
+// runDemo registers the demo community (or reuses the one kept in the data
+// dir), ingests messages as time passes and logs every announcement after
+// checking its signature.
+func runDemo(ctx context.Context, b *bus.Bus, st *store.Store, dataDir string, port func() int, every time.Duration, log *slog.Logger) error {
+	com, from, err := registerDemo(ctx, b, dataDir, every, log)
 	if err != nil {
 		return err
 	}
-	var id archive.CommunityID
-	copy(id[:], key.PubKey().SerializeCompressed())
-	topics := []archive.Topic{{0xde, 0x30, 0, 1}, {0xde, 0x30, 0, 2}}
-	now := time.Now().Unix()
-	since := uint64(now - 3*int64(every/time.Second))
-	com := &registry.Community{ID: id, Topics: topics, Interval: registry.Duration(every), Since: since, SigningKey: key.Serialize()}
-	if err := registry.New(b.Communities).Put(ctx, com); err != nil {
-		return err
-	}
-	log.Info("demo community registered", "community", id.String(), "interval", every,
-		"peer", net.JoinHostPort("127.0.0.1", strconv.Itoa(port())))
+	id := com.ID
+	log.Info("demo peer", "peer", net.JoinHostPort("127.0.0.1", strconv.Itoa(port())))
 	sub, err := b.NC.Subscribe(bus.SubjectAnnounced(id.String()), func(m *nats.Msg) {
 		v, err := announce.Verify(m.Data)
 		if err != nil || v.Community != id {
@@ -126,28 +245,23 @@ func runDemo(ctx context.Context, b *bus.Bus, st *store.Store, port func() int, 
 		return err
 	}
 	defer sub.Unsubscribe()
-	signer := key.PubKey().SerializeUncompressed()
-	ingest := func(from, to int64, n int) {
-		msgs := make([]archive.Message, n)
-		for i := range msgs {
-			var r [8]byte
-			rand.Read(r[:])
-			payload := make([]byte, 256)
-			rand.Read(payload)
-			h := sha3.NewLegacyKeccak256()
-			h.Write(payload)
-			msgs[i] = archive.Message{Sig: signer, Timestamp: uint64(from + int64(binary.BigEndian.Uint64(r[:])%uint64(max(1, to-from)))),
-				Topic: topics[i%len(topics)], Payload: payload, Hash: h.Sum(nil)}
-		}
+	signers := [][]byte{fixture.Signer(com.SigningKey)}
+	ingest := func(from, to uint64, n int) {
+		msgs := fixture.Messages{N: n, From: from, To: to, Random: true, Topics: demoTopics, Signers: signers, Size: 256}.Make()
 		res, err := st.Ingest(ctx, id, msgs)
 		if err != nil {
-			log.Warn("demo ingest failed", "err", err)
+			if ctx.Err() == nil {
+				log.Warn("demo ingest failed", "err", err)
+			}
 			return
 		}
 		out, _ := json.Marshal(res)
 		log.Info("demo messages ingested", "result", string(out))
 	}
-	ingest(int64(since), now, 300)
+	now := uint64(time.Now().Unix())
+	if from < now {
+		ingest(from, now, 300)
+	}
 	t := time.NewTicker(every / 2)
 	defer t.Stop()
 	last := now
@@ -156,7 +270,7 @@ func runDemo(ctx context.Context, b *bus.Bus, st *store.Store, port func() int, 
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			n := time.Now().Unix()
+			n := uint64(time.Now().Unix())
 			ingest(last, n, 50)
 			last = n
 		}

@@ -2,132 +2,328 @@
 // configuration from the environment, connects to NATS and Redis, serves the
 // operational HTTP endpoints and runs one service (or, in all-in-one mode,
 // all of them around an embedded NATS server) until the context ends.
+//
+// Every service's defaults are set in one place, its Default…Config
+// function, from the named constants below; Main applies them once, lets the
+// environment override them, and validates the result before starting.
 package fleet
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
-	"log/slog"
+	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
-	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/natsconf"
 )
 
 // Prefix is the environment prefix of every variable.
-const Prefix = "ARCHIVEFLEET"
+const Prefix = natsconf.Prefix
 
-// Common is configuration every service reads.
-type Common struct {
-	NATSURL      string        `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
-	NATSUser     string        `envconfig:"NATS_USER"`
-	NATSPassword string        `envconfig:"NATS_PASSWORD"`
-	NATSToken    string        `envconfig:"NATS_TOKEN"`
-	NATSCreds    string        `envconfig:"NATS_CREDS"`
-	NATSTLSCA    string        `envconfig:"NATS_TLS_CA"`
-	NATSTLSCert  string        `envconfig:"NATS_TLS_CERT"`
-	NATSTLSKey   string        `envconfig:"NATS_TLS_KEY"`
-	Replicas     int           `envconfig:"NATS_REPLICAS" default:"1"`
-	Retention    time.Duration `envconfig:"MESSAGE_RETENTION" default:"0"`
-	AckWait      time.Duration `envconfig:"ACK_WAIT" default:"30s"`
-	MaxDeliver   int           `envconfig:"MAX_DELIVER" default:"20"`
-	// HTTPAddr serves /metrics, /healthz, /readyz (and ingest on the archiver
-	// and fleet). Empty means loopback on the service's own port.
-	HTTPAddr  string `envconfig:"HTTP_ADDR"`
-	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
-}
+// Common is configuration every service reads (see natsconf).
+type Common = natsconf.Common
+
+// Defaults of the services' own settings (natsconf holds the common ones).
+const (
+	DefaultSchedulerHTTP = "127.0.0.1:9101"
+	DefaultArchiverHTTP  = "127.0.0.1:9102"
+	DefaultSeederHTTP    = "127.0.0.1:9103"
+	DefaultAnnouncerHTTP = "127.0.0.1:9104"
+	DefaultFleetHTTP     = "127.0.0.1:9100"
+
+	DefaultRedisAddr = "127.0.0.1:6379"
+	DefaultWorkDir   = "data/archiver"
+	DefaultSlots     = 2
+	DefaultLockTTL   = 30 * time.Second
+	DefaultTrackers  = "default"
+
+	DefaultSeedDir  = "data/seeder"
+	DefaultBTListen = ":9025"
+
+	DefaultTick       = time.Second
+	DefaultRepublish  = 24 * time.Hour
+	DefaultRetryAfter = time.Minute
+
+	DefaultDataDir         = ".fleet"
+	DefaultFleetBTListen   = "127.0.0.1:0"
+	DefaultEmbeddedPort    = 4222 // NATS's standard port, where archivectl looks by default
+	DefaultEmbeddedPayload = 8 << 20
+	MaxEmbeddedPayload     = 64 << 20
+	DefaultDemoInterval    = 20 * time.Second
+	// SettleAuto, the all-in-one's default settle, resolves to a fifth of
+	// the demo interval (at least MinDemoSettle) with the demo and to
+	// DefaultFleetSettle without: in one process, ingest reaches the store
+	// at once, so a short settle loses nothing (a later message still goes
+	// into a supplement) and an operator's trigger is built within seconds.
+	SettleAuto         = time.Duration(-1)
+	MinDemoSettle      = time.Second
+	DefaultFleetSettle = 10 * time.Second
+)
 
 // Redis configures the lock service.
 type Redis struct {
-	Addr     string `envconfig:"REDIS_ADDR" default:"127.0.0.1:6379"`
-	Username string `envconfig:"REDIS_USERNAME"`
-	Password string `envconfig:"REDIS_PASSWORD"`
-	DB       int    `envconfig:"REDIS_DB" default:"0"`
-	TLS      bool   `envconfig:"REDIS_TLS" default:"false"`
-	TLSCA    string `envconfig:"REDIS_TLS_CA"`
+	Addr     string `envconfig:"ARCHIVEFLEET_REDIS_ADDR" desc:"Redis address (lock server)"`
+	Username string `envconfig:"ARCHIVEFLEET_REDIS_USERNAME" desc:"Redis user"`
+	Password string `envconfig:"ARCHIVEFLEET_REDIS_PASSWORD" desc:"Redis password" secret:"true"`
+	DB       int    `envconfig:"ARCHIVEFLEET_REDIS_DB" desc:"Redis database"`
+	TLS      bool   `envconfig:"ARCHIVEFLEET_REDIS_TLS" desc:"TLS to Redis"`
+	TLSCA    string `envconfig:"ARCHIVEFLEET_REDIS_TLS_CA" desc:"Redis TLS root CA file"`
 }
 
-// Load fills cfg from the environment.
-func Load(cfg any) error { return envconfig.Process(Prefix, cfg) }
-
-// Usage writes the variables cfg reads, for -h.
-func Usage(cfg any) { envconfig.Usage(Prefix, cfg) }
-
-// NewLogger returns a slog logger at the configured level and format.
-func (c Common) NewLogger(service string) *slog.Logger {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		lvl = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	var h slog.Handler = slog.NewJSONHandler(os.Stderr, opts)
-	if strings.EqualFold(c.LogFormat, "text") {
-		h = slog.NewTextHandler(os.Stderr, opts)
-	}
-	return slog.New(h).With("service", service)
+// ArchiverConfig configures cmd/archiver (which also serves message ingest).
+type ArchiverConfig struct {
+	Common
+	Redis
+	WorkDir     string        `envconfig:"ARCHIVEFLEET_WORK_DIR" desc:"local copies of community folders"`
+	Slots       int           `envconfig:"ARCHIVEFLEET_SLOTS" desc:"events handled in parallel"`
+	LockTTL     time.Duration `envconfig:"ARCHIVEFLEET_LOCK_TTL" desc:"lock lease, renewed every third"`
+	Trackers    string        `envconfig:"ARCHIVEFLEET_TRACKERS" desc:"default (status-go's), none, or a comma list of announce URLs"`
+	CreatedBy   string        `envconfig:"ARCHIVEFLEET_CREATED_BY" desc:"torrent created-by"`
+	IngestToken string        `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"bearer token the HTTP ingest endpoint requires" secret:"true"`
+	BufferedIO  bool          `envconfig:"ARCHIVEFLEET_BUFFERED_IO" desc:"write archive data through the page cache (default: O_DIRECT where possible)"`
 }
 
-// httpAddr returns the configured address or the service's loopback default.
-func (c Common) httpAddr(def string) string {
-	if c.HTTPAddr != "" {
-		return c.HTTPAddr
-	}
-	return def
+// SeederConfig configures cmd/seeder.
+type SeederConfig struct {
+	Common
+	ID         string `envconfig:"ARCHIVEFLEET_SEEDER_ID" desc:"unique per replica"`
+	DataDir    string `envconfig:"ARCHIVEFLEET_SEED_DIR" desc:"seeded files"`
+	Listen     string `envconfig:"ARCHIVEFLEET_BT_LISTEN" desc:"BitTorrent TCP/uTP address"`
+	PublicAddr string `envconfig:"ARCHIVEFLEET_BT_PUBLIC_ADDR" desc:"host:port peers reach (added to magnets as x.pe); default: the listen address if specific"`
+	DHT        bool   `envconfig:"ARCHIVEFLEET_BT_DHT" desc:"announce on the DHT"`
+	Trackers   bool   `envconfig:"ARCHIVEFLEET_BT_TRACKERS" desc:"announce to trackers"`
 }
 
-// BusConfig is the topology configuration.
-func (c Common) BusConfig() bus.Config {
-	return bus.Config{Replicas: c.Replicas, MessageRetention: c.Retention, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver}
+// AnnouncerConfig configures cmd/announcer.
+type AnnouncerConfig struct {
+	Common
+	WebhookURL string `envconfig:"ARCHIVEFLEET_WEBHOOK_URL" desc:"also POST announcements as JSON here"`
+	Slots      int    `envconfig:"ARCHIVEFLEET_SLOTS" desc:"events handled in parallel"`
 }
 
-// Connect dials NATS with the configured credentials and sets up the topology.
-// Secrets are never logged.
-func (c Common) Connect(ctx context.Context, name string, log *slog.Logger, extra ...nats.Option) (*bus.Bus, error) {
-	opts := []nats.Option{
-		nats.Name("archivefleet-" + name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil on a deliberate close or drain
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+// SchedulerConfig configures cmd/scheduler.
+type SchedulerConfig struct {
+	Common
+	Tick       time.Duration `envconfig:"ARCHIVEFLEET_TICK" desc:"due-check period"`
+	Republish  time.Duration `envconfig:"ARCHIVEFLEET_REPUBLISH" desc:"magnet republish cadence (0 disables)"`
+	RetryAfter time.Duration `envconfig:"ARCHIVEFLEET_RETRY_AFTER" desc:"republish a due event not yet committed after this long"`
+}
+
+// AllInOneConfig configures cmd/fleet: every service in one process around an
+// embedded NATS server, with no external service needed.
+type AllInOneConfig struct {
+	Common
+	DataDir     string        `envconfig:"ARCHIVEFLEET_DATA_DIR" desc:"all-in-one state"`
+	NATSPort    int           `envconfig:"ARCHIVEFLEET_EMBEDDED_NATS_PORT" desc:"embedded NATS port on 127.0.0.1 (-1: random)"`
+	MaxPayload  ByteSize      `envconfig:"ARCHIVEFLEET_EMBEDDED_NATS_MAX_PAYLOAD" desc:"embedded NATS max message size (bytes or e.g. 8MiB; at most 64MiB)"`
+	BTListen    string        `envconfig:"ARCHIVEFLEET_BT_LISTEN" desc:"BitTorrent TCP/uTP address"`
+	BTPublic    string        `envconfig:"ARCHIVEFLEET_BT_PUBLIC_ADDR" desc:"host:port peers reach (added to magnets as x.pe)"`
+	Tick        time.Duration `envconfig:"ARCHIVEFLEET_TICK" desc:"due-check period"`
+	Republish   time.Duration `envconfig:"ARCHIVEFLEET_REPUBLISH" desc:"magnet republish cadence (0 disables)"`
+	WebhookURL  string        `envconfig:"ARCHIVEFLEET_WEBHOOK_URL" desc:"also POST announcements as JSON here"`
+	IngestToken string        `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"bearer token the HTTP ingest endpoint requires" secret:"true"`
+	Demo        bool          `envconfig:"ARCHIVEFLEET_DEMO" desc:"register a generated demo community and ingest messages as time passes"`
+	DemoEvery   time.Duration `envconfig:"ARCHIVEFLEET_DEMO_INTERVAL" desc:"the demo community's archive interval"`
+
+	logOut io.Writer // tests capture the logs; nil is stderr
+}
+
+// DefaultRedis returns the Redis defaults.
+func DefaultRedis() Redis { return Redis{Addr: DefaultRedisAddr} }
+
+// DefaultArchiverConfig returns the archiver's defaults.
+func DefaultArchiverConfig() ArchiverConfig {
+	c := ArchiverConfig{Common: natsconf.DefaultCommon(), Redis: DefaultRedis(), WorkDir: DefaultWorkDir, Slots: DefaultSlots,
+		LockTTL: DefaultLockTTL, Trackers: DefaultTrackers}
+	c.HTTPAddr = DefaultArchiverHTTP
+	return c
+}
+
+// DefaultSeederConfig returns the seeder's defaults; its id is the host name.
+func DefaultSeederConfig() SeederConfig {
+	host, _ := os.Hostname()
+	c := SeederConfig{Common: natsconf.DefaultCommon(), ID: host, DataDir: DefaultSeedDir, Listen: DefaultBTListen, DHT: true, Trackers: true}
+	c.HTTPAddr = DefaultSeederHTTP
+	return c
+}
+
+// DefaultAnnouncerConfig returns the announcer's defaults.
+func DefaultAnnouncerConfig() AnnouncerConfig {
+	c := AnnouncerConfig{Common: natsconf.DefaultCommon(), Slots: DefaultSlots}
+	c.HTTPAddr = DefaultAnnouncerHTTP
+	return c
+}
+
+// DefaultSchedulerConfig returns the scheduler's defaults.
+func DefaultSchedulerConfig() SchedulerConfig {
+	c := SchedulerConfig{Common: natsconf.DefaultCommon(), Tick: DefaultTick, Republish: DefaultRepublish, RetryAfter: DefaultRetryAfter}
+	c.HTTPAddr = DefaultSchedulerHTTP
+	return c
+}
+
+// DefaultAllInOneConfig returns the all-in-one's defaults.
+func DefaultAllInOneConfig() AllInOneConfig {
+	c := AllInOneConfig{Common: natsconf.DefaultCommon(), DataDir: DefaultDataDir, NATSPort: DefaultEmbeddedPort,
+		MaxPayload: DefaultEmbeddedPayload, BTListen: DefaultFleetBTListen, Tick: DefaultTick, Republish: DefaultRepublish,
+		Demo: true, DemoEvery: DefaultDemoInterval}
+	c.HTTPAddr = DefaultFleetHTTP
+	c.Settle = SettleAuto
+	return c
+}
+
+// UsageDefaults shows the all-in-one's automatic settle in -h.
+func (c AllInOneConfig) UsageDefaults() map[string]string {
+	if c.Settle != SettleAuto {
+		return nil
 	}
+	return map[string]string{Prefix + "_SETTLE": fmt.Sprintf("auto: DEMO_INTERVAL/5 (at least %v) with the demo, else %v",
+		MinDemoSettle, DefaultFleetSettle)}
+}
+
+func bad(name string, v any, why string) error {
+	return fmt.Errorf("%s_%s=%v: %s", Prefix, name, v, why)
+}
+
+func nonEmpty(name, v string) error {
+	if strings.TrimSpace(v) == "" {
+		return bad(name, `""`, "empty")
+	}
+	return nil
+}
+
+// Validate checks the archiver's settings.
+func (c ArchiverConfig) Validate() error {
+	errs := []error{c.Common.Validate(), c.Redis.Validate(), nonEmpty("WORK_DIR", c.WorkDir), nonEmpty("HTTP_ADDR", c.HTTPAddr)}
+	if c.Slots < 1 {
+		errs = append(errs, bad("SLOTS", c.Slots, "must be at least 1"))
+	}
+	if c.LockTTL < time.Second {
+		errs = append(errs, bad("LOCK_TTL", c.LockTTL, "must be at least 1s"))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the Redis settings.
+func (r Redis) Validate() error {
+	if r.DB < 0 {
+		return bad("REDIS_DB", r.DB, "must not be negative")
+	}
+	return nonEmpty("REDIS_ADDR", r.Addr)
+}
+
+// Validate checks the seeder's settings.
+func (c SeederConfig) Validate() error {
+	return errors.Join(c.Common.Validate(), nonEmpty("SEEDER_ID", c.ID), nonEmpty("SEED_DIR", c.DataDir),
+		nonEmpty("BT_LISTEN", c.Listen), nonEmpty("HTTP_ADDR", c.HTTPAddr))
+}
+
+// Validate checks the announcer's settings.
+func (c AnnouncerConfig) Validate() error {
+	errs := []error{c.Common.Validate(), nonEmpty("HTTP_ADDR", c.HTTPAddr)}
+	if c.Slots < 1 {
+		errs = append(errs, bad("SLOTS", c.Slots, "must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the scheduler's settings.
+func (c SchedulerConfig) Validate() error {
+	errs := []error{c.Common.Validate(), nonEmpty("HTTP_ADDR", c.HTTPAddr)}
+	if c.Tick < 10*time.Millisecond {
+		errs = append(errs, bad("TICK", c.Tick, "must be at least 10ms"))
+	}
+	if c.Republish < 0 {
+		errs = append(errs, bad("REPUBLISH", c.Republish, "must not be negative"))
+	}
+	if c.RetryAfter < time.Second {
+		errs = append(errs, bad("RETRY_AFTER", c.RetryAfter, "must be at least 1s"))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the all-in-one's settings.
+func (c AllInOneConfig) Validate() error {
+	com := c.Common
+	com.Settle = c.settle()
+	errs := []error{com.Validate(), nonEmpty("DATA_DIR", c.DataDir), nonEmpty("BT_LISTEN", c.BTListen), nonEmpty("HTTP_ADDR", c.HTTPAddr)}
+	if c.NATSPort < -1 || c.NATSPort > 65535 {
+		errs = append(errs, bad("EMBEDDED_NATS_PORT", c.NATSPort, "must be a port, 0 or -1 (random)"))
+	}
+	if c.MaxPayload < 1024 || c.MaxPayload > MaxEmbeddedPayload {
+		errs = append(errs, bad("EMBEDDED_NATS_MAX_PAYLOAD", c.MaxPayload, "must be between 1KiB and 64MiB"))
+	}
+	if c.Tick < 10*time.Millisecond {
+		errs = append(errs, bad("TICK", c.Tick, "must be at least 10ms"))
+	}
+	if c.Republish < 0 {
+		errs = append(errs, bad("REPUBLISH", c.Republish, "must not be negative"))
+	}
+	if c.Demo && (c.DemoEvery < 2*time.Second || c.DemoEvery%time.Second != 0) {
+		errs = append(errs, bad("DEMO_INTERVAL", c.DemoEvery, "must be a whole number of seconds, at least 2s"))
+	}
+	return errors.Join(errs...)
+}
+
+// settle resolves SettleAuto.
+func (c AllInOneConfig) settle() time.Duration {
+	if c.Settle != SettleAuto {
+		return c.Settle
+	}
+	if c.Demo {
+		return max(c.DemoEvery/5, MinDemoSettle)
+	}
+	return DefaultFleetSettle
+}
+
+// ByteSize is a size in bytes, read as a plain number or with a unit:
+// KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024); a bare
+// K, M or G is a power of 1024, as in NATS's configuration.
+type ByteSize int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30},
+	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+}
+
+// UnmarshalText parses "8388608", "8MiB", "8MB", "512K" (envconfig reads
+// ARCHIVEFLEET_EMBEDDED_NATS_MAX_PAYLOAD with it).
+func (b *ByteSize) UnmarshalText(t []byte) error {
+	s := strings.ToUpper(strings.TrimSpace(string(t)))
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("not a size (e.g. 8388608, 8MiB, 8MB)")
+	}
+	*b = ByteSize(n * mult)
+	return nil
+}
+
+// String writes whole MiB or KiB as such, else bytes.
+func (b ByteSize) String() string {
 	switch {
-	case c.NATSCreds != "":
-		opts = append(opts, nats.UserCredentials(c.NATSCreds))
-	case c.NATSToken != "":
-		opts = append(opts, nats.Token(c.NATSToken))
-	case c.NATSUser != "":
-		opts = append(opts, nats.UserInfo(c.NATSUser, c.NATSPassword))
+	case b > 0 && b%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", b>>20)
+	case b > 0 && b%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", b>>10)
 	}
-	if c.NATSTLSCA != "" {
-		opts = append(opts, nats.RootCAs(c.NATSTLSCA))
-	}
-	if c.NATSTLSCert != "" {
-		opts = append(opts, nats.ClientCert(c.NATSTLSCert, c.NATSTLSKey))
-	}
-	opts = append(opts, extra...)
-	nc, err := nats.Connect(c.NATSURL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("nats connect: %w", err)
-	}
-	b, err := bus.Setup(ctx, nc, c.BusConfig())
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("nats topology: %w", err)
-	}
-	log.Info("nats connected", "url", nc.ConnectedUrlRedacted())
-	return b, nil
+	return strconv.FormatInt(int64(b), 10)
 }
 
 // Client opens the Redis client.

@@ -4,19 +4,21 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/observe"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
@@ -79,24 +81,17 @@ func TestComposeConfig(t *testing.T) {
 }
 
 // knownVariables lists every ARCHIVEFLEET_* variable a service reads, from
-// the envconfig tags of the config structs.
+// the env tags of the config structs.
 func knownVariables() map[string]bool {
 	known := map[string]bool{}
-	var walk func(t reflect.Type)
-	walk = func(t reflect.Type) {
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			if f.Anonymous {
-				walk(f.Type)
-				continue
-			}
-			if tag := f.Tag.Get("envconfig"); tag != "" {
-				known[Prefix+"_"+tag] = true
-			}
-		}
+	for _, c := range []any{&SchedulerConfig{}, &ArchiverConfig{}, &SeederConfig{}, &AnnouncerConfig{}, &AllInOneConfig{}} {
+		natsconf.Walk(c, func(v natsconf.Var) error {
+			known[v.Name] = true
+			return nil
+		})
 	}
-	for _, c := range []any{SchedulerConfig{}, ArchiverConfig{}, SeederConfig{}, AnnouncerConfig{}, AllInOneConfig{}} {
-		walk(reflect.TypeOf(c))
+	if len(known) < 40 {
+		panic(fmt.Sprintf("only %d variables found", len(known)))
 	}
 	return known
 }
@@ -209,5 +204,34 @@ func TestDashboardMetrics(t *testing.T) {
 	}
 	if checked < 15 {
 		t.Fatalf("only %d metric references checked", checked)
+	}
+}
+
+// TestNATSConfigs has the NATS server's own parser read every NATS
+// configuration under deployments/ (Compose's single server and the
+// cluster): each must enable JetStream and take 8 MiB messages, like the
+// all-in-one's embedded server.
+func TestNATSConfigs(t *testing.T) {
+	files, _ := filepath.Glob("../../deployments/nats/*.conf")
+	if len(files) < 2 {
+		t.Fatalf("found %d NATS configs", len(files))
+	}
+	t.Setenv("SERVER_NAME", "nats-0")
+	t.Setenv("ARCHIVEFLEET_NATS_PASSWORD", "x")
+	compose, err := os.ReadFile("../../deployments/compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		o, err := server.ProcessConfigFile(f)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if !o.JetStream || o.MaxPayload != DefaultEmbeddedPayload {
+			t.Errorf("%s: jetstream %v, max_payload %d (want %d)", f, o.JetStream, o.MaxPayload, DefaultEmbeddedPayload)
+		}
+	}
+	if !bytes.Contains(compose, []byte("./nats/nats.conf:/etc/nats/nats.conf")) || !bytes.Contains(compose, []byte(`"-c", "/etc/nats/nats.conf"`)) {
+		t.Error("compose.yaml does not run NATS with deployments/nats/nats.conf")
 	}
 }

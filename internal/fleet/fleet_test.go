@@ -19,16 +19,15 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/crypto/sha3"
 
 	"github.com/archivefleet/archivefleet/internal/announce"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/seed"
@@ -156,35 +155,16 @@ func (c *cluster) scheduler() {
 
 // register makes a community with a fresh key.
 func (c *cluster) register(interval time.Duration, since uint64) *registry.Community {
-	key, err := secp256k1.GeneratePrivateKey()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	var id archive.CommunityID
-	copy(id[:], key.PubKey().SerializeCompressed())
-	com := &registry.Community{ID: id, Topics: []archive.Topic{{1, 2, 3, 4}, {1, 2, 3, 5}},
-		Interval: registry.Duration(interval), Since: since, SigningKey: key.Serialize()}
+	com := fixture.Community(interval, since, archive.Topic{1, 2, 3, 4}, archive.Topic{1, 2, 3, 5})
 	if err := registry.New(c.ctl.Communities).Put(context.Background(), com); err != nil {
 		c.t.Fatal(err)
 	}
 	return com
 }
 
-// messages makes n messages with timestamps spread over [from, to).
+// messages makes n messages with timestamps spread evenly over [from, to).
 func messages(com *registry.Community, n int, from, to uint64) []archive.Message {
-	out := make([]archive.Message, n)
-	sig := make([]byte, 65)
-	sig[0] = 4
-	rand.Read(sig[1:])
-	for i := range out {
-		payload := make([]byte, 100+i%50)
-		rand.Read(payload)
-		h := sha3.NewLegacyKeccak256()
-		h.Write(payload)
-		out[i] = archive.Message{Sig: sig, Timestamp: from + uint64(i)*(to-from)/uint64(n), Topic: com.Topics[i%len(com.Topics)],
-			Payload: payload, Hash: h.Sum(nil)}
-	}
-	return out
+	return fixture.Messages{N: n, From: from, To: to, Topics: com.Topics}.Make()
 }
 
 func hashesBefore(msgs []archive.Message, end uint64) []string {
@@ -519,13 +499,11 @@ func TestRepublishAndEncryptedCommunity(t *testing.T) {
 	const iv = 3 * time.Second
 	now := uint64(time.Now().Unix())
 	since := now - 2*uint64(iv/time.Second)
-	key, _ := secp256k1.GeneratePrivateKey()
-	var id archive.CommunityID
-	copy(id[:], key.PubKey().SerializeCompressed())
 	rk := archive.RatchetKey{Timestamp: uint64(time.Now().UnixMilli()), Key: make([]byte, 32)}
 	rand.Read(rk.Key)
-	com := &registry.Community{ID: id, Topics: []archive.Topic{{7, 7, 7, 7}}, Interval: registry.Duration(iv), Since: since,
-		SigningKey: key.Serialize(), Encrypted: true, InstallationID: "f0e1d2c3-archivefleet-test", RatchetKey: &rk}
+	com := fixture.Community(iv, since, archive.Topic{7, 7, 7, 7})
+	com.Encrypted, com.InstallationID, com.RatchetKey = true, "f0e1d2c3-archivefleet-test", &rk
+	id := com.ID
 	if err := registry.New(c.ctl.Communities).Put(context.Background(), com); err != nil {
 		t.Fatal(err)
 	}

@@ -5,15 +5,12 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/archivefleet/archivefleet/internal/announce"
-	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/archiver"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/lock"
@@ -24,45 +21,6 @@ import (
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/store"
 )
-
-// ArchiverConfig configures cmd/archiver (which also serves message ingest).
-type ArchiverConfig struct {
-	Common
-	Redis
-	WorkDir     string        `envconfig:"WORK_DIR" default:"data/archiver"`
-	Slots       int           `envconfig:"SLOTS" default:"2"`
-	LockTTL     time.Duration `envconfig:"LOCK_TTL" default:"30s"`
-	Trackers    string        `envconfig:"TRACKERS" default:"default"` // comma list, "default" or "none"
-	CreatedBy   string        `envconfig:"CREATED_BY"`
-	IngestToken string        `envconfig:"INGEST_TOKEN"`
-	BufferedIO  bool          `envconfig:"BUFFERED_IO"` // false: O_DIRECT where the file system takes it
-}
-
-// SeederConfig configures cmd/seeder.
-type SeederConfig struct {
-	Common
-	ID         string `envconfig:"SEEDER_ID"`
-	DataDir    string `envconfig:"SEED_DIR" default:"data/seeder"`
-	Listen     string `envconfig:"BT_LISTEN" default:":9025"`
-	PublicAddr string `envconfig:"BT_PUBLIC_ADDR"`
-	DHT        bool   `envconfig:"BT_DHT" default:"true"`
-	Trackers   bool   `envconfig:"BT_TRACKERS" default:"true"`
-}
-
-// AnnouncerConfig configures cmd/announcer.
-type AnnouncerConfig struct {
-	Common
-	WebhookURL string `envconfig:"WEBHOOK_URL"`
-	Slots      int    `envconfig:"SLOTS" default:"2"`
-}
-
-// SchedulerConfig configures cmd/scheduler.
-type SchedulerConfig struct {
-	Common
-	Tick       time.Duration `envconfig:"TICK" default:"1s"`
-	Republish  time.Duration `envconfig:"REPUBLISH" default:"24h"`
-	RetryAfter time.Duration `envconfig:"RETRY_AFTER" default:"1m"`
-}
 
 // AnnounceList parses the TRACKERS setting.
 func AnnounceList(s string) [][]string {
@@ -81,10 +39,12 @@ func AnnounceList(s string) [][]string {
 	return out
 }
 
-// serve runs fn and the HTTP server together; when ctx ends it drains
-// readiness first, then waits for both.
-func serve(ctx context.Context, srv *observe.Server, fn func(context.Context) error) error {
+// serve runs fn and the HTTP server together; when ctx ends (or either
+// fails) it logs that the service is stopping, drains readiness first, then
+// waits for both.
+func serve(ctx context.Context, log *slog.Logger, srv *observe.Server, fn func(context.Context) error) error {
 	g, gctx := errgroup.WithContext(ctx)
+	defer onStop(gctx, ctx, log)()
 	g.Go(func() error { return srv.Serve(gctx) })
 	g.Go(func() error {
 		err := fn(gctx)
@@ -100,6 +60,39 @@ func serve(ctx context.Context, srv *observe.Server, fn func(context.Context) er
 	return err
 }
 
+// onStop logs that a service is stopping as soon as gctx ends (the service
+// was asked to stop, or a part of it failed); the returned function waits
+// until that was logged, so "stopping" always comes before "stopped". gctx
+// must end by the time it is called (an errgroup's context does once Wait
+// returns).
+func onStop(gctx, ctx context.Context, log *slog.Logger) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		<-gctx.Done()
+		logStopping(ctx, log)
+		close(done)
+	}()
+	return func() { <-done }
+}
+
+// logStopping says a service is stopping, and why when it was not asked to.
+func logStopping(ctx context.Context, log *slog.Logger) {
+	if ctx.Err() != nil {
+		log.Info("stopping")
+	} else {
+		log.Warn("stopping after a failure")
+	}
+}
+
+// logStopped says a service stopped, with its error if any.
+func logStopped(log *slog.Logger, err error) {
+	if err != nil {
+		log.Error("stopped", "err", err)
+	} else {
+		log.Info("stopped")
+	}
+}
+
 // service is what a runner needs from one service.
 type service struct {
 	run      func(context.Context) error
@@ -109,7 +102,7 @@ type service struct {
 
 // runService connects to NATS, builds the service and runs it with its
 // operational HTTP endpoints until ctx ends.
-func runService(ctx context.Context, c Common, name, httpAddr string,
+func runService(ctx context.Context, c Common, name string,
 	build func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error)) error {
 	log := c.NewLogger(name)
 	b, err := c.Connect(ctx, name, log)
@@ -126,21 +119,24 @@ func runService(ctx context.Context, c Common, name, httpAddr string,
 	for k, v := range svc.checks {
 		checks[k] = v
 	}
-	srv := &observe.Server{Addr: c.httpAddr(httpAddr), Registry: reg, Logger: log, Checks: checks, Handlers: svc.handlers}
-	err = serve(ctx, srv, svc.run)
-	log.Info("stopped", "err", err)
+	srv := &observe.Server{Addr: c.HTTPAddr, Registry: reg, Logger: log, Checks: checks, Handlers: svc.handlers}
+	err = serve(ctx, log, srv, svc.run)
+	logStopped(log, err)
 	return err
 }
 
 // RunArchiver runs the archiver service and the ingest endpoints.
 func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	rc, err := cfg.Redis.Client()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	locker := &lock.Redis{Client: rc, Prefix: "archivefleet:"}
-	return runService(ctx, cfg.Common, "archiver", "127.0.0.1:9102", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
+	return runService(ctx, cfg.Common, "archiver", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
 		svc, st := newArchiver(b, locker, cfg, log, reg)
 		sub, err := st.ServeNATS(ctx)
 		if err != nil {
@@ -157,13 +153,10 @@ func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
 
 func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *slog.Logger, reg prometheus.Registerer) (*archiver.Service, *store.Store) {
 	registryStore := registry.New(b.Communities)
-	st := &store.Store{Bus: b, Logger: log, Known: func(ctx context.Context, c archive.CommunityID) error {
-		_, err := registryStore.Get(ctx, c)
-		return err
-	}}
+	st := &store.Store{Bus: b, Logger: log, Communities: registryStore, Metrics: store.NewMetrics(reg)}
 	svc := archiver.New(archiver.Service{
 		Bus: b, Registry: registryStore, State: &state.Store{KV: b.State}, Sources: st, Locker: locker, Logger: log,
-		Config: archiver.Config{WorkDir: cfg.WorkDir, Slots: cfg.Slots, LockTTL: cfg.LockTTL,
+		Config: archiver.Config{WorkDir: cfg.WorkDir, Slots: cfg.Slots, LockTTL: cfg.LockTTL, Settle: cfg.Settle,
 			AnnounceList: AnnounceList(cfg.Trackers), CreatedBy: cfg.CreatedBy, BufferedIO: cfg.BufferedIO},
 	}, reg)
 	return svc, st
@@ -171,10 +164,10 @@ func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *sl
 
 // RunSeeder runs the seeder service.
 func RunSeeder(ctx context.Context, cfg SeederConfig) error {
-	if cfg.ID == "" {
-		cfg.ID, _ = os.Hostname()
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
-	return runService(ctx, cfg.Common, "seeder", "127.0.0.1:9103", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
+	return runService(ctx, cfg.Common, "seeder", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
 		svc := newSeeder(b, cfg, log, reg)
 		return &service{run: svc.Run, checks: map[string]observe.Check{"torrent": svc.Ready}}, nil
 	})
@@ -188,7 +181,10 @@ func newSeeder(b *bus.Bus, cfg SeederConfig, log *slog.Logger, reg prometheus.Re
 
 // RunAnnouncer runs the announcer service.
 func RunAnnouncer(ctx context.Context, cfg AnnouncerConfig) error {
-	return runService(ctx, cfg.Common, "announcer", "127.0.0.1:9104", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return runService(ctx, cfg.Common, "announcer", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
 		return &service{run: newAnnouncer(b, cfg, log, reg).Run}, nil
 	})
 }
@@ -204,12 +200,15 @@ func newAnnouncer(b *bus.Bus, cfg AnnouncerConfig, log *slog.Logger, reg prometh
 
 // RunScheduler runs the scheduler service.
 func RunScheduler(ctx context.Context, cfg SchedulerConfig) error {
-	return runService(ctx, cfg.Common, "scheduler", "127.0.0.1:9101", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return runService(ctx, cfg.Common, "scheduler", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
 		return &service{run: newScheduler(b, cfg, log, reg).Run}, nil
 	})
 }
 
 func newScheduler(b *bus.Bus, cfg SchedulerConfig, log *slog.Logger, reg prometheus.Registerer) *schedule.Service {
 	return schedule.New(schedule.Service{Bus: b, Logger: log,
-		Config: schedule.Config{Tick: cfg.Tick, Republish: cfg.Republish, RetryAfter: cfg.RetryAfter}}, reg)
+		Config: schedule.Config{Tick: cfg.Tick, Republish: cfg.Republish, RetryAfter: cfg.RetryAfter, Settle: cfg.Settle}}, reg)
 }

@@ -8,7 +8,8 @@
 //   - then one due event per interval.
 //
 // Due events name whole windows, End = L + k*interval for the largest k with
-// End <= now, so every replica computes the same event and JetStream's
+// End + settle <= now (a window is due once its end plus Config.Settle has
+// passed, so messages in flight land in it first), so every replica computes the same event and JetStream's
 // deduplication (Nats-Msg-Id) keeps one; beyond the dedup window the
 // archiver's committed state makes repeats no-ops. The scheduler keeps a
 // due-time heap fed by KV watches, so a tick looks only at what is due,
@@ -41,6 +42,9 @@ type Config struct {
 	// RetryAfter is when a due event is published again if its window has
 	// not been committed by then (JetStream dedups repeats).
 	RetryAfter time.Duration
+	// Settle is how long after its end a window becomes due, so messages in
+	// flight when it closes land in it before it is built. Zero: no settle.
+	Settle time.Duration
 }
 
 // Service is the scheduler.
@@ -98,23 +102,38 @@ func New(s Service, reg prometheus.Registerer) *Service {
 }
 
 // NextDue returns when a community's next window closes and the End a due
-// event published at now would carry (0 if nothing is due yet).
+// event published at now would carry (0 if nothing is due yet), with no
+// settle time: NextDueSettle(com, lastEnd, now, 0).
 func NextDue(com *registry.Community, lastEnd uint64, now time.Time) (at time.Time, end uint64) {
+	return NextDueSettle(com, lastEnd, now, 0)
+}
+
+// NextDueSettle returns when a community's next window is due (its end plus
+// settle) and the End a due event published at now would carry: the window
+// end anchor + k·interval for the largest k >= 1 with anchor + k·interval +
+// settle <= now, or 0 if nothing is due yet.
+func NextDueSettle(com *registry.Community, lastEnd uint64, now time.Time, settle time.Duration) (at time.Time, end uint64) {
 	anchor := com.NextStart(lastEnd)
 	iv := uint64(time.Duration(com.Interval) / time.Second)
-	at = time.Unix(int64(anchor+iv), 0)
-	n := uint64(max(now.Unix(), 0))
-	if n < anchor+iv {
+	at = time.Unix(int64(anchor+iv), 0).Add(settle)
+	if now.Before(at) {
 		return at, 0
 	}
+	// Whole seconds of now - settle, rounded down: End + settle <= now.
+	n := uint64(max(now.Add(-settle).Unix(), 0))
 	return at, anchor + (n-anchor)/iv*iv
 }
 
 // Due returns the due event of a community whose archives end at lastEnd,
 // if a window has closed by now: reason "interval" for one window,
-// "catch-up" for several.
+// "catch-up" for several. No settle time: DueSettle(com, lastEnd, now, 0).
 func Due(com *registry.Community, lastEnd uint64, now time.Time) (bus.DueEvent, bool) {
-	_, end := NextDue(com, lastEnd, now)
+	return DueSettle(com, lastEnd, now, 0)
+}
+
+// DueSettle is Due for windows that are due settle after their end.
+func DueSettle(com *registry.Community, lastEnd uint64, now time.Time, settle time.Duration) (bus.DueEvent, bool) {
+	_, end := NextDueSettle(com, lastEnd, now, settle)
 	if end == 0 {
 		return bus.DueEvent{}, false
 	}
@@ -139,7 +158,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer states.Stop()
-	s.Logger.Info("scheduler started", "tick", s.Config.Tick, "republish", s.Config.Republish)
+	s.Logger.Info("scheduler started", "tick", s.Config.Tick, "republish", s.Config.Republish, "settle", s.Config.Settle)
 	tick := time.NewTicker(s.Config.Tick)
 	defer tick.Stop()
 	// Fire only once both watches delivered their initial values (a nil
@@ -239,7 +258,7 @@ func (s *Service) reschedule(c string, e *entry) {
 	if e.com == nil || e.com.Disabled {
 		return
 	}
-	at, _ := NextDue(e.com, e.lastEnd, s.Now())
+	at, _ := NextDueSettle(e.com, e.lastEnd, s.Now(), s.Config.Settle)
 	heap.Push(&s.queue, item{at: at, c: c, kind: kindDue, version: e.version})
 	if s.Config.Republish > 0 && e.infoHash != "" {
 		next := e.announced.Add(s.Config.Republish)
@@ -263,7 +282,7 @@ func (s *Service) fire(ctx context.Context) {
 		worst = max(worst, now.Sub(it.at))
 		switch it.kind {
 		case kindDue:
-			ev, ok := Due(e.com, e.lastEnd, now)
+			ev, ok := DueSettle(e.com, e.lastEnd, now, s.Config.Settle)
 			if !ok {
 				s.reschedule(it.c, e)
 				continue

@@ -34,6 +34,13 @@ type Build struct {
 	Archives  []ArchiveRef          `json:"archives,omitempty"` // data order
 	Ratchet   *archive.RatchetState `json:"ratchet,omitempty"`  // sender state after this build
 	BuiltAt   time.Time             `json:"builtAt"`
+	// MessagesSeq is the message stream sequence the build read up to:
+	// messages stored after it whose window the build covered are late and
+	// go into supplements at the next build. Nil in states written before
+	// supplements existed; the next build then starts from its own.
+	MessagesSeq *uint64 `json:"messagesSeq,omitempty"`
+	// LateMessages counts the late messages the build archived as supplements.
+	LateMessages int `json:"lateMessages,omitempty"`
 }
 
 // Announce is what was last announced for a community (key "announce.<community>").

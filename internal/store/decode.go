@@ -9,12 +9,15 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 )
 
-// MaxBatchBytes bounds one ingest request.
+// MaxBatchBytes bounds one ingest request. It holds one message at the
+// 30,000,000-byte archive cap written as hex JSON.
 const MaxBatchBytes = 64 << 20
 
-// DecodeMessages parses a JSON array of messages or JSON lines, validating
-// each and naming the first bad one.
-func DecodeMessages(b []byte, limit int) ([]archive.Message, error) {
+// DecodeBatch parses a JSON array of messages or JSON lines. A message that
+// does not decode or validate becomes an Item with its error, so the rest of
+// the batch can still be stored; only a batch that is not a JSON array or
+// JSON lines at all is an error.
+func DecodeBatch(b []byte, limit int) ([]Item, error) {
 	if len(b) > limit {
 		return nil, fmt.Errorf("batch of %d bytes is over the %d-byte limit", len(b), limit)
 	}
@@ -22,22 +25,25 @@ func DecodeMessages(b []byte, limit int) ([]archive.Message, error) {
 	if len(t) == 0 {
 		return nil, fmt.Errorf("empty batch")
 	}
+	decode := func(raw []byte, where string) Item {
+		m, err := archive.DecodeMessageJSON(raw)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", where, err)
+		}
+		return Item{Msg: m, Err: err}
+	}
 	if t[0] == '[' {
 		var raw []json.RawMessage
 		if err := json.Unmarshal(t, &raw); err != nil {
 			return nil, fmt.Errorf("decode batch: %w", err)
 		}
-		out := make([]archive.Message, 0, len(raw))
+		out := make([]Item, 0, len(raw))
 		for i, r := range raw {
-			m, err := archive.DecodeMessageJSON(r)
-			if err != nil {
-				return nil, fmt.Errorf("message %d: %w", i, err)
-			}
-			out = append(out, m)
+			out = append(out, decode(r, fmt.Sprintf("message %d", i)))
 		}
 		return out, nil
 	}
-	var out []archive.Message
+	var out []Item
 	sc := bufio.NewScanner(bytes.NewReader(t))
 	sc.Buffer(nil, limit)
 	for line := 1; sc.Scan(); line++ {
@@ -45,11 +51,7 @@ func DecodeMessages(b []byte, limit int) ([]archive.Message, error) {
 		if len(l) == 0 {
 			continue
 		}
-		m, err := archive.DecodeMessageJSON(l)
-		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
-		}
-		out = append(out, m)
+		out = append(out, decode(l, fmt.Sprintf("line %d", line)))
 	}
 	return out, sc.Err()
 }

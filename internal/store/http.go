@@ -16,7 +16,9 @@ const IngestPath = "POST /v1/communities/{id}/messages"
 
 // Handler serves the ingest endpoint: a JSON array or JSON lines of messages
 // for one community. With a non-empty token, requests must carry
-// "Authorization: Bearer <token>".
+// "Authorization: Bearer <token>". A decodable batch is answered 200 with an
+// IngestResult naming every message that was not stored and why, or 503 when
+// some could not be stored for an outage (those may be sent again).
 func (s *Store) Handler(token string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if token != "" {
@@ -36,17 +38,24 @@ func (s *Store) Handler(token string) http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		msgs, err := DecodeMessages(body, MaxBatchBytes)
+		if len(body) > MaxBatchBytes {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "batch is over the 64 MiB limit: send fewer messages per request"})
+			return
+		}
+		items, err := DecodeBatch(body, MaxBatchBytes)
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		res, err := s.Ingest(r.Context(), c, msgs)
+		res, err := s.IngestItems(r.Context(), c, items)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 		case err != nil:
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		case res.Failed > 0:
+			w.Header().Set("Retry-After", "5")
+			writeJSON(w, http.StatusServiceUnavailable, res)
 		default:
 			writeJSON(w, http.StatusOK, res)
 		}

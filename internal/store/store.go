@@ -1,8 +1,20 @@
 // Package store keeps the Waku messages of every community, as status-go's
-// control node keeps its waku_messages table, in the MESSAGES stream: one
-// subject per community and UTC day of the message timestamp, so reading a
-// time range touches only the days it spans, and a late message lands in its
-// own day and is included if it arrives before that window is built.
+// control node keeps its waku_messages table, in the MESSAGES stream.
+//
+// Each message is one record on its own subject,
+// msgs.<community>.<utc day>.<hash hex>, written only if that subject is
+// empty, so a message sent again, however late, is a duplicate and never a
+// second copy. Reading a time range touches only the days it spans. Records
+// are status-go's protobuf WakuMessage (a JSON record written by earlier
+// versions on msgs.<community>.<day> is still read); a message whose payload
+// is over InlinePayloadBytes keeps its payload in the object store, so no
+// record needs more than the NATS server's default max payload.
+//
+// Every record's stream sequence orders it against builds: a build reads the
+// messages stored up to a watermark (the stream's last sequence when it
+// started) and commits that watermark, and the next build finds the records
+// stored after it whose window was already built — late messages — and
+// archives them as supplements. Nothing accepted is left out.
 package store
 
 import (
@@ -15,92 +27,322 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"math"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/state"
 )
 
 const day = 86400
 
+// InlinePayloadBytes is the largest payload kept inside a stream record. A
+// larger one goes to the object store (chunked there), so that messages up to
+// the 30,000,000-byte archive cap fit a server with the default 1 MiB max
+// payload.
+const InlinePayloadBytes = 256 << 10
+
+// MaxHashBytes bounds a message hash: it names the message's subject. Waku
+// message hashes are 32 bytes.
+const MaxHashBytes = 64
+
+// Record headers.
+const (
+	headerTimestamp = "Archivefleet-Ts"   // the message timestamp, for scans that skip bodies
+	headerBody      = "Archivefleet-Body" // object holding the payload when it is not inline
+)
+
+// Communities gives a registered community; registry.Registry is one.
+type Communities interface {
+	Get(ctx context.Context, id archive.CommunityID) (*registry.Community, error)
+}
+
 // Store ingests and reads messages.
 type Store struct {
 	Bus *bus.Bus
-	// Known reports whether a community is registered; unknown ones are
-	// refused so the store holds only what will be archived. Nil accepts all.
-	Known  func(ctx context.Context, c archive.CommunityID) error
-	Logger *slog.Logger
+	// Communities looks up the community of an ingest; nil reads the
+	// registry bucket of Bus. Unregistered communities are refused.
+	Communities Communities
+	Logger      *slog.Logger
+	// Metrics is optional; see NewMetrics.
+	Metrics *Metrics
 
 	scanned atomic.Uint64
+}
+
+// Metrics counts ingest outcomes.
+type Metrics struct {
+	messages *prometheus.CounterVec
+}
+
+// NewMetrics registers the ingest metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_ingest_messages_total",
+		Help: "Messages offered to ingest, by outcome (stored, duplicate, late, refused, failed)."}, []string{"outcome"})}
+	reg.MustRegister(m.messages)
+	for _, o := range []Outcome{Stored, Duplicate, Late, Refused, Failed} {
+		m.messages.WithLabelValues(string(o))
+	}
+	return m
 }
 
 // Scanned counts stored messages read back so far: a range read costs the
 // messages of the days it spans, not the whole history.
 func (s *Store) Scanned() uint64 { return s.scanned.Load() }
 
-// IngestResult counts what an ingest did.
+// Outcome is what ingest did with one message.
+type Outcome string
+
+// Ingest outcomes. Stored and Late messages are kept and will be archived;
+// Duplicate ones were kept before; Refused ones are not kept and never will
+// be; Failed ones were not kept because of an outage and may be sent again.
+const (
+	Stored    Outcome = "stored"
+	Duplicate Outcome = "duplicate"
+	Late      Outcome = "late"
+	Refused   Outcome = "refused"
+	Failed    Outcome = "failed"
+)
+
+// IngestResult counts every message of a batch by outcome and says why for
+// each one not plainly stored.
 type IngestResult struct {
 	Stored     int `json:"stored"`
 	Duplicates int `json:"duplicates"`
+	// Late messages fall in a window already archived: they are stored and
+	// go into a supplement archive at the community's next build.
+	Late    int `json:"late"`
+	Refused int `json:"refused"`
+	Failed  int `json:"failed"`
+	// Messages lists the late, refused and failed messages.
+	Messages []MessageResult `json:"messages,omitempty"`
 }
 
-// Ingest stores messages of community c. Each is validated first; the batch
-// is refused whole if any is invalid, naming it. Re-sent messages (same hash)
-// are dropped by the stream's deduplication.
+// MessageResult is the outcome of one message of a batch.
+type MessageResult struct {
+	Index   int     `json:"index"` // position in the batch, from 0
+	Hash    string  `json:"hash,omitempty"`
+	Outcome Outcome `json:"outcome"`
+	Reason  string  `json:"reason"`
+}
+
+func (r *IngestResult) add(o Outcome, i int, hash []byte, reason string) {
+	switch o {
+	case Stored:
+		r.Stored++
+	case Duplicate:
+		r.Duplicates++
+	case Late:
+		r.Late++
+	case Refused:
+		r.Refused++
+	case Failed:
+		r.Failed++
+	}
+	if reason != "" {
+		mr := MessageResult{Index: i, Outcome: o, Reason: reason}
+		if len(hash) > 0 {
+			mr.Hash = archive.HexBytes(hash).String()
+		}
+		r.Messages = append(r.Messages, mr)
+	}
+}
+
+// Item is one decoded message of a batch, or why it could not be decoded.
+type Item struct {
+	Msg archive.Message
+	Err error
+}
+
+// Ingest stores messages of community c; see IngestItems.
 func (s *Store) Ingest(ctx context.Context, c archive.CommunityID, msgs []archive.Message) (IngestResult, error) {
+	items := make([]Item, len(msgs))
+	for i := range msgs {
+		items[i].Msg = msgs[i]
+	}
+	return s.IngestItems(ctx, c, items)
+}
+
+// IngestItems stores the valid messages of a batch for community c and
+// refuses the others, each with its reason: an invalid message, a topic that
+// is not one of the community's, a time before the community's archives
+// start. A message whose window is already archived is stored as Late. The
+// error is for the batch as a whole: an unregistered community
+// (registry.ErrNotFound) or a failed look-up; then nothing was stored.
+func (s *Store) IngestItems(ctx context.Context, c archive.CommunityID, items []Item) (IngestResult, error) {
 	var res IngestResult
-	if s.Known != nil {
-		if err := s.Known(ctx, c); err != nil {
-			return res, err
-		}
+	com, err := s.communities().Get(ctx, c)
+	if err != nil {
+		return res, err
 	}
-	for i := range msgs {
-		if err := msgs[i].Validate(); err != nil {
-			return res, fmt.Errorf("message %d (%s): %w", i, msgs[i].Hash, err)
-		}
+	st, _, err := (&state.Store{KV: s.Bus.State}).GetBuild(ctx, c.String())
+	if err != nil {
+		return res, fmt.Errorf("read community state: %w", err)
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
-	for i := range msgs {
-		m := &msgs[i]
-		data, err := json.Marshal(m)
-		if err != nil {
-			return res, err
-		}
-		f, err := s.Bus.JS.PublishAsync(bus.SubjectMessages(c.String(), m.Timestamp/day), data,
-			jetstream.WithMsgID("m:"+c.String()+":"+hex.EncodeToString(m.Hash)))
-		if err != nil {
-			return res, fmt.Errorf("store message %s: %w", m.Hash, err)
-		}
-		futures = append(futures, f)
+	archivedTo := com.NextStart(st.LastEnd)
+	type pending struct {
+		i      int
+		m      *archive.Message
+		future jetstream.PubAckFuture
+		err    error
 	}
-	for _, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			if ack.Duplicate {
-				res.Duplicates++
-			} else {
-				res.Stored++
+	var sent []pending
+	for i := range items {
+		m := &items[i].Msg
+		if reason := refusal(com, &items[i]); reason != "" {
+			res.add(Refused, i, m.Hash, reason)
+			continue
+		}
+		f, err := s.publish(ctx, c, m)
+		sent = append(sent, pending{i: i, m: m, future: f, err: err})
+	}
+	for _, p := range sent {
+		err := p.err
+		if err == nil {
+			select {
+			case <-p.future.Ok():
+			case err = <-p.future.Err():
+			case <-ctx.Done():
+				err = ctx.Err()
 			}
-		case err := <-f.Err():
-			return res, fmt.Errorf("store message: %w", err)
-		case <-ctx.Done():
-			return res, ctx.Err()
 		}
+		switch {
+		case err == nil && p.m.Timestamp < archivedTo:
+			res.add(Late, p.i, p.m.Hash, fmt.Sprintf("its window (before %d) is already archived: it goes into a supplement archive at the next build", archivedTo))
+		case err == nil:
+			res.add(Stored, p.i, p.m.Hash, "")
+		case isDuplicate(err):
+			res.add(Duplicate, p.i, p.m.Hash, "")
+		default:
+			res.add(Failed, p.i, p.m.Hash, fmt.Sprintf("not stored: %v; send it again", err))
+		}
+	}
+	if s.Metrics != nil {
+		for o, n := range map[Outcome]int{Stored: res.Stored, Duplicate: res.Duplicates, Late: res.Late, Refused: res.Refused, Failed: res.Failed} {
+			s.Metrics.messages.WithLabelValues(string(o)).Add(float64(n))
+		}
+	}
+	if res.Refused+res.Failed > 0 {
+		first := res.Messages[slices.IndexFunc(res.Messages, func(r MessageResult) bool { return r.Outcome != Late })]
+		s.log().Warn("ingest refused or failed some messages; the reply names each", "community", c.String(),
+			"stored", res.Stored, "late", res.Late, "duplicates", res.Duplicates, "refused", res.Refused,
+			"failed", res.Failed, "first_reason", first.Reason)
 	}
 	return res, nil
 }
 
-// Source returns the archive.Source of community c.
-func (s *Store) Source(c archive.CommunityID) archive.Source { return &source{s: s, c: c.String()} }
+// refusal says why a message will never be archived for com, or "".
+func refusal(com *registry.Community, it *Item) string {
+	m := &it.Msg
+	switch {
+	case it.Err != nil:
+		return it.Err.Error()
+	}
+	if err := m.Validate(); err != nil {
+		return err.Error()
+	}
+	switch {
+	case len(m.Hash) > MaxHashBytes:
+		return fmt.Sprintf("hash is %d bytes, over %d", len(m.Hash), MaxHashBytes)
+	case !slices.Contains(com.Topics, m.Topic):
+		return fmt.Sprintf("topic %s is not one of the community's topics", m.Topic)
+	case m.Timestamp < com.Since:
+		return fmt.Sprintf("timestamp %d is before the community's archives start (since %d)", m.Timestamp, com.Since)
+	}
+	return ""
+}
+
+// publish writes m's record, and first its payload object when it is large.
+// The record is written only if its subject is empty: a duplicate fails with
+// a wrong-last-sequence error.
+func (s *Store) publish(ctx context.Context, c archive.CommunityID, m *archive.Message) (jetstream.PubAckFuture, error) {
+	rec := *m
+	hdr := nats.Header{}
+	hdr.Set(headerTimestamp, strconv.FormatUint(m.Timestamp, 10))
+	if len(m.Payload) > InlinePayloadBytes {
+		name := bodyObject(c, m.Hash)
+		if _, err := s.Bus.Objects.GetInfo(ctx, name); errors.Is(err, jetstream.ErrObjectNotFound) {
+			if _, err := s.Bus.Objects.PutBytes(ctx, name, m.Payload); err != nil {
+				return nil, fmt.Errorf("store payload: %w", err)
+			}
+		} else if err != nil {
+			return nil, fmt.Errorf("store payload: %w", err)
+		}
+		hdr.Set(headerBody, name)
+		rec.Payload = nil
+	}
+	data, err := rec.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	msg := &nats.Msg{Subject: Subject(c, m.Timestamp, m.Hash), Header: hdr, Data: data}
+	return s.Bus.JS.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(0))
+}
+
+func isDuplicate(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// Subject is where a message of community c is stored.
+func Subject(c archive.CommunityID, timestamp uint64, hash []byte) string {
+	return fmt.Sprintf("msgs.%s.%d.%s", c, timestamp/day, hex.EncodeToString(hash))
+}
+
+// daySubjects are the subjects of one day: this version's and the one
+// record-per-day subject earlier versions wrote.
+func daySubjects(c string, d uint64) []string {
+	return []string{fmt.Sprintf("msgs.%s.%d", c, d), fmt.Sprintf("msgs.%s.%d.*", c, d)}
+}
+
+func bodyObject(c archive.CommunityID, hash []byte) string {
+	return "messages/" + c.String() + "/" + hex.EncodeToString(hash)
+}
+
+func (s *Store) communities() Communities {
+	if s.Communities != nil {
+		return s.Communities
+	}
+	return registry.New(s.Bus.Communities)
+}
+
+// Watermark is the sequence of the newest record in the stream: a build that
+// reads up to it and commits it leaves every later record to the next build.
+func (s *Store) Watermark(ctx context.Context) (uint64, error) {
+	st, err := s.Bus.JS.Stream(ctx, bus.StreamMessages)
+	if err != nil {
+		return 0, fmt.Errorf("message stream: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("message stream: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Source returns every stored message of community c.
+func (s *Store) Source(c archive.CommunityID) archive.Source { return s.Between(c, 0, math.MaxUint64) }
+
+// Between returns the messages of community c whose records have a stream
+// sequence in (after, upto].
+func (s *Store) Between(c archive.CommunityID, after, upto uint64) archive.Source {
+	return &source{s: s, c: c.String(), after: after, upto: upto}
+}
 
 type source struct {
-	s *Store
-	c string
+	s           *Store
+	c           string
+	after, upto uint64
 }
 
 // Messages reads the days [from, to) spans one at a time, keeps messages
@@ -116,12 +358,22 @@ func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[arch
 		for d := from / day; d <= (to-1)/day; d++ {
 			var msgs []archive.Message
 			seen := make(map[string]bool)
-			err := src.s.read(ctx, bus.SubjectMessages(src.c, d), func(m archive.Message) {
+			err := src.s.read(ctx, daySubjects(src.c, d), src.after, src.upto, false, func(r jetstream.Msg) error {
+				m, err := src.s.decode(ctx, r)
+				if errors.Is(err, errUndecodable) {
+					// Ingest writes only valid records: this one came from elsewhere.
+					src.s.log().Error("skipping undecodable stored record", "subject", r.Subject(), "err", err)
+					return nil
+				}
+				if err != nil {
+					return err
+				}
 				if m.Timestamp < from || m.Timestamp >= to || seen[string(m.Hash)] {
-					return
+					return nil
 				}
 				seen[string(m.Hash)] = true
 				msgs = append(msgs, m)
+				return nil
 			})
 			if err != nil {
 				yield(archive.Message{}, err)
@@ -139,15 +391,86 @@ func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[arch
 	}
 }
 
-// read delivers every message stored on subject now, through an ordered
-// consumer, and stops once it has seen what was pending when it started.
-func (s *Store) read(ctx context.Context, subject string, fn func(archive.Message)) error {
+// LateWindows finds the records of community c stored in (after, upto] whose
+// timestamp is before end — messages that arrived after their window was
+// built — and returns the windows they fall in: interval-long windows
+// anchored at since, the last one cut at end. It reads record headers only.
+func (s *Store) LateWindows(ctx context.Context, c archive.CommunityID, after, upto, since, end uint64, interval time.Duration) ([]archive.Window, int, error) {
+	iv := uint64(interval / time.Second)
+	if iv == 0 {
+		return nil, 0, fmt.Errorf("interval %v is under a second", interval)
+	}
+	starts := map[uint64]bool{}
+	late := 0
+	err := s.read(ctx, []string{"msgs." + c.String() + ".>"}, after, upto, true, func(r jetstream.Msg) error {
+		ts, err := strconv.ParseUint(r.Headers().Get(headerTimestamp), 10, 64)
+		if err != nil {
+			s.log().Warn("record without a timestamp header: not checked for lateness", "subject", r.Subject())
+			return nil
+		}
+		if ts >= end || ts < since {
+			return nil
+		}
+		late++
+		starts[since+(ts-since)/iv*iv] = true
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]archive.Window, 0, len(starts))
+	for _, w := range slices.Sorted(func(yield func(uint64) bool) {
+		for k := range starts {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		out = append(out, archive.Window{From: w, To: min(w+iv, end)})
+	}
+	return out, late, nil
+}
+
+// errUndecodable marks a stored record that is not a message.
+var errUndecodable = errors.New("undecodable record")
+
+// decode turns a record into its message, fetching a payload kept aside.
+func (s *Store) decode(ctx context.Context, r jetstream.Msg) (archive.Message, error) {
+	var m archive.Message
+	data := r.Data()
+	if len(data) > 0 && data[0] == '{' {
+		// A record of an earlier version: one JSON message.
+		if err := json.Unmarshal(data, &m); err != nil {
+			return m, fmt.Errorf("%w: %v", errUndecodable, err)
+		}
+		return m, nil
+	}
+	if err := m.UnmarshalBinary(data); err != nil {
+		return m, fmt.Errorf("%w: %v", errUndecodable, err)
+	}
+	if name := r.Headers().Get(headerBody); name != "" {
+		payload, err := s.Bus.Objects.GetBytes(ctx, name)
+		if err != nil {
+			return m, fmt.Errorf("payload of %s (%s): %w", m.Hash, name, err)
+		}
+		m.Payload = payload
+	}
+	return m, nil
+}
+
+// read delivers the records on subjects with a stream sequence in
+// (after, upto], through an ordered consumer, and stops at upto or once it has
+// seen what was pending when it started.
+func (s *Store) read(ctx context.Context, subjects []string, after, upto uint64, headersOnly bool, fn func(jetstream.Msg) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy,
+		HeadersOnly: headersOnly, InactiveThreshold: 30 * time.Second}
+	if after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	}
 	// Every read makes a server-side consumer; delete it when done, or the
 	// stream reaches its consumer limit under load. The short inactivity
 	// threshold cleans up after a reader that died mid-read.
-	cons, err := s.Bus.JS.OrderedConsumer(ctx, bus.StreamMessages, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: 30 * time.Second,
-	})
+	cons, err := s.Bus.JS.OrderedConsumer(ctx, bus.StreamMessages, cfg)
 	if err != nil {
 		return fmt.Errorf("read messages: %w", err)
 	}
@@ -168,20 +491,26 @@ func (s *Store) read(ctx context.Context, subject string, fn func(archive.Messag
 		if err != nil {
 			return fmt.Errorf("read messages: %w", err)
 		}
-		n := 0
+		n, done := 0, false
 		for msg := range batch.Messages() {
 			n++
-			s.scanned.Add(1)
-			var m archive.Message
-			if err := json.Unmarshal(msg.Data(), &m); err != nil {
-				// Ingest validated it; a bad record here was written by something else.
-				s.log().Error("skipping undecodable stored message", "subject", msg.Subject(), "err", err)
+			if done {
 				continue
 			}
-			fn(m)
+			if meta, err := msg.Metadata(); err == nil && meta.Sequence.Stream > upto {
+				done = true // in sequence order: nothing later is wanted
+				continue
+			}
+			s.scanned.Add(1)
+			if err := fn(msg); err != nil {
+				return err
+			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return fmt.Errorf("read messages: %w", err)
+		}
+		if done {
+			return nil
 		}
 		if n == 0 {
 			if err := ctx.Err(); err != nil {
@@ -216,14 +545,14 @@ func (s *Store) ServeNATS(ctx context.Context) (*nats.Subscription, error) {
 			reply(map[string]string{"error": err.Error()})
 			return
 		}
-		msgs, err := DecodeMessages(m.Data, MaxBatchBytes)
+		items, err := DecodeBatch(m.Data, MaxBatchBytes)
 		if err != nil {
 			reply(map[string]string{"error": err.Error()})
 			return
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		res, err := s.Ingest(rctx, c, msgs)
+		res, err := s.IngestItems(rctx, c, items)
 		if err != nil {
 			s.log().Warn("ingest refused", "community", c.String(), "err", err)
 			reply(map[string]string{"error": err.Error()})

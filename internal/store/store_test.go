@@ -1,37 +1,64 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/sha3"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
-var community = func() archive.CommunityID {
-	id, _ := archive.ParseCommunityID("0x02cfca2ca218f099107c5d4b61cb17bd6566137dbecf7e4557984c882a16accd87")
-	return id
-}()
+const start = 1_700_006_400 // a UTC midnight
 
-func msg(ts uint64) archive.Message {
-	p := make([]byte, 40)
+var (
+	communityKey = secp256k1.PrivKeyFromBytes(bytes.Repeat([]byte{7}, 32))
+	community    = func() archive.CommunityID {
+		var id archive.CommunityID
+		copy(id[:], communityKey.PubKey().SerializeCompressed())
+		return id
+	}()
+	topic = archive.Topic{1}
+)
+
+// register puts the test community in the registry, archiving topic from since.
+func register(t *testing.T, b *bus.Bus, since uint64) {
+	t.Helper()
+	com := &registry.Community{ID: community, Topics: []archive.Topic{topic}, Interval: registry.Duration(7 * 24 * time.Hour),
+		Since: since, SigningKey: communityKey.Serialize()}
+	if err := registry.New(b.Communities).Put(context.Background(), com); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func msgSized(ts uint64, payload int) archive.Message {
+	p := make([]byte, payload)
 	rand.Read(p)
 	h := sha3.NewLegacyKeccak256()
 	h.Write(p)
 	sig := make([]byte, 65)
 	sig[0] = 4
-	return archive.Message{Sig: sig, Timestamp: ts, Topic: archive.Topic{1}, Payload: p, Hash: h.Sum(nil)}
+	return archive.Message{Sig: sig, Timestamp: ts, Topic: topic, Payload: p, Hash: h.Sum(nil)}
 }
+
+func msg(ts uint64) archive.Message { return msgSized(ts, 40) }
 
 func collect(t *testing.T, src archive.Source, from, to uint64) []archive.Message {
 	t.Helper()
@@ -45,11 +72,11 @@ func collect(t *testing.T, src archive.Source, from, to uint64) []archive.Messag
 	return out
 }
 
-func TestRangeReadCostAndLateMessages(t *testing.T) {
+func TestRangeReadCostAndDuplicates(t *testing.T) {
 	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	register(t, b, start)
 	s := &Store{Bus: b}
 	ctx := context.Background()
-	const start = 1_700_006_400 // a UTC midnight
 	var all []archive.Message
 	for d := uint64(0); d < 60; d++ {
 		for i := uint64(0); i < 20; i++ {
@@ -73,13 +100,14 @@ func TestRangeReadCostAndLateMessages(t *testing.T) {
 			t.Fatal("messages not ordered by timestamp")
 		}
 	}
-	// A late message for that week, and a duplicate, before the window is built.
-	late := msg(start + 12*day + 5)
-	if res, _ := s.Ingest(ctx, community, []archive.Message{late, all[0]}); res.Stored != 1 || res.Duplicates != 1 {
-		t.Fatalf("late ingest: %+v", res)
+	// A message sent again is a duplicate however late it comes: its subject
+	// is taken. A new one in the same week is stored.
+	extra := msg(start + 12*day + 5)
+	if res, _ := s.Ingest(ctx, community, []archive.Message{extra, all[0], all[500], extra}); res.Stored != 1 || res.Duplicates != 3 {
+		t.Fatalf("re-ingest: %+v", res)
 	}
 	if got := collect(t, src, start+10*day, start+17*day); len(got) != 141 {
-		t.Fatalf("after a late message the week has %d, want 141", len(got))
+		t.Fatalf("after one more message the week has %d, want 141", len(got))
 	}
 	// Reads leave no consumers behind (a server limit caps them).
 	si, err := b.JS.Stream(ctx, bus.StreamMessages)
@@ -90,26 +118,260 @@ func TestRangeReadCostAndLateMessages(t *testing.T) {
 	if info.State.Consumers != 0 {
 		t.Fatalf("%d consumers left on the message stream after reads", info.State.Consumers)
 	}
+	if info.State.Msgs != uint64(len(all)+1) {
+		t.Fatalf("stream holds %d records, want %d", info.State.Msgs, len(all)+1)
+	}
 	// Partial-day bounds are exact.
 	if got := collect(t, src, start+3600, start+2*3600+1); len(got) != 2 {
 		t.Fatalf("two-hour range read %d messages, want 2", len(got))
 	}
 }
 
-func TestIngestRejectsBadInput(t *testing.T) {
+// TestLateMessagesAreFound stores messages, takes a build's watermark, marks
+// their window archived, and checks that what arrives afterwards for that
+// window is answered late, found by LateWindows and read by Between, and
+// nothing else.
+func TestLateMessagesAreFound(t *testing.T) {
 	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
-	reg := registry.New(b.Communities)
-	s := &Store{Bus: b, Known: func(ctx context.Context, c archive.CommunityID) error {
-		_, err := reg.Get(ctx, c)
-		return err
-	}}
+	register(t, b, start)
+	s := &Store{Bus: b}
+	ctx := context.Background()
+	const iv = 7 * day
+	onTime := []archive.Message{msg(start + 10), msg(start + day), msg(start + iv + 5)}
+	if res, err := s.Ingest(ctx, community, onTime); err != nil || res.Stored != 3 {
+		t.Fatalf("ingest: %+v %v", res, err)
+	}
+	w, err := s.Watermark(ctx)
+	if err != nil || w == 0 {
+		t.Fatalf("watermark %d, %v", w, err)
+	}
+	// The build of [start, start+2iv) committed.
+	if _, err := (&state.Store{KV: b.State}).Put(ctx, community.String(), &state.Build{LastEnd: start + 2*iv, Fence: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	late := []archive.Message{msg(start + 3*day), msg(start + iv + 100), msg(start + iv + 200)}
+	current := msg(start + 2*iv + 1)
+	res, err := s.Ingest(ctx, community, append(late, current, onTime[0]))
+	if err != nil || res.Late != 3 || res.Stored != 1 || res.Duplicates != 1 || len(res.Messages) != 3 {
+		t.Fatalf("ingest after the build: %+v %v", res, err)
+	}
+	w2, _ := s.Watermark(ctx)
+	wins, n, err := s.LateWindows(ctx, community, w, w2, start, start+2*iv, iv*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []archive.Window{{From: start, To: start + iv}, {From: start + iv, To: start + 2*iv}}
+	if n != 3 || fmt.Sprint(wins) != fmt.Sprint(want) {
+		t.Fatalf("late windows %v (%d messages), want %v (3)", wins, n, want)
+	}
+	if got := collect(t, s.Between(community, w, w2), start, start+2*iv); len(got) != 3 {
+		t.Fatalf("late source read %d messages, want the 3 late ones", len(got))
+	}
+	if got := collect(t, s.Between(community, 0, w), start, start+2*iv); len(got) != 3 {
+		t.Fatalf("the build's source read %d messages, want the 3 on time", len(got))
+	}
+	// Nothing after w2 is late for a build that saw w2.
+	if wins, n, _ := s.LateWindows(ctx, community, w2, w2, start, start+2*iv, iv*time.Second); n != 0 || len(wins) != 0 {
+		t.Fatalf("late windows after the watermark: %v", wins)
+	}
+}
+
+// TestIngestOutcomes sends one mixed batch through every path: each message
+// gets its outcome, refused ones are never stored, and large messages (1 MiB
+// with the server's default limits, 5 MB where the server's max payload is
+// raised for the NATS path) are stored and read back whole.
+func TestIngestOutcomes(t *testing.T) {
+	ns := testenv.NATS(t, func(o *server.Options) { o.MaxPayload = 16 << 20 })
+	b := testenv.Bus(t, ns, bus.Config{})
+	now := uint64(time.Now().Unix())
+	register(t, b, now-30*day)
+	s := &Store{Bus: b}
+	sub, err := s.ServeNATS(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	srv := httptest.NewServer(func() http.Handler {
+		mux := http.NewServeMux()
+		mux.Handle(IngestPath, s.Handler(""))
+		return mux
+	}())
+	defer srv.Close()
+
+	for _, path := range []string{"http", "nats"} {
+		t.Run(path, func(t *testing.T) {
+			ts := now - 2*day
+			good := msg(ts)
+			foreign := msg(ts)
+			foreign.Topic = archive.Topic{9, 9, 9, 9}
+			early := msg(now - 40*day)
+			badSig := msg(ts)
+			badSig.Sig = badSig.Sig[:10]
+			huge := msgSized(ts, 1<<20)
+			big := msgSized(ts, 5_000_000)
+			disabledTopic := msg(ts) // a stand-in for the cap check below: the batch must fit a request
+			disabledTopic.Topic = archive.Topic{8}
+			longHash := msg(ts)
+			longHash.Hash = bytes.Repeat([]byte{1}, MaxHashBytes+1)
+			var lines [][]byte
+			for _, m := range []archive.Message{good, foreign, early, badSig, huge, big, disabledTopic, longHash, good} {
+				j, _ := json.Marshal(m)
+				lines = append(lines, j)
+			}
+			lines = append(lines, []byte(`{"sig":"0x04","bogus":1}`))
+			body := bytes.Join(lines, []byte("\n"))
+			var res IngestResult
+			if path == "http" {
+				resp, err := http.Post(srv.URL+"/v1/communities/"+community.String()+"/messages", "application/x-ndjson", bytes.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				reply, err := b.NC.Request(bus.SubjectIngest(community.String()), body, 30*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := json.Unmarshal(reply.Data, &res); err != nil {
+					t.Fatalf("%v: %s", err, reply.Data)
+				}
+			}
+			if res.Stored != 3 || res.Duplicates != 1 || res.Refused != 6 || res.Late != 0 || res.Failed != 0 {
+				t.Fatalf("outcomes %+v; want 3 stored (one of 1 MiB, one of 5 MB), 1 duplicate, 6 refused", res)
+			}
+			reasons := map[int]string{1: "not one of the community's topics", 2: "before the community's archives start",
+				3: "sig must be", 6: "not one of the community's topics", 7: "hash is 65 bytes", 9: "unknown field"}
+			for _, r := range res.Messages {
+				if r.Outcome != Refused || !strings.Contains(r.Reason, reasons[r.Index]) {
+					t.Errorf("message %d: %s %q; want refused with %q", r.Index, r.Outcome, r.Reason, reasons[r.Index])
+				}
+				delete(reasons, r.Index)
+			}
+			if len(reasons) != 0 {
+				t.Errorf("no outcome for messages %v", reasons)
+			}
+			got := collect(t, s.Source(community), now-50*day, now)
+			want := map[string]int{string(good.Hash): 40, string(huge.Hash): 1 << 20, string(big.Hash): 5_000_000}
+			for _, m := range got {
+				if _, ok := want[string(m.Hash)]; !ok {
+					continue // stored by the other path
+				}
+				if len(m.Payload) != want[string(m.Hash)] {
+					t.Fatalf("message %s read back with %d payload bytes, want %d", m.Hash, len(m.Payload), want[string(m.Hash)])
+				}
+				delete(want, string(m.Hash))
+			}
+			if len(want) != 0 {
+				t.Fatalf("%d stored messages not read back", len(want))
+			}
+			for _, m := range got {
+				for _, r := range []archive.Message{foreign, early, badSig, disabledTopic, longHash} {
+					if bytes.Equal(m.Hash, r.Hash) && r.Topic == m.Topic && m.Timestamp == r.Timestamp && len(m.Sig) == len(r.Sig) {
+						t.Fatalf("refused message %s was stored", r.Hash)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestIngestRefusesOverCap sends a message one byte over the archive cap,
+// as its own request (it is 60 MB as hex JSON), and one just under.
+func TestIngestRefusesOverCap(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	register(t, b, start)
+	s := &Store{Bus: b}
+	srv := httptest.NewServer(func() http.Handler {
+		mux := http.NewServeMux()
+		mux.Handle(IngestPath, s.Handler(""))
+		return mux
+	}())
+	defer srv.Close()
+	for _, tt := range []struct {
+		payload int
+		want    Outcome
+	}{{archive.MaxMessageBytes - 65 + 1, Refused}, {archive.MaxMessageBytes - 65, Stored}} {
+		m := msgSized(start, tt.payload)
+		body, _ := json.Marshal(m)
+		resp, err := http.Post(srv.URL+"/v1/communities/"+community.String()+"/messages", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res IngestResult
+		err = json.NewDecoder(resp.Body).Decode(&res)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d, %v", resp.StatusCode, err)
+		}
+		if got := map[Outcome]int{Refused: res.Refused, Stored: res.Stored}[tt.want]; got != 1 {
+			t.Fatalf("payload of %d bytes: %+v, want %s", tt.payload, res, tt.want)
+		}
+		if tt.want == Refused && !strings.Contains(res.Messages[0].Reason, "archive cap") {
+			t.Fatalf("reason %q", res.Messages[0].Reason)
+		}
+	}
+	got := collect(t, s.Source(community), start, start+1)
+	if len(got) != 1 || len(got[0].Payload) != archive.MaxMessageBytes-65 {
+		t.Fatalf("read back %d messages; want the one at the cap", len(got))
+	}
+}
+
+// TestStreamCostPerMessage compares what a stored message costs in the
+// stream with the JSON records of earlier versions (figures in the log).
+func TestStreamCostPerMessage(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	register(t, b, start)
+	s := &Store{Bus: b}
+	ctx := context.Background()
+	const n = 2000
+	msgs := make([]archive.Message, n)
+	for i := range msgs {
+		msgs[i] = msgSized(start+uint64(i), 256)
+	}
+	if _, err := s.Ingest(ctx, community, msgs); err != nil {
+		t.Fatal(err)
+	}
+	si, _ := b.JS.Stream(ctx, bus.StreamMessages)
+	info, _ := si.Info(ctx)
+	perMsg := float64(info.State.Bytes) / n
+	// The same messages as earlier versions stored them: JSON on the day
+	// subject with a Nats-Msg-Id, measured on the same stream.
+	for i := range msgs {
+		j, _ := json.Marshal(msgs[i])
+		if _, err := b.JS.Publish(ctx, fmt.Sprintf("msgs.%s.%d", community, msgs[i].Timestamp/day), j,
+			jetstream.WithMsgID("m:"+community.String()+":"+hex.EncodeToString(msgs[i].Hash))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info2, _ := si.Info(ctx)
+	legacy := float64(info2.State.Bytes-info.State.Bytes) / n
+	t.Logf("stream bytes per message with a 256-byte payload: %.0f binary record, %.0f JSON record of earlier versions (%.0f%%)",
+		perMsg, legacy, 100*perMsg/legacy)
+	if perMsg >= legacy {
+		t.Fatalf("binary records cost %.0f bytes each, not less than JSON's %.0f", perMsg, legacy)
+	}
+	// Both are read, each message once.
+	if got := collect(t, s.Source(community), start, start+n); len(got) != n {
+		t.Fatalf("read %d messages from both kinds of record, want %d", len(got), n)
+	}
+}
+
+func TestIngestRejectsBadRequests(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	s := &Store{Bus: b}
 	srv := httptest.NewServer(func() http.Handler {
 		mux := http.NewServeMux()
 		mux.Handle(IngestPath, s.Handler("secret"))
 		return mux
 	}())
 	defer srv.Close()
-	good, _ := json.Marshal([]archive.Message{msg(5)})
+	good, _ := json.Marshal([]archive.Message{msg(start)})
 	tests := []struct {
 		name, id, token, body string
 		code                  int
@@ -118,7 +380,7 @@ func TestIngestRejectsBadInput(t *testing.T) {
 		{"wrong token", community.String(), "nope", string(good), http.StatusUnauthorized},
 		{"bad id", "0x..%2F..%2Fetc", "secret", string(good), http.StatusBadRequest},
 		{"bad json", community.String(), "secret", "[{", http.StatusBadRequest},
-		{"bad message", community.String(), "secret", `[{"sig":"0x04","timestamp":1,"topic":"0x00000001","payload":"0x","hash":"0x01"}]`, http.StatusBadRequest},
+		{"empty", community.String(), "secret", " ", http.StatusBadRequest},
 		{"unknown community", community.String(), "secret", string(good), http.StatusNotFound},
 	}
 	for _, tt := range tests {

@@ -22,11 +22,16 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 )
 
-// NATS starts a JetStream server storing under a temp dir; it stops with the test.
-func NATS(t testing.TB) *server.Server {
+// NATS starts a JetStream server storing under a temp dir; it stops with the
+// test. Options, if given, adjust the server's options first (e.g. MaxPayload).
+func NATS(t testing.TB, options ...func(*server.Options)) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{ServerName: "test", Host: "127.0.0.1", Port: -1,
-		JetStream: true, StoreDir: filepath.Join(t.TempDir(), "js"), NoSigs: true, NoLog: true})
+	o := &server.Options{ServerName: "test", Host: "127.0.0.1", Port: -1,
+		JetStream: true, StoreDir: filepath.Join(t.TempDir(), "js"), NoSigs: true, NoLog: true}
+	for _, f := range options {
+		f(o)
+	}
+	s, err := server.NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}
