@@ -101,8 +101,9 @@ func main() {
 	time.Sleep(time.Second)
 
 	t1 := time.Now()
-	evs, err := schedule.Backfill(ctx, b, coms, time.Now())
+	outcomes, err := schedule.Backfill(ctx, b, coms, time.Now(), 0)
 	check(err)
+	evs := schedule.Published(outcomes)
 	log.Printf("published %d due events", len(evs))
 	ann, err := b.JS.Stream(ctx, bus.StreamAnnounced)
 	check(err)

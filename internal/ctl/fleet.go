@@ -2,8 +2,6 @@ package ctl
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -20,6 +18,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/schedule"
 	"github.com/archivefleet/archivefleet/internal/state"
 )
 
@@ -199,26 +198,6 @@ func communitySet(ctx context.Context, env Env, verb string, args []string) erro
 	return nil
 }
 
-// nextEnd is where a community's next window ends: one interval after its
-// archives end (or after its start when nothing is archived yet).
-func nextEnd(c *registry.Community, lastEnd uint64) uint64 {
-	return c.NextStart(lastEnd) + uint64(time.Duration(c.Interval)/time.Second)
-}
-
-// dueEnd is the End of the due event the scheduler publishes at now with no
-// settle time: the last whole window boundary at or before now, or 0 when
-// no window has closed. schedule.NextDueSettle with settle 0 computes the
-// same (a test checks); archivectl does not link the scheduler.
-func dueEnd(c *registry.Community, lastEnd uint64, now time.Time) uint64 {
-	anchor := c.NextStart(lastEnd)
-	iv := uint64(time.Duration(c.Interval) / time.Second)
-	n := uint64(max(now.Unix(), 0))
-	if iv == 0 || n < anchor+iv {
-		return 0
-	}
-	return anchor + (n-anchor)/iv*iv
-}
-
 // shortID fits a community id in a narrow column; -wide prints it whole.
 func shortID(id archive.CommunityID) string {
 	s := id.String()
@@ -292,7 +271,8 @@ func communityList(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		next := nextEnd(c, bs.LastEnd)
+		nextAt, _ := schedule.NextDue(c, bs.LastEnd, time.Now())
+		next := uint64(nextAt.Unix())
 		status := "active"
 		if c.Disabled {
 			status = "disabled"
@@ -334,17 +314,6 @@ func orDash(s string) string {
 	return s
 }
 
-// operatorMsgID is the message id of an event an operator publishes: never
-// the scheduler's deterministic one, and never an earlier run's, so a re-run
-// (after a dead letter, say) is not dropped as a duplicate within the
-// stream's dedup window. The archiver skips windows already archived, so
-// extra events are harmless.
-func operatorMsgID(kind string, ev bus.DueEvent, now time.Time) string {
-	var nonce [4]byte
-	rand.Read(nonce[:])
-	return fmt.Sprintf("%s:%s:%d:%d-%s", kind, ev.Community, ev.End, now.UnixNano(), hex.EncodeToString(nonce[:]))
-}
-
 func runBackfill(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet(env, "backfill", "-community 0x… | -all [-wait]")
 	url := natsFlag(fs)
@@ -381,37 +350,27 @@ func runBackfill(ctx context.Context, env Env, args []string) error {
 		}
 		coms = []*registry.Community{c}
 	}
-	st := &state.Store{KV: b.State}
 	now := time.Now()
-	var evs []bus.DueEvent
-	for _, c := range coms {
-		id := c.ID.String()
-		if c.Disabled {
+	outcomes, err := schedule.Backfill(ctx, b, coms, now, 0)
+	for _, o := range outcomes {
+		id := o.Community.ID.String()
+		switch {
+		case o.Community.Disabled:
 			fmt.Fprintf(env.Stdout, "%s: disabled, skipped\n", id)
-			continue
-		}
-		cur, _, err := st.GetBuild(ctx, id)
-		if err != nil {
-			return fmt.Errorf("%s: %w", id, err)
-		}
-		end := dueEnd(c, cur.LastEnd, now)
-		if end == 0 {
-			fmt.Fprintf(env.Stdout, "%s: already archived to %s; the next window ends %s (%s)\n", id, orDash(tsIf(cur.LastEnd)),
-				ts(nextEnd(c, cur.LastEnd)), relative(time.Unix(int64(nextEnd(c, cur.LastEnd)), 0), now))
-			continue
-		}
-		ev := bus.DueEvent{Community: id, From: c.NextStart(cur.LastEnd), End: end, Reason: "backfill"}
-		ack, err := b.Publish(ctx, bus.SubjectDue(id), operatorMsgID("backfill", ev, now), ev)
-		if err != nil {
-			return fmt.Errorf("%s: %w", id, err)
-		}
-		if ack.Duplicate {
+		case o.Event == nil:
+			next, _ := schedule.NextDue(o.Community, o.LastEnd, now)
+			fmt.Fprintf(env.Stdout, "%s: already archived to %s; the next window ends %s (%s)\n", id, orDash(tsIf(o.LastEnd)),
+				ts(uint64(next.Unix())), relative(next, now))
+		case o.Duplicate:
 			fmt.Fprintf(env.Stdout, "%s: duplicate: an identical event is already queued, nothing new published\n", id)
-			continue
+		default:
+			fmt.Fprintf(env.Stdout, "%s: published [%s, %s)\n", id, ts(o.Event.From), ts(o.Event.End))
 		}
-		fmt.Fprintf(env.Stdout, "%s: published [%s, %s)\n", id, ts(ev.From), ts(ev.End))
-		evs = append(evs, ev)
 	}
+	if err != nil {
+		return err
+	}
+	evs := schedule.Published(outcomes)
 	fmt.Fprintf(env.Stdout, "published %d due events\n", len(evs))
 	if !*wait || len(evs) == 0 {
 		return nil
@@ -523,7 +482,7 @@ func runTrigger(ctx context.Context, env Env, args []string) error {
 	// Its own id: an operator's request must not vanish as a duplicate of a
 	// scheduled event that happens to end at the same second, nor of an
 	// earlier trigger.
-	ack, err := b.Publish(ctx, bus.SubjectDue(ev.Community), operatorMsgID("trigger", ev, now), ev)
+	ack, err := b.Publish(ctx, bus.SubjectDue(ev.Community), schedule.OperatorMsgID("trigger", ev, now), ev)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/schedule"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -170,28 +168,6 @@ func TestBackfillWait(t *testing.T) {
 	stdout, stderr, code := run(t, "", "backfill", "-nats", url, "-all", "-wait")
 	if code != 0 || !strings.Contains(stdout, "published 1 due events") || !strings.Contains(stderr, "1/1") || !strings.HasSuffix(stderr, "\n") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
-	}
-}
-
-// TestDueEndMatchesScheduler checks archivectl's copy of the due rule
-// (it does not link the scheduler) against the scheduler's.
-func TestDueEndMatchesScheduler(t *testing.T) {
-	r := mrand.New(mrand.NewPCG(1, 2))
-	for i := 0; i < 20000; i++ {
-		iv := time.Duration(1+r.IntN(3600)) * time.Second
-		com := &registry.Community{Interval: registry.Duration(iv), Since: uint64(1_700_000_000 + r.IntN(100000))}
-		var lastEnd uint64
-		if r.IntN(2) == 0 {
-			lastEnd = com.Since + uint64(r.IntN(100000))
-		}
-		now := time.Unix(int64(com.Since)+int64(r.IntN(300000))-1000, int64(r.IntN(1e9)))
-		at, want := schedule.NextDueSettle(com, lastEnd, now, 0)
-		if got := dueEnd(com, lastEnd, now); got != want {
-			t.Fatalf("interval %v since %d lastEnd %d now %v: dueEnd %d, scheduler %d", iv, com.Since, lastEnd, now.Unix(), got, want)
-		}
-		if got := nextEnd(com, lastEnd); got != uint64(at.Unix()) {
-			t.Fatalf("nextEnd %d, scheduler %d", got, at.Unix())
-		}
 	}
 }
 

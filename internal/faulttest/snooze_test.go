@@ -246,9 +246,9 @@ func TestDeadLetteredWindowBackfilled(t *testing.T) {
 	if ack, err := e.ctl.Publish(ctx, bus.SubjectDue(ev.Community), ev.MsgID(), ev); err != nil || !ack.Duplicate {
 		t.Fatalf("an event under the scheduler's id was not dropped as a duplicate (%v): the backfill check proves nothing", err)
 	}
-	evs, err := schedule.Backfill(ctx, e.ctl, []*registry.Community{coms[0]}, time.Now())
-	if err != nil || len(evs) != 1 || evs[0].End != end {
-		t.Fatalf("backfill: %+v %v", evs, err)
+	outcomes, err := schedule.Backfill(ctx, e.ctl, []*registry.Community{coms[0]}, time.Now(), 0)
+	if evs := schedule.Published(outcomes); err != nil || len(evs) != 1 || evs[0].End != end {
+		t.Fatalf("backfill: %+v %v", outcomes, err)
 	}
 	e.waitBuilt(coms[0], end, 60*time.Second)
 	e.checkArchived(coms[0], msgs[0])
