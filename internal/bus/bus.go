@@ -10,7 +10,7 @@
 //	archive.republish.<community>  scheduler → announcer     RepublishEvent  (work queue)
 //	archive.announced.<community>  announcer → Waku bridge   ApplicationMetadataMessage bytes
 //	archive.dlq.<kind>             any       → operators     DeadLetter
-//	msgs.<community>.<day>         ingest    → archiver      archive.Message JSON
+//	msgs.<community>.<day>.<hash>  ingest    → archiver      one message (see internal/store)
 package bus
 
 import (
@@ -60,8 +60,10 @@ func SubjectDLQ(kind string) string    { return "archive.dlq." + kind }
 // SubjectIngest is the core-NATS request subject for ingesting messages.
 func SubjectIngest(c string) string { return "archive.ingest." + c }
 
-// SubjectMessages is where a community's stored messages of one UTC day live.
-func SubjectMessages(c string, day uint64) string { return fmt.Sprintf("msgs.%s.%d", c, day) }
+// SubjectMessagesLegacy is where versions before per-message subjects kept a
+// community's messages of one UTC day, as JSON; the store still reads them.
+// Current records are on store.Subject.
+func SubjectMessagesLegacy(c string, day uint64) string { return fmt.Sprintf("msgs.%s.%d", c, day) }
 
 // Config tunes the topology. Zero values take the defaults in Setup.
 type Config struct {
@@ -130,6 +132,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 		{Name: StreamSeeding, Subjects: []string{"archive.seeding.*", "archive.republish.*"}, Retention: jetstream.WorkQueuePolicy},
 		{Name: StreamAnnounced, Subjects: []string{"archive.announced.*"}, MaxMsgsPerSubject: 16, MaxAge: 30 * 24 * time.Hour},
 		{Name: StreamDLQ, Subjects: []string{"archive.dlq.>"}, MaxAge: 30 * 24 * time.Hour},
+		// msgs.<c>.<day> holds records of earlier versions.
 		{Name: StreamMessages, Subjects: []string{"msgs.*.*", "msgs.*.*.*"}, MaxAge: cfg.MessageRetention},
 	}
 	for _, sc := range streams {

@@ -53,7 +53,7 @@ func TestBadInput(t *testing.T) {
 	msgs := messages(com, 600, 300, now-3*3600, now)
 	e.ingest(com, msgs)
 	// Garbage written straight into the message store, bypassing ingest.
-	if _, err := e.ctl.JS.Publish(ctx, bus.SubjectMessages(com.ID.String(), (now-3*3600)/86400), []byte("garbage{")); err != nil {
+	if _, err := e.ctl.JS.Publish(ctx, bus.SubjectMessagesLegacy(com.ID.String(), (now-3*3600)/86400), []byte("garbage{")); err != nil {
 		t.Fatal(err)
 	}
 	e.start("archiver", "archiver", "ARCHIVEFLEET_WORK_DIR="+filepath.Join(e.dir, "a"))

@@ -51,6 +51,9 @@ const day = 86400
 // payload.
 const InlinePayloadBytes = 256 << 10
 
+// asyncWindow is how many publishes ingest has in flight at most.
+const asyncWindow = 1000
+
 // MaxHashBytes bounds a message hash: it names the message's subject. Waku
 // message hashes are 32 bytes.
 const MaxHashBytes = 64
@@ -196,6 +199,32 @@ func (s *Store) IngestItems(ctx context.Context, c archive.CommunityID, items []
 		err    error
 	}
 	var sent []pending
+	// Wait for acks every asyncWindow messages: the client holds a bounded
+	// number of unacknowledged publishes and fails those past it.
+	drain := func() {
+		for _, p := range sent {
+			err := p.err
+			if err == nil {
+				select {
+				case <-p.future.Ok():
+				case err = <-p.future.Err():
+				case <-ctx.Done():
+					err = ctx.Err()
+				}
+			}
+			switch {
+			case err == nil && p.m.Timestamp < archivedTo:
+				res.add(Late, p.i, p.m.Hash, fmt.Sprintf("its window (before %d) is already archived: it goes into a supplement archive at the next build", archivedTo))
+			case err == nil:
+				res.add(Stored, p.i, p.m.Hash, "")
+			case isDuplicate(err):
+				res.add(Duplicate, p.i, p.m.Hash, "")
+			default:
+				res.add(Failed, p.i, p.m.Hash, fmt.Sprintf("not stored: %v; send it again", err))
+			}
+		}
+		sent = sent[:0]
+	}
 	for i := range items {
 		m := &items[i].Msg
 		if reason := refusal(com, &items[i]); reason != "" {
@@ -204,28 +233,12 @@ func (s *Store) IngestItems(ctx context.Context, c archive.CommunityID, items []
 		}
 		f, err := s.publish(ctx, c, m)
 		sent = append(sent, pending{i: i, m: m, future: f, err: err})
-	}
-	for _, p := range sent {
-		err := p.err
-		if err == nil {
-			select {
-			case <-p.future.Ok():
-			case err = <-p.future.Err():
-			case <-ctx.Done():
-				err = ctx.Err()
-			}
-		}
-		switch {
-		case err == nil && p.m.Timestamp < archivedTo:
-			res.add(Late, p.i, p.m.Hash, fmt.Sprintf("its window (before %d) is already archived: it goes into a supplement archive at the next build", archivedTo))
-		case err == nil:
-			res.add(Stored, p.i, p.m.Hash, "")
-		case isDuplicate(err):
-			res.add(Duplicate, p.i, p.m.Hash, "")
-		default:
-			res.add(Failed, p.i, p.m.Hash, fmt.Sprintf("not stored: %v; send it again", err))
+		if len(sent) == asyncWindow {
+			drain()
 		}
 	}
+	drain()
+	slices.SortFunc(res.Messages, func(a, b MessageResult) int { return cmp.Compare(a.Index, b.Index) })
 	if s.Metrics != nil {
 		for o, n := range map[Outcome]int{Stored: res.Stored, Duplicate: res.Duplicates, Late: res.Late, Refused: res.Refused, Failed: res.Failed} {
 			s.Metrics.messages.WithLabelValues(string(o)).Add(float64(n))
