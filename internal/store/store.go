@@ -315,7 +315,8 @@ func Subject(c archive.CommunityID, timestamp uint64, hash []byte) string {
 // daySubjects are the subjects of one day: this version's and the one
 // record-per-day subject earlier versions wrote.
 func daySubjects(c string, d uint64) []string {
-	return []string{fmt.Sprintf("msgs.%s.%d", c, d), fmt.Sprintf("msgs.%s.%d.*", c, d)}
+	legacy := bus.SubjectMessagesLegacy(c, d)
+	return []string{legacy, legacy + ".*"}
 }
 
 func bodyObject(c archive.CommunityID, hash []byte) string {
