@@ -216,7 +216,6 @@ func newBuilder(l Layout, o BuildOptions) (*builder, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	o.Logger = o.Logger.With("community", o.Community.String())
 	b := &builder{
 		o:        o,
 		dir:      l.ArchiveDir(o.Community),

@@ -49,7 +49,7 @@ func runBuild(ctx context.Context, env Env, args []string) error {
 	o := archive.BuildOptions{
 		Community: c, From: *from, To: *to, Interval: *interval, Source: src, Verify: *verify,
 		Torrent: archive.TorrentOptions{CreatedBy: *createdBy, Peers: peers, WebSeeds: webseeds},
-		Logger:  logger(env, *verbose),
+		Logger:  logger(env, *verbose).With("community", c.String()),
 	}
 	if *noTrackers {
 		o.Torrent.AnnounceList = [][]string{}
