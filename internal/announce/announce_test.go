@@ -7,17 +7,33 @@ import (
 	"testing"
 	"time"
 
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
+
+// ih is the infohash of the build committed helpers put in the state.
+const ih = "5ba51fec45a6e521db60b2e33dbabeb61308fdfa"
+
+// committed registers an hourly community and commits a build of ih for it.
+func committed(t *testing.T, b *bus.Bus) (*registry.Community, *state.Store) {
+	t.Helper()
+	ctx := context.Background()
+	com := fixture.Community(time.Hour, 0, archive.Topic{1})
+	if err := registry.New(b.Communities).Put(ctx, com); err != nil {
+		t.Fatal(err)
+	}
+	st := &state.Store{KV: b.State}
+	if _, err := st.Put(ctx, com.ID.String(), &state.Build{LastEnd: 10, InfoHash: ih, Magnet: "magnet:?xt=urn:btih:" + ih}, 0); err != nil {
+		t.Fatal(err)
+	}
+	return com, st
+}
 
 type capture struct{ sent []*Announcement }
 
@@ -31,18 +47,7 @@ func (c *capture) Send(_ context.Context, a *Announcement) error {
 func TestClockOnlyGrows(t *testing.T) {
 	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
 	ctx := context.Background()
-	key, _ := secp256k1.GeneratePrivateKey()
-	com := &registry.Community{Topics: []archive.Topic{{1}}, SigningKey: key.Serialize(), Interval: registry.Duration(time.Hour)}
-	copy(com.ID[:], key.PubKey().SerializeCompressed())
-	if err := registry.New(b.Communities).Put(ctx, com); err != nil {
-		t.Fatal(err)
-	}
-	st := &state.Store{KV: b.State}
-	c := com.ID.String()
-	ih := "5ba51fec45a6e521db60b2e33dbabeb61308fdfa"
-	if _, err := st.Put(ctx, c, &state.Build{LastEnd: 10, InfoHash: ih, Magnet: "magnet:?xt=urn:btih:" + ih}, 0); err != nil {
-		t.Fatal(err)
-	}
+	com, st := committed(t, b)
 	now := time.Unix(1_800_000_000, 0)
 	tr := &capture{}
 	s := New(Service{Bus: b, Registry: registry.New(b.Communities), State: st, Transports: []Transport{tr},
@@ -83,27 +88,8 @@ func TestHandleOutcomes(t *testing.T) {
 	ns := testenv.NATS(t)
 	b := testenv.Bus(t, ns, bus.Config{})
 	ctx := context.Background()
-	key, _ := secp256k1.GeneratePrivateKey()
-	com := &registry.Community{Topics: []archive.Topic{{1}}, SigningKey: key.Serialize(), Interval: registry.Duration(time.Hour)}
-	copy(com.ID[:], key.PubKey().SerializeCompressed())
-	if err := registry.New(b.Communities).Put(ctx, com); err != nil {
-		t.Fatal(err)
-	}
-	st := &state.Store{KV: b.State}
-	ih := "5ba51fec45a6e521db60b2e33dbabeb61308fdfa"
-	if _, err := st.Put(ctx, com.ID.String(), &state.Build{LastEnd: 10, InfoHash: ih, Magnet: "magnet:?xt=urn:btih:" + ih}, 0); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(ctx, bus.BucketCommunities)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc.Close()
+	com, st := committed(t, b)
+	kv := testenv.ClosedBucket(t, ns, bus.BucketCommunities) // NATS unreachable
 	tests := []struct {
 		name      string
 		registry  *registry.Registry

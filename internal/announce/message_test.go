@@ -4,15 +4,15 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/pb"
 )
 
 func TestSignedMessage(t *testing.T) {
-	key, _ := secp256k1.GeneratePrivateKey()
-	msg, err := BuildMessage(key.Serialize(), 1795611274737, "magnet:?xt=urn:btih:5ba51fec45a6e521db60b2e33dbabeb61308fdfa")
+	key := fixture.Key()
+	msg, err := BuildMessage(key, 1795611274737, "magnet:?xt=urn:btih:5ba51fec45a6e521db60b2e33dbabeb61308fdfa")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +20,7 @@ func TestSignedMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(v.Community[:], key.PubKey().SerializeCompressed()) || v.Clock != 1795611274737 {
+	if v.Community != fixture.ID(key) || v.Clock != 1795611274737 {
 		t.Fatalf("verified %+v", v)
 	}
 	var amm pb.ApplicationMetadataMessage

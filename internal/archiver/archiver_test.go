@@ -9,13 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
@@ -84,9 +82,7 @@ func TestHandleOutcomes(t *testing.T) {
 	ns := testenv.NATS(t)
 	b := testenv.Bus(t, ns, bus.Config{})
 	ctx := context.Background()
-	key, _ := secp256k1.GeneratePrivateKey()
-	com := &registry.Community{Topics: []archive.Topic{{1}}, SigningKey: key.Serialize(), Interval: registry.Duration(time.Hour), Since: 1000}
-	copy(com.ID[:], key.PubKey().SerializeCompressed())
+	com := fixture.Community(time.Hour, 1000, archive.Topic{1})
 	reg := registry.New(b.Communities)
 	if err := reg.Put(ctx, com); err != nil {
 		t.Fatal(err)
@@ -95,23 +91,12 @@ func TestHandleOutcomes(t *testing.T) {
 	if _, err := st.Put(ctx, com.ID.String(), &state.Build{LastEnd: 5000, Fence: 1}, 0); err != nil {
 		t.Fatal(err)
 	}
-	corrupt, _ := secp256k1.GeneratePrivateKey()
-	var corruptID archive.CommunityID
-	copy(corruptID[:], corrupt.PubKey().SerializeCompressed())
+	corruptID := fixture.ID(fixture.Key())
 	if _, err := b.Communities.Put(ctx, corruptID.String(), []byte("{not a community")); err != nil {
 		t.Fatal(err)
 	}
 	// A registry whose connection is gone: NATS unreachable.
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(ctx, bus.BucketCommunities)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc.Close()
+	kv := testenv.ClosedBucket(t, ns, bus.BucketCommunities)
 
 	now := uint64(time.Now().Unix())
 	cancelled, cancel := context.WithCancel(ctx)

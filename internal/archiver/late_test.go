@@ -3,20 +3,18 @@ package archiver
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"golang.org/x/crypto/sha3"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
@@ -31,12 +29,8 @@ import (
 func TestLateMessagesGoIntoSupplements(t *testing.T) {
 	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
 	ctx := context.Background()
-	key, _ := secp256k1.GeneratePrivateKey()
-	com := &registry.Community{Topics: []archive.Topic{{1, 2, 3, 4}}, Interval: registry.Duration(time.Hour),
-		SigningKey: key.Serialize()}
-	copy(com.ID[:], key.PubKey().SerializeCompressed())
-	now := uint64(time.Now().Unix())
-	com.Since = now - 10*3600
+	key := fixture.Key()
+	com := fixture.CommunityFromKey(key, time.Hour, uint64(time.Now().Unix())-10*3600, archive.Topic{1, 2, 3, 4})
 	reg := registry.New(b.Communities)
 	if err := reg.Put(ctx, com); err != nil {
 		t.Fatal(err)
@@ -49,15 +43,7 @@ func TestLateMessagesGoIntoSupplements(t *testing.T) {
 	var mu sync.Mutex
 	ingested := map[string]bool{}
 	ingest := func(from, to uint64, n int) store.IngestResult {
-		msgs := make([]archive.Message, n)
-		for i := range msgs {
-			p := make([]byte, 100)
-			rand.Read(p)
-			h := sha3.NewLegacyKeccak256()
-			h.Write(p)
-			msgs[i] = archive.Message{Sig: key.PubKey().SerializeUncompressed(), Timestamp: from + uint64(i)*(to-from)/uint64(n),
-				Topic: com.Topics[0], Payload: p, Hash: h.Sum(nil)}
-		}
+		msgs := fixture.Messages{N: n, From: from, To: to, Topics: com.Topics[:1], Signers: [][]byte{fixture.Signer(key)}, Size: 100}.Make()
 		res, err := st.Ingest(ctx, com.ID, msgs)
 		if err != nil || res.Stored+res.Late != n {
 			t.Errorf("ingest: %+v %v", res, err)
@@ -147,18 +133,9 @@ func readIndex(t *testing.T, s *Service, c archive.CommunityID) []byte {
 
 func extract(t *testing.T, s *Service, c archive.CommunityID) ([]archive.Message, *archive.Index) {
 	t.Helper()
-	f, err := archive.OpenFolder(s.layout().ArchiveDir(c), nil, archive.Limits{})
+	msgs, ix, err := fixture.ReadFolder(s.layout().ArchiveDir(c), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []archive.Message
-	for _, e := range f.Index.ByFrom() {
-		a, err := archive.ReadArchive(f.Data, e, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, a.Messages...)
-	}
-	return out, f.Index
+	return msgs, ix
 }

@@ -5,7 +5,6 @@ package faulttest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -136,25 +135,8 @@ func (e *env) connect() *bus.Bus {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	log  *lockedBuffer
+	log  *testenv.Buffer
 	done chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // start runs a service binary with the shared settings plus extra.
@@ -172,7 +154,7 @@ func (e *env) start(name, bin string, extra ...string) *proc {
 		"ARCHIVEFLEET_SETTLE=0s",
 	)
 	cmd.Env = append(cmd.Env, extra...)
-	p := &proc{name: name, cmd: cmd, log: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, log: &testenv.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)

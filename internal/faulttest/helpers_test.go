@@ -2,45 +2,30 @@ package faulttest
 
 import (
 	"context"
-	"crypto/rand"
 	"regexp"
 	"testing"
 	"time"
 
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
-	"golang.org/x/crypto/sha3"
-
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 func (e *env) register(interval time.Duration, since uint64) *registry.Community {
-	key, _ := secp256k1.GeneratePrivateKey()
-	com := &registry.Community{Topics: []archive.Topic{{1, 2, 3, 4}}, Interval: registry.Duration(interval), Since: since, SigningKey: key.Serialize()}
-	copy(com.ID[:], key.PubKey().SerializeCompressed())
+	com := fixture.Community(interval, since, archive.Topic{1, 2, 3, 4})
 	if err := registry.New(e.ctl.Communities).Put(context.Background(), com); err != nil {
 		e.t.Fatal(err)
 	}
 	return com
 }
 
-// messages makes n messages of size payload bytes spread over [from, to).
+// messages makes n messages of size payload bytes, from one signer on the
+// community's first topic, spread over [from, to).
 func messages(com *registry.Community, n, size int, from, to uint64) []archive.Message {
-	out := make([]archive.Message, n)
-	sig := make([]byte, 65)
-	sig[0] = 4
-	rand.Read(sig[1:])
-	for i := range out {
-		p := make([]byte, size)
-		rand.Read(p)
-		h := sha3.NewLegacyKeccak256()
-		h.Write(p)
-		out[i] = archive.Message{Sig: sig, Timestamp: from + uint64(i)*(to-from)/uint64(n), Topic: com.Topics[0], Payload: p, Hash: h.Sum(nil)}
-	}
-	return out
+	return fixture.Messages{N: n, From: from, To: to, Topics: com.Topics[:1], Size: size}.Make()
 }
 
 // communities registers k hourly communities starting at since, each given

@@ -187,86 +187,59 @@ func (c AllInOneConfig) UsageDefaults() map[string]string {
 		MinDemoSettle, DefaultFleetSettle)}
 }
 
-func bad(name string, v any, why string) error {
-	return fmt.Errorf("%s_%s=%v: %s", Prefix, name, v, why)
-}
-
-func nonEmpty(name, v string) error {
-	if strings.TrimSpace(v) == "" {
-		return bad(name, `""`, "empty")
-	}
-	return nil
-}
-
 // Validate checks the archiver's settings.
 func (c ArchiverConfig) Validate() error {
-	errs := []error{c.Common.Validate(), c.Redis.Validate(), nonEmpty("WORK_DIR", c.WorkDir), nonEmpty("HTTP_ADDR", c.HTTPAddr)}
-	if c.Slots < 1 {
-		errs = append(errs, bad("SLOTS", c.Slots, "must be at least 1"))
-	}
-	if c.LockTTL < time.Second {
-		errs = append(errs, bad("LOCK_TTL", c.LockTTL, "must be at least 1s"))
-	}
-	return errors.Join(errs...)
+	return errors.Join(c.Common.Validate(), c.Redis.Validate(), natsconf.NonEmpty("WORK_DIR", c.WorkDir),
+		natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr), natsconf.AtLeast("SLOTS", c.Slots, 1),
+		natsconf.AtLeast("LOCK_TTL", c.LockTTL, time.Second))
 }
 
 // Validate checks the Redis settings.
 func (r Redis) Validate() error {
-	if r.DB < 0 {
-		return bad("REDIS_DB", r.DB, "must not be negative")
+	if err := natsconf.NotNegative("REDIS_DB", r.DB); err != nil {
+		return err
 	}
-	return nonEmpty("REDIS_ADDR", r.Addr)
+	return natsconf.NonEmpty("REDIS_ADDR", r.Addr)
 }
 
 // Validate checks the seeder's settings.
 func (c SeederConfig) Validate() error {
-	return errors.Join(c.Common.Validate(), nonEmpty("SEEDER_ID", c.ID), nonEmpty("SEED_DIR", c.DataDir),
-		nonEmpty("BT_LISTEN", c.Listen), nonEmpty("HTTP_ADDR", c.HTTPAddr))
+	return errors.Join(c.Common.Validate(), natsconf.NonEmpty("SEEDER_ID", c.ID), natsconf.NonEmpty("SEED_DIR", c.DataDir),
+		natsconf.NonEmpty("BT_LISTEN", c.Listen), natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr))
 }
 
 // Validate checks the announcer's settings.
 func (c AnnouncerConfig) Validate() error {
-	errs := []error{c.Common.Validate(), nonEmpty("HTTP_ADDR", c.HTTPAddr)}
-	if c.Slots < 1 {
-		errs = append(errs, bad("SLOTS", c.Slots, "must be at least 1"))
-	}
-	return errors.Join(errs...)
+	return errors.Join(c.Common.Validate(), natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr), natsconf.AtLeast("SLOTS", c.Slots, 1))
 }
 
 // Validate checks the scheduler's settings.
 func (c SchedulerConfig) Validate() error {
-	errs := []error{c.Common.Validate(), nonEmpty("HTTP_ADDR", c.HTTPAddr)}
-	if c.Tick < 10*time.Millisecond {
-		errs = append(errs, bad("TICK", c.Tick, "must be at least 10ms"))
-	}
-	if c.Republish < 0 {
-		errs = append(errs, bad("REPUBLISH", c.Republish, "must not be negative"))
-	}
-	if c.RetryAfter < time.Second {
-		errs = append(errs, bad("RETRY_AFTER", c.RetryAfter, "must be at least 1s"))
-	}
-	return errors.Join(errs...)
+	return errors.Join(c.Common.Validate(), natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr), validateSchedule(c.Tick, c.Republish),
+		natsconf.AtLeast("RETRY_AFTER", c.RetryAfter, time.Second))
+}
+
+// validateSchedule checks the scheduling settings the scheduler and the
+// all-in-one share.
+func validateSchedule(tick, republish time.Duration) error {
+	return errors.Join(natsconf.AtLeast("TICK", tick, 10*time.Millisecond), natsconf.NotNegative("REPUBLISH", republish))
 }
 
 // Validate checks the all-in-one's settings.
 func (c AllInOneConfig) Validate() error {
 	com := c.Common
 	com.Settle = c.settle()
-	errs := []error{com.Validate(), nonEmpty("DATA_DIR", c.DataDir), nonEmpty("BT_LISTEN", c.BTListen), nonEmpty("HTTP_ADDR", c.HTTPAddr)}
+	errs := []error{com.Validate(), natsconf.NonEmpty("DATA_DIR", c.DataDir), natsconf.NonEmpty("BT_LISTEN", c.BTListen),
+		natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr)}
 	if c.NATSPort < -1 || c.NATSPort > 65535 {
-		errs = append(errs, bad("EMBEDDED_NATS_PORT", c.NATSPort, "must be a port, 0 or -1 (random)"))
+		errs = append(errs, natsconf.Bad("EMBEDDED_NATS_PORT", c.NATSPort, "must be a port, 0 or -1 (random)"))
 	}
 	if c.MaxPayload < 1024 || c.MaxPayload > MaxEmbeddedPayload {
-		errs = append(errs, bad("EMBEDDED_NATS_MAX_PAYLOAD", c.MaxPayload, "must be between 1KiB and 64MiB"))
+		errs = append(errs, natsconf.Bad("EMBEDDED_NATS_MAX_PAYLOAD", c.MaxPayload, "must be between 1KiB and 64MiB"))
 	}
-	if c.Tick < 10*time.Millisecond {
-		errs = append(errs, bad("TICK", c.Tick, "must be at least 10ms"))
-	}
-	if c.Republish < 0 {
-		errs = append(errs, bad("REPUBLISH", c.Republish, "must not be negative"))
-	}
+	errs = append(errs, validateSchedule(c.Tick, c.Republish))
 	if c.Demo && (c.DemoEvery < 2*time.Second || c.DemoEvery%time.Second != 0) {
-		errs = append(errs, bad("DEMO_INTERVAL", c.DemoEvery, "must be a whole number of seconds, at least 2s"))
+		errs = append(errs, natsconf.Bad("DEMO_INTERVAL", c.DemoEvery, "must be a whole number of seconds, at least 2s"))
 	}
 	return errors.Join(errs...)
 }

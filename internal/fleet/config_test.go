@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,37 +31,30 @@ func mainCase[T Config](t *testing.T, name string, defaults func() T, args []str
 	return code, buf.String(), ran
 }
 
+// mainSvc runs one service command's mainCase, reporting only whether it ran.
+type mainSvc struct {
+	name string
+	run  func(t *testing.T, args []string) (int, string, bool)
+}
+
+func mainRun[T Config](name string, defaults func() T) mainSvc {
+	return mainSvc{name, func(t *testing.T, args []string) (int, string, bool) {
+		c, s, r := mainCase(t, name, defaults, args)
+		return c, s, r != nil
+	}}
+}
+
 // TestMainFlagsAndConfig checks every service command: -h lists the
 // variables with defaults (exit 0) and runs nothing; unknown flags and
 // arguments exit 2; a bad setting exits 2 naming its variable; a good
 // environment reaches the service.
 func TestMainFlagsAndConfig(t *testing.T) {
-	type svc struct {
-		name string
-		run  func(t *testing.T, args []string) (int, string, bool)
-	}
-	wrap := func(name string, f func(*testing.T, []string) (int, string, bool)) svc { return svc{name, f} }
-	services := []svc{
-		wrap("scheduler", func(t *testing.T, a []string) (int, string, bool) {
-			c, s, r := mainCase(t, "scheduler", DefaultSchedulerConfig, a)
-			return c, s, r != nil
-		}),
-		wrap("archiver", func(t *testing.T, a []string) (int, string, bool) {
-			c, s, r := mainCase(t, "archiver", DefaultArchiverConfig, a)
-			return c, s, r != nil
-		}),
-		wrap("seeder", func(t *testing.T, a []string) (int, string, bool) {
-			c, s, r := mainCase(t, "seeder", DefaultSeederConfig, a)
-			return c, s, r != nil
-		}),
-		wrap("announcer", func(t *testing.T, a []string) (int, string, bool) {
-			c, s, r := mainCase(t, "announcer", DefaultAnnouncerConfig, a)
-			return c, s, r != nil
-		}),
-		wrap("fleet", func(t *testing.T, a []string) (int, string, bool) {
-			c, s, r := mainCase(t, "fleet", DefaultAllInOneConfig, a)
-			return c, s, r != nil
-		}),
+	services := []mainSvc{
+		mainRun("scheduler", DefaultSchedulerConfig),
+		mainRun("archiver", DefaultArchiverConfig),
+		mainRun("seeder", DefaultSeederConfig),
+		mainRun("announcer", DefaultAnnouncerConfig),
+		mainRun("fleet", DefaultAllInOneConfig),
 	}
 	cases := []struct {
 		name string
@@ -206,24 +198,6 @@ func TestEmbeddedNATS(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestAllInOneRestart runs the all-in-one with its demo twice on one data
 // dir: the second start reuses the demo community (same key, same start)
 // instead of registering another, and every service logs that it is
@@ -233,7 +207,7 @@ func TestAllInOneRestart(t *testing.T) {
 	run := func() (*registry.Community, string) {
 		cfg := DefaultAllInOneConfig()
 		cfg.DataDir, cfg.NATSPort, cfg.HTTPAddr, cfg.DemoEvery, cfg.LogFormat = dir, -1, "127.0.0.1:0", 2*time.Second, "text"
-		logs := &syncBuffer{}
+		logs := &testenv.Buffer{}
 		cfg.logOut = logs
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)

@@ -228,20 +228,11 @@ func download(t *testing.T, magnet string, timeout time.Duration) ([]archive.Mes
 // readFolder returns every message of an archive folder, oldest archive first.
 func readFolder(t *testing.T, dir string, dec archive.Decrypter) ([]archive.Message, *archive.Index) {
 	t.Helper()
-	f, err := archive.OpenFolder(dir, dec, archive.Limits{})
+	msgs, ix, err := fixture.ReadFolder(dir, dec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []archive.Message
-	for _, e := range f.Index.ByFrom() {
-		a, err := archive.ReadArchive(f.Data, e, dec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, a.Messages...)
-	}
-	return out, f.Index
+	return msgs, ix
 }
 
 // gotInfoWithin reports whether any peer serves the magnet's metadata in time.

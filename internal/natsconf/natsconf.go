@@ -74,38 +74,52 @@ func DefaultCommon() Common {
 
 // Validate checks the settings, naming the variable of the first bad one.
 func (c Common) Validate() error {
-	var errs []error
-	bad := func(name string, v any, why string) {
-		errs = append(errs, fmt.Errorf("%s_%s=%v: %s", Prefix, name, v, why))
-	}
-	if strings.TrimSpace(c.NATSURL) == "" {
-		bad("NATS_URL", `""`, "empty")
-	}
+	errs := []error{NonEmpty("NATS_URL", c.NATSURL)}
 	if c.Replicas < 1 || c.Replicas > 5 {
-		bad("NATS_REPLICAS", c.Replicas, "must be 1 to 5")
+		errs = append(errs, Bad("NATS_REPLICAS", c.Replicas, "must be 1 to 5"))
 	}
-	if c.Retention < 0 {
-		bad("MESSAGE_RETENTION", c.Retention, "must not be negative")
-	}
-	if c.AckWait < time.Second {
-		bad("ACK_WAIT", c.AckWait, "must be at least 1s")
-	}
-	if c.MaxDeliver < 1 {
-		bad("MAX_DELIVER", c.MaxDeliver, "must be at least 1")
-	}
-	if c.Settle < 0 {
-		bad("SETTLE", c.Settle, "must not be negative")
-	}
+	errs = append(errs, NotNegative("MESSAGE_RETENTION", c.Retention), AtLeast("ACK_WAIT", c.AckWait, time.Second),
+		AtLeast("MAX_DELIVER", c.MaxDeliver, 1), NotNegative("SETTLE", c.Settle))
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
-		bad("NATS_TLS_CERT", c.NATSTLSCert, "NATS_TLS_CERT and NATS_TLS_KEY go together")
+		errs = append(errs, Bad("NATS_TLS_CERT", c.NATSTLSCert, "NATS_TLS_CERT and NATS_TLS_KEY go together"))
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
-		bad("LOG_LEVEL", strconv.Quote(c.LogLevel), "want debug, info, warn or error")
+		errs = append(errs, Bad("LOG_LEVEL", strconv.Quote(c.LogLevel), "want debug, info, warn or error"))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
-		bad("LOG_FORMAT", strconv.Quote(c.LogFormat), "want json or text")
+		errs = append(errs, Bad("LOG_FORMAT", strconv.Quote(c.LogFormat), "want json or text"))
 	}
 	return errors.Join(errs...)
+}
+
+// Bad is the error for a variable's bad value: ARCHIVEFLEET_<name>=<v>: why.
+// Every config's Validate reports with it (and the helpers below).
+func Bad(name string, v any, why string) error {
+	return fmt.Errorf("%s_%s=%v: %s", Prefix, name, v, why)
+}
+
+// NonEmpty is Bad for a blank v, else nil.
+func NonEmpty(name, v string) error {
+	if strings.TrimSpace(v) == "" {
+		return Bad(name, `""`, "empty")
+	}
+	return nil
+}
+
+// AtLeast is Bad ("must be at least <least>") for v < least, else nil.
+func AtLeast[T ~int | ~int64](name string, v, least T) error {
+	if v < least {
+		return Bad(name, v, fmt.Sprintf("must be at least %v", least))
+	}
+	return nil
+}
+
+// NotNegative is Bad for v < 0, else nil.
+func NotNegative[T ~int | ~int64](name string, v T) error {
+	if v < 0 {
+		return Bad(name, v, "must not be negative")
+	}
+	return nil
 }
 
 // ParseLevel parses a slog level name (case-insensitive, e.g. "warn").

@@ -2,6 +2,7 @@ package natsconf
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +91,24 @@ func TestLoadTagsAndErrors(t *testing.T) {
 				t.Fatalf("got %v, want %s…", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestValidateHelpers(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{NonEmpty("HTTP_ADDR", " "), `ARCHIVEFLEET_HTTP_ADDR="": empty`},
+		{AtLeast("SLOTS", 0, 1), "ARCHIVEFLEET_SLOTS=0: must be at least 1"},
+		{AtLeast("TICK", time.Millisecond, 10*time.Millisecond), "ARCHIVEFLEET_TICK=1ms: must be at least 10ms"},
+		{NotNegative("REPUBLISH", -time.Hour), "ARCHIVEFLEET_REPUBLISH=-1h0m0s: must not be negative"},
+	} {
+		if tc.err == nil || tc.err.Error() != tc.want {
+			t.Errorf("%v, want %s", tc.err, tc.want)
+		}
+	}
+	if err := errors.Join(NonEmpty("X", "x"), AtLeast("X", 1, 1), NotNegative("X", 0)); err != nil {
+		t.Fatalf("good values: %v", err)
 	}
 }

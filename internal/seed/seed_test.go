@@ -3,7 +3,6 @@ package seed
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/testenv"
@@ -41,14 +40,7 @@ type producer struct {
 func (p *producer) next(i int) string {
 	ctx := context.Background()
 	from := p.start + uint64(i)*60
-	var msgs []archive.Message
-	for k := 0; k < 5; k++ {
-		pl := make([]byte, 200)
-		rand.Read(pl)
-		sig := make([]byte, 65)
-		sig[0] = 4
-		msgs = append(msgs, archive.Message{Sig: sig, Timestamp: from + uint64(k), Topic: p.com.Topics[0], Payload: pl, Hash: pl[:32]})
-	}
+	msgs := fixture.Messages{N: 5, From: from, To: from + 5, Topics: p.com.Topics[:1], Size: 200}.Make()
 	res, err := archive.Build(ctx, p.l, archive.BuildOptions{Community: p.com.ID, Topics: p.com.Topics, From: from, To: from + 60,
 		Interval: 60 * time.Second, Source: archive.NewSliceSource(msgs), Torrent: archive.TorrentOptions{AnnounceList: [][]string{}}})
 	if err != nil {
@@ -151,9 +143,7 @@ func TestReplacementsAndRestart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
-			key, _ := secp256k1.GeneratePrivateKey()
-			com := &registry.Community{Topics: []archive.Topic{{9, 9, 9, 9}}, Interval: registry.Duration(time.Minute), SigningKey: key.Serialize()}
-			copy(com.ID[:], key.PubKey().SerializeCompressed())
+			com := fixture.Community(time.Minute, 0, archive.Topic{9, 9, 9, 9})
 			if err := registry.New(b.Communities).Put(context.Background(), com); err != nil {
 				t.Fatal(err)
 			}

@@ -3,7 +3,6 @@ package state_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
@@ -27,14 +27,7 @@ func TestFetchCommitted(t *testing.T) {
 	}
 	c := id.String()
 	l := archive.Layout{DataDir: filepath.Join(t.TempDir(), "d"), TorrentDir: filepath.Join(t.TempDir(), "t")}
-	sig := make([]byte, 65)
-	sig[0] = 4
-	var msgs []archive.Message
-	for i := range 50 {
-		p := make([]byte, 3000)
-		rand.Read(p)
-		msgs = append(msgs, archive.Message{Sig: sig, Timestamp: 1_700_000_000 + uint64(i), Topic: archive.Topic{1}, Payload: p, Hash: p[:32]})
-	}
+	msgs := fixture.Messages{N: 50, From: 1_700_000_000, To: 1_700_000_050, Topics: []archive.Topic{{1}}, Size: 3000}.Make()
 	res, err := archive.Build(ctx, l, archive.BuildOptions{Community: id, From: 1_700_000_000, To: 1_700_000_100,
 		Source: archive.NewSliceSource(msgs)})
 	if err != nil {

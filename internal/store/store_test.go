@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,13 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/crypto/sha3"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/testenv"
@@ -29,36 +27,42 @@ import (
 const start = 1_700_006_400 // a UTC midnight
 
 var (
-	communityKey = secp256k1.PrivKeyFromBytes(bytes.Repeat([]byte{7}, 32))
-	community    = func() archive.CommunityID {
-		var id archive.CommunityID
-		copy(id[:], communityKey.PubKey().SerializeCompressed())
-		return id
-	}()
-	topic = archive.Topic{1}
+	communityKey = bytes.Repeat([]byte{7}, 32)
+	community    = fixture.ID(communityKey)
+	topic        = archive.Topic{1}
+	signers      = fixture.Signers(1)
 )
 
 // register puts the test community in the registry, archiving topic from since.
 func register(t *testing.T, b *bus.Bus, since uint64) {
 	t.Helper()
-	com := &registry.Community{ID: community, Topics: []archive.Topic{topic}, Interval: registry.Duration(7 * 24 * time.Hour),
-		Since: since, SigningKey: communityKey.Serialize()}
+	com := fixture.CommunityFromKey(communityKey, 7*24*time.Hour, since, topic)
 	if err := registry.New(b.Communities).Put(context.Background(), com); err != nil {
 		t.Fatal(err)
 	}
 }
 
+// msgSized is a message on topic at ts with a payload of the given size (> 0).
 func msgSized(ts uint64, payload int) archive.Message {
-	p := make([]byte, payload)
-	rand.Read(p)
-	h := sha3.NewLegacyKeccak256()
-	h.Write(p)
-	sig := make([]byte, 65)
-	sig[0] = 4
-	return archive.Message{Sig: sig, Timestamp: ts, Topic: topic, Payload: p, Hash: h.Sum(nil)}
+	return fixture.Messages{N: 1, From: ts, Topics: []archive.Topic{topic}, Signers: signers, Size: payload}.Make()[0]
 }
 
 func msg(ts uint64) archive.Message { return msgSized(ts, 40) }
+
+// ingestServer serves s's ingest endpoint, requiring token if not empty,
+// until the test ends.
+func ingestServer(t *testing.T, s *Store, token string) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.Handle(IngestPath, s.Handler(token))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// messagesURL is the ingest URL of community id (as written in the path).
+func messagesURL(srv *httptest.Server, id string) string {
+	return srv.URL + "/v1/communities/" + id + "/messages"
+}
 
 func collect(t *testing.T, src archive.Source, from, to uint64) []archive.Message {
 	t.Helper()
@@ -191,12 +195,7 @@ func TestIngestOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	srv := httptest.NewServer(func() http.Handler {
-		mux := http.NewServeMux()
-		mux.Handle(IngestPath, s.Handler(""))
-		return mux
-	}())
-	defer srv.Close()
+	srv := ingestServer(t, s, "")
 
 	for _, path := range []string{"http", "nats"} {
 		t.Run(path, func(t *testing.T) {
@@ -222,7 +221,7 @@ func TestIngestOutcomes(t *testing.T) {
 			body := bytes.Join(lines, []byte("\n"))
 			var res IngestResult
 			if path == "http" {
-				resp, err := http.Post(srv.URL+"/v1/communities/"+community.String()+"/messages", "application/x-ndjson", bytes.NewReader(body))
+				resp, err := http.Post(messagesURL(srv, community.String()), "application/x-ndjson", bytes.NewReader(body))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -287,19 +286,14 @@ func TestIngestRefusesOverCap(t *testing.T) {
 	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
 	register(t, b, start)
 	s := &Store{Bus: b}
-	srv := httptest.NewServer(func() http.Handler {
-		mux := http.NewServeMux()
-		mux.Handle(IngestPath, s.Handler(""))
-		return mux
-	}())
-	defer srv.Close()
+	srv := ingestServer(t, s, "")
 	for _, tt := range []struct {
 		payload int
 		want    Outcome
 	}{{archive.MaxMessageBytes - 65 + 1, Refused}, {archive.MaxMessageBytes - 65, Stored}} {
 		m := msgSized(start, tt.payload)
 		body, _ := json.Marshal(m)
-		resp, err := http.Post(srv.URL+"/v1/communities/"+community.String()+"/messages", "application/json", bytes.NewReader(body))
+		resp, err := http.Post(messagesURL(srv, community.String()), "application/json", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -365,12 +359,7 @@ func TestStreamCostPerMessage(t *testing.T) {
 func TestIngestRejectsBadRequests(t *testing.T) {
 	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
 	s := &Store{Bus: b}
-	srv := httptest.NewServer(func() http.Handler {
-		mux := http.NewServeMux()
-		mux.Handle(IngestPath, s.Handler("secret"))
-		return mux
-	}())
-	defer srv.Close()
+	srv := ingestServer(t, s, "secret")
 	good, _ := json.Marshal([]archive.Message{msg(start)})
 	tests := []struct {
 		name, id, token, body string
@@ -385,7 +374,7 @@ func TestIngestRejectsBadRequests(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/communities/"+tt.id+"/messages", strings.NewReader(tt.body))
+			req, _ := http.NewRequest(http.MethodPost, messagesURL(srv, tt.id), strings.NewReader(tt.body))
 			if tt.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tt.token)
 			}

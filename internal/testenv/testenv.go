@@ -4,6 +4,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -12,11 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/archivefleet/archivefleet/internal/bus"
@@ -58,6 +61,26 @@ func Bus(t testing.TB, s *server.Server, cfg bus.Config) *bus.Bus {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// ClosedBucket returns the key-value bucket of s on a connection that is
+// already closed: every call on it fails as when NATS is unreachable.
+func ClosedBucket(t testing.TB, s *server.Server, bucket string) jetstream.KeyValue {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }
 
 // Redis starts redis-server on a free port (no persistence) and returns its
@@ -103,4 +126,23 @@ func FreePort(t testing.TB) int {
 // Logger is a quiet logger for test helpers (warnings and errors to stderr).
 func Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// Buffer is a log sink safe for concurrent writers (a process's stdout and
+// stderr, or several services' loggers).
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *Buffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *Buffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
