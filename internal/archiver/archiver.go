@@ -35,8 +35,10 @@ type Locker interface {
 // sequence the build saw (its watermark), so that messages stored later are
 // found as late by the next build instead of being lost.
 type Sources interface {
-	// Watermark is the sequence of the newest stored message.
-	Watermark(ctx context.Context) (uint64, error)
+	// Fence marks the message stream for a build of community c and
+	// returns the build's watermark: reads up to it see every message
+	// stored before it.
+	Fence(ctx context.Context, c archive.CommunityID) (uint64, error)
 	// Between yields a community's messages stored in (after, upto].
 	Between(c archive.CommunityID, after, upto uint64) archive.Source
 	// LateWindows finds the messages stored in (after, upto] with a

@@ -41,7 +41,7 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 	if from >= ev.End {
 		return "skipped", nil
 	}
-	upto, err := s.Sources.Watermark(ctx)
+	upto, err := s.Sources.Fence(ctx, com.ID)
 	if err != nil {
 		return "", err
 	}

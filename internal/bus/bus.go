@@ -133,7 +133,8 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 		{Name: StreamAnnounced, Subjects: []string{"archive.announced.*"}, MaxMsgsPerSubject: 16, MaxAge: 30 * 24 * time.Hour},
 		{Name: StreamDLQ, Subjects: []string{"archive.dlq.>"}, MaxAge: 30 * 24 * time.Hour},
 		// msgs.<c>.<day> holds records of earlier versions.
-		{Name: StreamMessages, Subjects: []string{"msgs.*.*", "msgs.*.*.*"}, MaxAge: cfg.MessageRetention},
+		// msgs.<c>.fence: builds' fences, each rolling up the one before.
+		{Name: StreamMessages, Subjects: []string{"msgs.*.*", "msgs.*.*.*"}, MaxAge: cfg.MessageRetention, AllowRollup: true},
 	}
 	for _, sc := range streams {
 		sc.Storage, sc.Replicas, sc.Duplicates = storage, cfg.Replicas, cfg.DedupWindow

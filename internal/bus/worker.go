@@ -287,8 +287,13 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		d.Failures = n
 	}
 
-	hbCtx, stopHB := context.WithCancel(context.Background())
+	hbCtx, cancelHB := context.WithCancel(context.Background())
+	hbDone := make(chan struct{})
+	// Wait for the heartbeat to stop before answering: an InProgress sent
+	// after a NakWithDelay would reset the delay to the ack wait.
+	stopHB := func() { cancelHB(); <-hbDone }
 	go func() {
+		defer close(hbDone)
 		every := heartbeatEvery(w.cons.CachedInfo(), w.b.Config.AckWait)
 		t := time.NewTimer(every)
 		defer t.Stop()

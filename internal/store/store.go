@@ -231,6 +231,10 @@ func (s *Store) IngestItems(ctx context.Context, c archive.CommunityID, items []
 			res.add(Refused, i, m.Hash, reason)
 			continue
 		}
+		if err := ctx.Err(); err != nil {
+			res.add(Failed, i, m.Hash, fmt.Sprintf("not stored: %v; send it again", err))
+			continue
+		}
 		f, err := s.publish(ctx, c, m)
 		sent = append(sent, pending{i: i, m: m, future: f, err: err})
 		if len(sent) == asyncWindow {
@@ -330,19 +334,24 @@ func (s *Store) communities() Communities {
 	return registry.New(s.Bus.Communities)
 }
 
-// Watermark is the sequence of the newest record in the stream: a build that
-// reads up to it and commits it leaves every later record to the next build.
-func (s *Store) Watermark(ctx context.Context) (uint64, error) {
-	st, err := s.Bus.JS.Stream(ctx, bus.StreamMessages)
+// Fence publishes community c's build fence, a record on msgs.<c>.fence, and
+// returns its stream sequence: the build's watermark. A read up to a
+// watermark goes on until it has seen that record (or a later one), so it
+// gets every record stored before it even when the stream replica serving
+// the read lags the leader — on a clustered stream an ordered consumer may
+// sit on any replica, and its pending count is that replica's. Each fence
+// rolls up the community's previous one.
+func (s *Store) Fence(ctx context.Context, c archive.CommunityID) (uint64, error) {
+	msg := nats.NewMsg(fenceSubject(c.String()))
+	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	ack, err := s.Bus.JS.PublishMsg(ctx, msg)
 	if err != nil {
-		return 0, fmt.Errorf("message stream: %w", err)
+		return 0, fmt.Errorf("message stream fence: %w", err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("message stream: %w", err)
-	}
-	return info.State.LastSeq, nil
+	return ack.Sequence, nil
 }
+
+func fenceSubject(c string) string { return "msgs." + c + ".fence" }
 
 // Source returns every stored message of community c.
 func (s *Store) Source(c archive.CommunityID) archive.Source { return s.Between(c, 0, math.MaxUint64) }
@@ -372,7 +381,7 @@ func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[arch
 		for d := from / day; d <= (to-1)/day; d++ {
 			var msgs []archive.Message
 			seen := make(map[string]bool)
-			err := src.s.read(ctx, daySubjects(src.c, d), src.after, src.upto, false, func(r jetstream.Msg) error {
+			err := src.s.read(ctx, src.c, daySubjects(src.c, d), src.after, src.upto, false, func(r jetstream.Msg) error {
 				m, err := src.s.decode(ctx, r)
 				if errors.Is(err, errUndecodable) {
 					// Ingest writes only valid records: this one came from elsewhere.
@@ -416,7 +425,7 @@ func (s *Store) LateWindows(ctx context.Context, c archive.CommunityID, after, u
 	}
 	starts := map[uint64]bool{}
 	late := 0
-	err := s.read(ctx, []string{"msgs." + c.String() + ".>"}, after, upto, true, func(r jetstream.Msg) error {
+	err := s.read(ctx, c.String(), []string{"msgs." + c.String() + ".>"}, after, upto, true, func(r jetstream.Msg) error {
 		ts, err := strconv.ParseUint(r.Headers().Get(headerTimestamp), 10, 64)
 		if err != nil {
 			s.log().Warn("record without a timestamp header: not checked for lateness", "subject", r.Subject())
@@ -464,6 +473,11 @@ func (s *Store) decode(ctx context.Context, r jetstream.Msg) (archive.Message, e
 	}
 	if name := r.Headers().Get(headerBody); name != "" {
 		payload, err := s.Bus.Objects.GetBytes(ctx, name)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			// Retrying cannot bring it back; failing would stop the
+			// community's builds for good.
+			return m, fmt.Errorf("%w: payload object %s of %s is missing", errUndecodable, name, m.Hash)
+		}
 		if err != nil {
 			return m, fmt.Errorf("payload of %s (%s): %w", m.Hash, name, err)
 		}
@@ -473,9 +487,21 @@ func (s *Store) decode(ctx context.Context, r jetstream.Msg) (archive.Message, e
 }
 
 // read delivers the records on subjects with a stream sequence in
-// (after, upto], through an ordered consumer, and stops at upto or once it has
-// seen what was pending when it started.
-func (s *Store) read(ctx context.Context, subjects []string, after, upto uint64, headersOnly bool, fn func(jetstream.Msg) error) error {
+// (after, upto], through an ordered consumer. With a bounded upto (a fence's
+// sequence) it reads until it meets the fence, however long the serving
+// replica takes to catch up (up to fenceWait without progress); unbounded,
+// it stops once it has seen what was pending when it started.
+func (s *Store) read(ctx context.Context, c string, subjects []string, after, upto uint64, headersOnly bool, fn func(jetstream.Msg) error) error {
+	bounded := upto != math.MaxUint64
+	fence := fenceSubject(c)
+	if bounded {
+		if after >= upto {
+			return nil
+		}
+		if !slices.Contains(subjects, "msgs."+c+".>") {
+			subjects = append(slices.Clip(subjects), fence)
+		}
+	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy,
 		HeadersOnly: headersOnly, InactiveThreshold: 30 * time.Second}
 	if after > 0 {
@@ -500,8 +526,12 @@ func (s *Store) read(ctx context.Context, subjects []string, after, upto uint64,
 		}
 	}()
 	pending := info.NumPending
-	for got := uint64(0); got < pending; {
-		batch, err := cons.Fetch(int(min(pending-got, 1000)), jetstream.FetchMaxWait(5*time.Second))
+	idleSince := time.Now()
+	for got := uint64(0); bounded || got < pending; {
+		// Ask for what is pending (a pull request is answered early only when
+		// full); past it, one at a time while waiting for the fence.
+		want := int(min(max(pending, got+1)-got, 1000))
+		batch, err := cons.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return fmt.Errorf("read messages: %w", err)
 		}
@@ -511,8 +541,17 @@ func (s *Store) read(ctx context.Context, subjects []string, after, upto uint64,
 			if done {
 				continue
 			}
-			if meta, err := msg.Metadata(); err == nil && meta.Sequence.Stream > upto {
-				done = true // in sequence order: nothing later is wanted
+			meta, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("read messages: %w", err)
+			}
+			// In sequence order: past upto, or at the build's fence, the read is complete.
+			seq, isFence := meta.Sequence.Stream, msg.Subject() == fence
+			if seq > upto || isFence && seq == upto {
+				done = true
+				continue
+			}
+			if isFence {
 				continue
 			}
 			s.scanned.Add(1)
@@ -526,16 +565,27 @@ func (s *Store) read(ctx context.Context, subjects []string, after, upto uint64,
 		if done {
 			return nil
 		}
-		if n == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
+		if n > 0 {
+			got += uint64(n)
+			idleSince = time.Now()
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !bounded {
 			return fmt.Errorf("read messages: %d of %d pending messages arrived", got, pending)
 		}
-		got += uint64(n)
+		if time.Since(idleSince) > fenceWait {
+			return fmt.Errorf("read messages: fence %d not reached after %v (is a stream replica behind?)", upto, fenceWait)
+		}
 	}
 	return nil
 }
+
+// fenceWait is how long a bounded read waits without progress for the
+// replica serving it to reach the fence.
+const fenceWait = 30 * time.Second
 
 func (s *Store) log() *slog.Logger {
 	if s.Logger != nil {

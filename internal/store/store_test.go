@@ -145,7 +145,7 @@ func TestLateMessagesAreFound(t *testing.T) {
 	if res, err := s.Ingest(ctx, community, onTime); err != nil || res.Stored != 3 {
 		t.Fatalf("ingest: %+v %v", res, err)
 	}
-	w, err := s.Watermark(ctx)
+	w, err := s.Fence(ctx, community)
 	if err != nil || w == 0 {
 		t.Fatalf("watermark %d, %v", w, err)
 	}
@@ -159,7 +159,7 @@ func TestLateMessagesAreFound(t *testing.T) {
 	if err != nil || res.Late != 3 || res.Stored != 1 || res.Duplicates != 1 || len(res.Messages) != 3 {
 		t.Fatalf("ingest after the build: %+v %v", res, err)
 	}
-	w2, _ := s.Watermark(ctx)
+	w2, _ := s.Fence(ctx, community)
 	wins, n, err := s.LateWindows(ctx, community, w, w2, start, start+2*iv, iv*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -390,5 +390,38 @@ func TestIngestRejectsBadRequests(t *testing.T) {
 	}
 	if _, err := s.Ingest(context.Background(), community, []archive.Message{msg(1)}); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("ingest for an unregistered community: %v", err)
+	}
+}
+
+// TestBoundedReadWaitsForFence stands in for a stream replica that lags the
+// leader: the read starts before the records up to its watermark are there
+// (its pending count leaves them out) and must go on until it meets the
+// fence, not stop at what was pending when it started.
+func TestBoundedReadWaitsForFence(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	register(t, b, start)
+	s := &Store{Bus: b}
+	ctx := context.Background()
+	first := []archive.Message{msg(start + 1), msg(start + 2), msg(start + 3)}
+	if _, err := s.Ingest(ctx, community, first); err != nil {
+		t.Fatal(err)
+	}
+	si, _ := b.JS.Stream(ctx, bus.StreamMessages)
+	info, _ := si.Info(ctx)
+	fence := info.State.LastSeq + 3 // two more messages, then the fence
+	later := []archive.Message{msg(start + 4), msg(start + 5)}
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		if _, err := s.Ingest(ctx, community, later); err != nil {
+			t.Error(err)
+		}
+		if seq, err := s.Fence(ctx, community); err != nil || seq != fence {
+			t.Errorf("fence at %d (%v), want %d", seq, err, fence)
+		}
+		s.Ingest(ctx, community, []archive.Message{msg(start + 6)}) // after the fence: not read
+	}()
+	got := collect(t, s.Between(community, 0, fence), start, start+day)
+	if len(got) != 5 {
+		t.Fatalf("read %d messages up to the fence, want the 5 stored before it", len(got))
 	}
 }
