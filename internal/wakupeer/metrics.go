@@ -1,0 +1,91 @@
+package wakupeer
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are a Peer's Prometheus metrics. A nil *Metrics records nothing.
+type Metrics struct {
+	PeersConnected prometheus.Gauge
+	MeshPeers      *prometheus.GaugeVec   // by pubsub_topic
+	Published      *prometheus.CounterVec // by pubsub_topic
+	Received       *prometheus.CounterVec // by pubsub_topic
+	Dropped        *prometheus.CounterVec // by pubsub_topic: a slow Subscribe reader missed a message
+	Rejected       *prometheus.CounterVec // by pubsub_topic: data that is not a WakuMessage
+}
+
+// NewMetrics creates the metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		PeersConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "waku_peers_connected", Help: "libp2p peers currently connected to the Waku peer.",
+		}),
+		MeshPeers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "waku_relay_mesh_peers", Help: "Gossipsub mesh peers per pubsub topic.",
+		}, []string{"pubsub_topic"}),
+		Published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "waku_relay_messages_published_total", Help: "Messages published on relay per pubsub topic.",
+		}, []string{"pubsub_topic"}),
+		Received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "waku_relay_messages_received_total", Help: "Valid messages received from other relay peers per pubsub topic.",
+		}, []string{"pubsub_topic"}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "waku_relay_messages_dropped_total", Help: "Received messages a slow subscriber missed, per pubsub topic.",
+		}, []string{"pubsub_topic"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "waku_relay_messages_rejected_total", Help: "Relayed data rejected as not a WakuMessage, per pubsub topic.",
+		}, []string{"pubsub_topic"}),
+	}
+	for _, c := range []prometheus.Collector{m.PeersConnected, m.MeshPeers, m.Published, m.Received, m.Dropped, m.Rejected} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// unregister undoes NewMetrics (New failed after registering).
+func (m *Metrics) unregister(reg prometheus.Registerer) {
+	if m == nil || reg == nil {
+		return
+	}
+	for _, c := range []prometheus.Collector{m.PeersConnected, m.MeshPeers, m.Published, m.Received, m.Dropped, m.Rejected} {
+		reg.Unregister(c)
+	}
+}
+
+func (m *Metrics) setPeers(n int) {
+	if m != nil {
+		m.PeersConnected.Set(float64(n))
+	}
+}
+
+func (m *Metrics) setMesh(topic string, n int) {
+	if m != nil {
+		m.MeshPeers.WithLabelValues(topic).Set(float64(n))
+	}
+}
+
+func (m *Metrics) published(topic string) {
+	if m != nil {
+		m.Published.WithLabelValues(topic).Inc()
+	}
+}
+
+func (m *Metrics) received(topic string) {
+	if m != nil {
+		m.Received.WithLabelValues(topic).Inc()
+	}
+}
+
+func (m *Metrics) dropped(topic string) {
+	if m != nil {
+		m.Dropped.WithLabelValues(topic).Inc()
+	}
+}
+
+func (m *Metrics) rejected(topic string) {
+	if m != nil {
+		m.Rejected.WithLabelValues(topic).Inc()
+	}
+}

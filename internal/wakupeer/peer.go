@@ -1,0 +1,530 @@
+// Package wakupeer is the fleet's own Waku relay peer: a libp2p host (TCP
+// and WebSocket, noise, yamux) running gossipsub as 11/WAKU2-RELAY on the
+// configured static-sharding pubsub topics, the 66/WAKU2-METADATA protocol,
+// and static peers kept connected with back-off. Wire formats come from
+// internal/wakuwire; go-waku is not used (it is not on the module proxy),
+// the parameters follow go-waku relay/config.go and nwaku
+// waku_relay/protocol.nim (spec waku-edge.md §3).
+package wakupeer
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/archivefleet/archivefleet/internal/wakuwire"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pubsubpb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/p2p/transport/websocket"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// RelayProtocol is 11/WAKU2-RELAY's gossipsub protocol id, the only one the
+// peer speaks (no /meshsub ids: Waku nodes do not accept them).
+const RelayProtocol = protocol.ID("/vac/waku/relay/2.0.0")
+
+// UserAgent is what identify tells other peers.
+const UserAgent = "archivefleet-wakupeer"
+
+// subscriberBuffer is the channel size of a Subscribe reader.
+const subscriberBuffer = 256
+
+// stableConnection: a static peer connection that lasted this long resets
+// the back-off (a peer dropped right after metadata keeps backing off).
+const stableConnection = 10 * time.Second
+
+// ErrTopicNotJoined is returned for a pubsub topic outside Config.Shards.
+var ErrTopicNotJoined = errors.New("wakupeer: pubsub topic not joined")
+
+// Received is a valid WakuMessage received on a joined pubsub topic.
+type Received struct {
+	PubsubTopic string
+	Message     *wakuwire.Message
+	Hash        [32]byte // 14/WAKU2-MESSAGE deterministic hash
+	From        peer.ID  // the peer that forwarded it (not necessarily the author)
+}
+
+// Peer is a running Waku relay peer.
+type Peer struct {
+	cfg     Config
+	log     *slog.Logger
+	host    host.Host
+	ps      *pubsub.PubSub
+	metrics *Metrics
+	static  []peer.AddrInfo
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	topics map[string]*joined        // fixed before the host is notified of anything
+	kick   map[peer.ID]chan struct{} // static peers, nudged on disconnect; fixed likewise
+
+	mu     sync.Mutex
+	closed bool
+}
+
+type joined struct {
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+
+	mu   sync.Mutex       // guards mesh
+	mesh map[peer.ID]bool // from the GRAFT/PRUNE trace
+
+	subMu sync.Mutex // guards subs and next
+	subs  map[int]chan Received
+	next  int
+}
+
+// New starts a peer: it opens the listeners, joins the shards' pubsub topics,
+// and starts dialling the static peers. When ctx ends, relaying and dialling
+// stop; Close (always needed) also closes the host.
+func New(ctx context.Context, cfg Config) (*Peer, error) {
+	cfg = cfg.withDefaults()
+	pc, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	var key crypto.PrivKey
+	if cfg.KeyFile != "" {
+		key, err = LoadOrCreateKey(cfg.KeyFile)
+	} else {
+		key, _, err = crypto.GenerateSecp256k1Key(rand.Reader)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var metrics *Metrics
+	if cfg.Registerer != nil {
+		if metrics, err = NewMetrics(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("wakupeer: metrics: %w", err)
+		}
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrs(pc.listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(websocket.New),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(), // ours are in Metrics; libp2p's would go to the global registry
+		libp2p.UserAgent(UserAgent),
+	}
+	if len(pc.announce) > 0 {
+		announce := pc.announce
+		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return announce }))
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		metrics.unregister(cfg.Registerer)
+		return nil, fmt.Errorf("wakupeer: libp2p host: %w", err)
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	p := &Peer{
+		cfg: cfg, log: cfg.Logger.With("peer_id", h.ID()), host: h, metrics: metrics, static: pc.static,
+		ctx: pctx, cancel: cancel,
+		topics: map[string]*joined{},
+		kick:   map[peer.ID]chan struct{}{},
+	}
+	for _, s := range cfg.Shards {
+		p.topics[wakuwire.ShardTopic(cfg.ClusterID, s)] = &joined{subs: map[int]chan Received{}, mesh: map[peer.ID]bool{}}
+	}
+	for _, ai := range p.static {
+		p.kick[ai.ID] = make(chan struct{}, 1)
+	}
+	fail := func(err error) (*Peer, error) {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+		cancel()
+		p.wg.Wait()
+		h.Close()
+		metrics.unregister(cfg.Registerer)
+		return nil, err
+	}
+	h.SetStreamHandler(MetadataProtocol, p.handleMetadata)
+	h.Network().Notify(&network.NotifyBundle{ConnectedF: p.onConnected, DisconnectedF: p.onDisconnected})
+
+	p.ps, err = newRelay(pctx, h, pubsub.WithRawTracer(&meshTracer{p: p}))
+	if err != nil {
+		return fail(fmt.Errorf("wakupeer: gossipsub: %w", err))
+	}
+	for name, j := range p.topics {
+		if err := p.ps.RegisterTopicValidator(name, validateWakuMessage); err != nil {
+			return fail(fmt.Errorf("wakupeer: validator for %s: %w", name, err))
+		}
+		if j.topic, err = p.ps.Join(name); err != nil {
+			return fail(fmt.Errorf("wakupeer: joining %s: %w", name, err))
+		}
+		if j.sub, err = j.topic.Subscribe(); err != nil {
+			return fail(fmt.Errorf("wakupeer: subscribing %s: %w", name, err))
+		}
+		p.wg.Add(1)
+		go p.readTopic(name, j)
+	}
+	for _, ai := range p.static {
+		p.wg.Add(1)
+		go p.keepConnected(ai, p.kick[ai.ID])
+	}
+	p.log.Info("waku peer started", "addrs", h.Addrs(), "cluster", cfg.ClusterID, "shards", cfg.Shards, "static_peers", len(p.static))
+	return p, nil
+}
+
+// newRelay creates gossipsub configured as 11/WAKU2-RELAY.
+func newRelay(ctx context.Context, h host.Host, extra ...pubsub.Option) (*pubsub.PubSub, error) {
+	params := pubsub.DefaultGossipSubParams()
+	params.D = 6
+	params.Dlo = 4
+	params.Dhi = 8
+	// nwaku and go-waku set Dout=3, but go-libp2p-pubsub v0.19 requires
+	// Dout < D/2 (gossipsub.go validate) and refuses 3 with D=6; 2 is its
+	// default and the nearest allowed value. Dout only shapes our own mesh
+	// maintenance (outbound quota), not the wire.
+	params.Dout = 2
+	params.Dlazy = 6
+	params.HeartbeatInterval = time.Second
+	params.HistoryLength = 6
+	params.HistoryGossip = 3
+	opts := []pubsub.Option{
+		pubsub.WithGossipSubParams(params),
+		pubsub.WithGossipSubProtocols([]protocol.ID{RelayProtocol}, func(f pubsub.GossipSubFeature, id protocol.ID) bool {
+			// Waku relay is gossipsub v1.1: mesh and peer exchange.
+			return id == RelayProtocol && (f == pubsub.GossipSubFeatureMesh || f == pubsub.GossipSubFeaturePX)
+		}),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(messageID),
+		pubsub.WithFloodPublish(true),
+		pubsub.WithSeenMessagesTTL(2 * time.Minute),
+	}
+	return pubsub.NewGossipSub(ctx, h, append(opts, extra...)...)
+}
+
+// messageID is the relay message id: SHA-256 of the data, raw bytes (it
+// travels in IHAVE/IWANT, so it must match go-waku and nwaku).
+func messageID(m *pubsubpb.Message) string {
+	h := sha256.Sum256(m.Data)
+	return string(h[:])
+}
+
+// validateWakuMessage rejects data that is not a WakuMessage (the peer that
+// sent it is penalised by gossipsub scoring, when enabled).
+func validateWakuMessage(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	var wm wakuwire.Message
+	if err := wm.Unmarshal(m.Data); err != nil {
+		return pubsub.ValidationReject
+	}
+	m.ValidatorData = &wm
+	return pubsub.ValidationAccept
+}
+
+// ID is the peer's libp2p peer id.
+func (p *Peer) ID() peer.ID { return p.host.ID() }
+
+// Host is the underlying libp2p host.
+func (p *Peer) Host() host.Host { return p.host }
+
+// Addrs are the peer's listen addresses with /p2p/<id>, ready to be another
+// peer's static peers.
+func (p *Peer) Addrs() []ma.Multiaddr {
+	addrs, _ := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: p.host.ID(), Addrs: p.host.Addrs()})
+	return addrs
+}
+
+// PubsubTopics are the joined pubsub topics.
+func (p *Peer) PubsubTopics() []string {
+	out := make([]string, 0, len(p.topics))
+	for _, s := range p.cfg.Shards {
+		out = append(out, wakuwire.ShardTopic(p.cfg.ClusterID, s))
+	}
+	return out
+}
+
+// Publish validates m and publishes it on pubsubTopic, returning its
+// 14/WAKU2-MESSAGE hash. Flood publish sends it to every known peer of the
+// topic, mesh or not.
+func (p *Peer) Publish(ctx context.Context, pubsubTopic string, m *wakuwire.Message) ([32]byte, error) {
+	j, ok := p.topics[pubsubTopic]
+	if !ok {
+		return [32]byte{}, fmt.Errorf("%w: %s", ErrTopicNotJoined, pubsubTopic)
+	}
+	if err := m.Validate(); err != nil {
+		return [32]byte{}, err
+	}
+	if err := j.topic.Publish(ctx, m.Marshal()); err != nil {
+		return [32]byte{}, fmt.Errorf("wakupeer: publish on %s: %w", pubsubTopic, err)
+	}
+	p.metrics.published(pubsubTopic)
+	return wakuwire.Hash(pubsubTopic, m), nil
+}
+
+// Subscribe returns the valid messages other peers relay on pubsubTopic, a
+// joined topic, until cancel is called or the peer closes (the channel is
+// closed then). A reader that falls subscriberBuffer messages behind misses
+// messages (counted in Metrics.Dropped) rather than stalling relay.
+func (p *Peer) Subscribe(pubsubTopic string) (<-chan Received, func(), error) {
+	j, ok := p.topics[pubsubTopic]
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: %s", ErrTopicNotJoined, pubsubTopic)
+	}
+	ch := make(chan Received, subscriberBuffer)
+	j.subMu.Lock()
+	defer j.subMu.Unlock()
+	if j.subs == nil { // reader ended: peer closed
+		close(ch)
+		return ch, func() {}, nil
+	}
+	id := j.next
+	j.next++
+	j.subs[id] = ch
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			j.subMu.Lock()
+			defer j.subMu.Unlock()
+			if c, ok := j.subs[id]; ok {
+				delete(j.subs, id)
+				close(c)
+			}
+		})
+	}, nil
+}
+
+func (p *Peer) readTopic(name string, j *joined) {
+	defer p.wg.Done()
+	defer func() {
+		j.subMu.Lock()
+		for _, c := range j.subs {
+			close(c)
+		}
+		j.subs = nil
+		j.subMu.Unlock()
+	}()
+	for {
+		msg, err := j.sub.Next(p.ctx)
+		if err != nil {
+			return
+		}
+		if msg.ReceivedFrom == p.host.ID() {
+			continue // our own publication
+		}
+		wm, ok := msg.ValidatorData.(*wakuwire.Message)
+		if !ok {
+			continue
+		}
+		p.metrics.received(name)
+		r := Received{PubsubTopic: name, Message: wm, Hash: wakuwire.Hash(name, wm), From: msg.ReceivedFrom}
+		j.subMu.Lock()
+		for _, c := range j.subs {
+			select {
+			case c <- r:
+			default:
+				p.metrics.dropped(name)
+				p.log.Warn("waku relay: subscriber too slow, message dropped", "pubsub_topic", name)
+			}
+		}
+		j.subMu.Unlock()
+	}
+}
+
+// Ready is nil when at least one peer relays pubsubTopic (for /readyz).
+func (p *Peer) Ready(pubsubTopic string) error {
+	if _, ok := p.topics[pubsubTopic]; !ok {
+		return fmt.Errorf("%w: %s", ErrTopicNotJoined, pubsubTopic)
+	}
+	if n := len(p.ps.ListPeers(pubsubTopic)); n == 0 {
+		return fmt.Errorf("wakupeer: no relay peer on %s", pubsubTopic)
+	}
+	return nil
+}
+
+// TopicPeers is the number of connected peers subscribed to pubsubTopic.
+func (p *Peer) TopicPeers(pubsubTopic string) int { return len(p.ps.ListPeers(pubsubTopic)) }
+
+// MeshPeers is the number of gossipsub mesh peers on pubsubTopic.
+func (p *Peer) MeshPeers(pubsubTopic string) int {
+	j, ok := p.topics[pubsubTopic]
+	if !ok {
+		return 0
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.mesh)
+}
+
+// Close stops dialling, leaves the topics and closes the host.
+func (p *Peer) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.cancel()
+	for _, j := range p.topics {
+		j.sub.Cancel()
+	}
+	p.wg.Wait()
+	// Cancelling the context stopped gossipsub (topics go with it); closing
+	// the host closes every connection and listener.
+	return p.host.Close()
+}
+
+func (p *Peer) onConnected(n network.Network, c network.Conn) {
+	p.metrics.setPeers(len(n.Peers()))
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.wg.Add(1)
+	p.mu.Unlock()
+	go func() {
+		defer p.wg.Done()
+		p.checkMetadata(c.RemotePeer())
+	}()
+}
+
+func (p *Peer) onDisconnected(n network.Network, c network.Conn) {
+	p.metrics.setPeers(len(n.Peers()))
+	if kick := p.kick[c.RemotePeer()]; kick != nil {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// keepConnected dials a static peer and re-dials it whenever it is
+// disconnected, with exponential back-off (ReconnectMin..ReconnectMax, full
+// jitter), until the peer closes.
+func (p *Peer) keepConnected(ai peer.AddrInfo, kick <-chan struct{}) {
+	defer p.wg.Done()
+	delay := p.cfg.ReconnectMin
+	var connectedAt time.Time
+	sleep := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-p.ctx.Done():
+			return false
+		}
+	}
+	backoff := func() bool {
+		// Jitter: sleep between delay/2 and delay.
+		d := delay/2 + mrand.N(delay/2+1)
+		delay = min(2*delay, p.cfg.ReconnectMax)
+		return sleep(d)
+	}
+	for p.ctx.Err() == nil {
+		if p.host.Network().Connectedness(ai.ID) == network.Connected {
+			select {
+			case <-kick:
+			case <-time.After(5 * time.Second):
+			case <-p.ctx.Done():
+				return
+			}
+			continue
+		}
+		if !connectedAt.IsZero() {
+			// Just lost the connection.
+			stable := time.Since(connectedAt) >= stableConnection
+			connectedAt = time.Time{}
+			if stable {
+				delay = p.cfg.ReconnectMin
+			} else if !backoff() {
+				return
+			}
+			continue
+		}
+		// Our back-off replaces the swarm's (5 s base, per address), which
+		// would otherwise refuse our retries for a peer that was down.
+		if sw, ok := p.host.Network().(*swarm.Swarm); ok {
+			sw.Backoff().Clear(ai.ID)
+		}
+		dctx, cancel := context.WithTimeout(p.ctx, p.cfg.DialTimeout)
+		err := p.host.Connect(dctx, ai)
+		cancel()
+		if err == nil {
+			connectedAt = time.Now()
+			p.log.Info("connected to static peer", "static_peer", ai.ID)
+			continue
+		}
+		if p.ctx.Err() != nil {
+			return
+		}
+		p.log.Debug("dialling static peer failed", "static_peer", ai.ID, "err", err, "retry_in_max", delay)
+		if !backoff() {
+			return
+		}
+	}
+}
+
+// meshTracer follows gossipsub GRAFT/PRUNE to count mesh peers per topic.
+type meshTracer struct {
+	p *Peer
+}
+
+func (t *meshTracer) mesh(topic string, id peer.ID, in bool) {
+	j, ok := t.p.topics[topic]
+	if !ok {
+		return
+	}
+	j.mu.Lock()
+	if in {
+		j.mesh[id] = true
+	} else {
+		delete(j.mesh, id)
+	}
+	n := len(j.mesh)
+	j.mu.Unlock()
+	t.p.metrics.setMesh(topic, n)
+}
+
+func (t *meshTracer) Graft(p peer.ID, topic string) { t.mesh(topic, p, true) }
+func (t *meshTracer) Prune(p peer.ID, topic string) { t.mesh(topic, p, false) }
+func (t *meshTracer) RemovePeer(p peer.ID) {
+	for topic := range t.p.topics {
+		t.mesh(topic, p, false)
+	}
+}
+func (t *meshTracer) AddPeer(peer.ID, protocol.ID)                         {}
+func (t *meshTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (t *meshTracer) OnClosedOutboundStream(peer.ID)                       {}
+func (t *meshTracer) Join(string)                                          {}
+func (t *meshTracer) Leave(string)                                         {}
+func (t *meshTracer) ValidateMessage(*pubsub.Message)                      {}
+func (t *meshTracer) DeliverMessage(*pubsub.Message)                       {}
+func (t *meshTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (t *meshTracer) ThrottlePeer(peer.ID)                                 {}
+func (t *meshTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (t *meshTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (t *meshTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (t *meshTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (t *meshTracer) UndeliverableMessage(*pubsub.Message)                 {}
+
+func (t *meshTracer) RejectMessage(m *pubsub.Message, reason string) {
+	if reason == pubsub.RejectValidationFailed {
+		t.p.metrics.rejected(m.GetTopic())
+	}
+}
