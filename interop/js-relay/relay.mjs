@@ -1,0 +1,100 @@
+// relay.mjs: a js-waku relay node (11/WAKU2-RELAY over TCP, noise, yamux,
+// with js-waku's 66/WAKU2-METADATA) as an independent peer for
+// internal/wakupeer/js_relay_interop_test.go. Run with
+// `node --import ./polyfill.mjs relay.mjs` (Node 20 needs the polyfill).
+//
+// Protocol: JSON lines. Bytes are lowercase hex. At start it prints
+//   {"event":"ready", "peerId", "addrs":[multiaddr with /p2p]}
+// and for every relayed message on the pubsub topic
+//   {"event":"message", "pubsubTopic", "contentTopic", "payloadHex", "hashHex"}
+// Requests on stdin, one reply line each (in order, no "event" key):
+//   {"op":"dial", "addr"}                      -> {"ok":true}
+//   {"op":"peers"}                             -> {"mesh":n, "topicPeers":n, "connections":n}
+//   {"op":"send", "payloadHex", "timestampMs"} -> {"recipients":n, "hashHex"}
+// Failures reply {"error":"..."}.
+import { createInterface } from "node:readline";
+
+import { yamux } from "@chainsafe/libp2p-yamux";
+import { tcp } from "@libp2p/tcp";
+import { multiaddr } from "@multiformats/multiaddr";
+import { createDecoder, createEncoder } from "@waku/core";
+import { messageHash } from "@waku/message-hash";
+import { createRelayNode } from "@waku/sdk/relay";
+
+const clusterId = Number(process.env.WAKU_CLUSTER_ID ?? 16);
+const shard = Number(process.env.WAKU_SHARD ?? 32);
+const pubsubTopic = `/waku/2/rs/${clusterId}/${shard}`;
+const contentTopic = process.env.WAKU_CONTENT_TOPIC ?? "/archivefleet/1/relay-interop/proto";
+
+const hex = (b) => Buffer.from(b ?? []).toString("hex");
+const bytes = (h) => new Uint8Array(Buffer.from(h ?? "", "hex"));
+const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+
+const node = await createRelayNode({
+  networkConfig: { clusterId, shards: [shard] },
+  libp2p: {
+    addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
+    transports: [tcp()],
+    streamMuxers: [yamux()], // go-libp2p has no mplex
+    hideWebSocketInfo: true,
+  },
+});
+await node.start();
+
+const encoder = createEncoder({ contentTopic, pubsubTopic });
+node.relay.subscribe([createDecoder(contentTopic, pubsubTopic)], (msg) => {
+  out({
+    event: "message",
+    pubsubTopic: msg.pubsubTopic,
+    contentTopic: msg.contentTopic,
+    payloadHex: hex(msg.payload),
+    // The wire message (msg.proto): DecodedMessage.timestamp is a Date, so
+    // hashing msg itself would truncate the timestamp to milliseconds.
+    hashHex: hex(messageHash(msg.pubsubTopic, msg.proto)),
+  });
+});
+
+out({
+  event: "ready",
+  peerId: node.libp2p.peerId.toString(),
+  addrs: node.libp2p.getMultiaddrs().map((a) => a.toString()),
+});
+
+async function handle(req) {
+  switch (req.op) {
+    case "dial":
+      await node.libp2p.dial(multiaddr(req.addr));
+      return { ok: true };
+    case "peers":
+      return {
+        mesh: node.relay.getMeshPeers(pubsubTopic).length,
+        topicPeers: node.relay.gossipSub.getSubscribers(pubsubTopic).length,
+        connections: node.libp2p.getConnections().length,
+      };
+    case "send": {
+      const message = { payload: bytes(req.payloadHex), timestamp: new Date(req.timestampMs) };
+      const proto = await encoder.toProtoObj(message);
+      const res = await node.relay.send(encoder, message);
+      if (res.failures?.length) return { error: JSON.stringify(res.failures) };
+      return { recipients: res.successes.length, hashHex: hex(messageHash(pubsubTopic, proto)) };
+    }
+    default:
+      throw new Error(`unknown op ${req.op}`);
+  }
+}
+
+// Requests are handled one at a time so replies stay in order.
+let chain = Promise.resolve();
+createInterface({ input: process.stdin }).on("line", (line) => {
+  chain = chain.then(async () => {
+    try {
+      out(await handle(JSON.parse(line)));
+    } catch (e) {
+      out({ error: String(e?.stack ?? e) });
+    }
+  });
+}).on("close", async () => {
+  await chain;
+  await node.stop();
+  process.exit(0);
+});
