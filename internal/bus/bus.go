@@ -34,6 +34,10 @@ const (
 
 	ConsumerArchiver  = "archiver"
 	ConsumerAnnouncer = "announcer"
+	// ConsumerWaku is the Waku edge's durable consumer on StreamAnnounced:
+	// it starts at new announcements (a first start does not replay the
+	// stream's 30 days).
+	ConsumerWaku = "waku"
 
 	BucketCommunities = "communities"
 	BucketState       = "community-state"
@@ -157,6 +161,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 	}{
 		{StreamDue, jetstream.ConsumerConfig{Durable: ConsumerArchiver}},
 		{StreamSeeding, jetstream.ConsumerConfig{Durable: ConsumerAnnouncer}},
+		{StreamAnnounced, jetstream.ConsumerConfig{Durable: ConsumerWaku, DeliverPolicy: jetstream.DeliverNewPolicy}},
 	}
 	for _, c := range consumers {
 		c.cfg.AckPolicy = jetstream.AckExplicitPolicy

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -178,7 +179,9 @@ func Work[T any](ctx context.Context, b *Bus, cfg WorkerConfig, h func(ctx conte
 	}
 	return b.work(ctx, cfg, func(ctx context.Context, msg jetstream.Msg, d Delivery) (err error) {
 		var ev T
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		if raw, ok := any(&ev).(*Raw); ok {
+			*raw = Raw{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
+		} else if err := json.Unmarshal(msg.Data(), &ev); err != nil {
 			return &malformedError{what: cfg.Event, err: err}
 		}
 		defer func() {
@@ -188,6 +191,15 @@ func Work[T any](ctx context.Context, b *Bus, cfg WorkerConfig, h func(ctx conte
 		}()
 		return h(ctx, ev, d)
 	})
+}
+
+// Raw is an event taken as it is, for a worker of Work[Raw]: its subject,
+// headers and payload, with no JSON decoding (the announcements carry signed
+// protobuf bytes and their facts in headers).
+type Raw struct {
+	Subject string
+	Header  nats.Header
+	Data    []byte
 }
 
 type worker struct {

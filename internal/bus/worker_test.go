@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -411,5 +412,59 @@ func TestSetupUpdatesConsumers(t *testing.T) {
 	}
 	if st.Bucket() != bus.BucketFailures || st.TTL() != bus.FailuresMaxAge || st.History() != 1 {
 		t.Fatalf("failure bucket %s: ttl %v, history %d", st.Bucket(), st.TTL(), st.History())
+	}
+}
+
+// TestRawWaku: the waku consumer starts at new announcements (nothing
+// published before its creation is replayed) and Work[Raw] hands over the
+// subject, headers and bytes untouched.
+func TestRawWaku(t *testing.T) {
+	ns := testenv.NATS(t)
+	ctx := context.Background()
+	b := testenv.Bus(t, ns, bus.Config{AckWait: 2 * time.Second, Memory: true})
+	// Recreate the consumer after an old announcement: DeliverNew skips it.
+	if _, err := b.JS.Publish(ctx, bus.SubjectAnnounced("0xold"), []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.JS.DeleteConsumer(ctx, bus.StreamAnnounced, bus.ConsumerWaku); err != nil {
+		t.Fatal(err)
+	}
+	b = testenv.Bus(t, ns, bus.Config{AckWait: 2 * time.Second, Memory: true})
+	cons, err := b.JS.Consumer(ctx, bus.StreamAnnounced, bus.ConsumerWaku)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cons.CachedInfo().Config; c.DeliverPolicy != jetstream.DeliverNewPolicy || c.AckPolicy != jetstream.AckExplicitPolicy || c.AckWait != 2*time.Second || c.MaxDeliver != -1 {
+		t.Fatalf("waku consumer: %+v", c)
+	}
+	m := nats.NewMsg(bus.SubjectAnnounced("0xnew"))
+	m.Header.Set("Archivefleet-Clock", "42")
+	m.Data = []byte{0, 1, 2, 0xff} // not JSON
+	if _, err := b.JS.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan bus.Raw, 4)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.Work(wctx, b, bus.WorkerConfig{Stream: bus.StreamAnnounced, Consumer: bus.ConsumerWaku, Kind: "waku",
+			Logger: testenv.Logger()}, func(_ context.Context, ev bus.Raw, _ bus.Delivery) error {
+			got <- ev
+			return nil
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case ev := <-got:
+		if ev.Subject != bus.SubjectAnnounced("0xnew") || ev.Header.Get("Archivefleet-Clock") != "42" || string(ev.Data) != string(m.Data) {
+			t.Fatalf("raw event: %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
+	}
+	select {
+	case ev := <-got:
+		t.Fatalf("second event %+v (the old one replayed?)", ev)
+	case <-time.After(500 * time.Millisecond):
 	}
 }

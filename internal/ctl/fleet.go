@@ -79,6 +79,7 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 	since := newTimeFlag("now")
 	fs.Var(since, "since", "start of the first archive: "+timeHelp)
 	ratchet := fs.String("ratchet", "", "hash-ratchet key file (from keygen -ratchet): the community is token-gated and its archives are encrypted")
+	shard := fs.Int("shard", -1, "Waku shard index 0..1023 the community's members listen on (-1: status-go's default community shard, /waku/2/rs/16/32)")
 	update := fs.Bool("update", false, "change a registered community: the flags given replace its settings, the rest are kept")
 	var topics listFlag
 	fs.Var(&topics, "topic", "channel content topic 0x…8 hex, repeatable (the universal <id>-memberUpdate topic is always added)")
@@ -87,6 +88,9 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if *shard < -1 || *shard > registry.MaxShard {
+		return fmt.Errorf("-shard %d is out of range 0..%d (-1: the default shard)", *shard, registry.MaxShard)
+	}
 	var key archive.HexBytes
 	if err := key.UnmarshalText([]byte(*keyHex)); err != nil || len(key) != 32 {
 		return errors.New("-private-key must be 0x + 64 hex digits")
@@ -142,6 +146,16 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 		com.Topics = newTopics
 		changed = append(changed, "topics")
 	}
+	if !exists || given["shard"] {
+		com.Shard = nil
+		if *shard >= 0 {
+			v := uint16(*shard)
+			com.Shard = &v
+		}
+		if exists {
+			changed = append(changed, "shard")
+		}
+	}
 	if kf != nil {
 		com.Encrypted, com.InstallationID, com.RatchetKey, com.OldKeys = true, kf.InstallationID, &kf.State.Key, kf.Keys
 		changed = append(changed, "ratchet")
@@ -157,6 +171,14 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stdout, "registered %s (interval %v, since %d, %d topics, encrypted=%v)\n", com.ID, time.Duration(com.Interval),
 		com.Since, len(com.Topics), com.Encrypted)
 	return nil
+}
+
+// wakuShard is the Waku shard index a community's members listen on.
+func wakuShard(c *registry.Community) uint16 {
+	if c.Shard != nil {
+		return *c.Shard
+	}
+	return 32 // wakuwire.DefaultCommunityShard
 }
 
 // oneCommunity parses the flags of a command about one community (-nats and
@@ -282,7 +304,7 @@ func communityList(ctx context.Context, env Env, args []string) error {
 			if err := json.NewEncoder(env.Stdout).Encode(map[string]any{"community": c.ID, "interval": c.Interval, "since": c.Since,
 				"topics": c.Topics, "encrypted": c.Encrypted, "lastEnd": bs.LastEnd, "nextEnd": next, "archives": len(bs.Archives),
 				"infoHash": bs.InfoHash, "builtAt": bs.BuiltAt, "magnet": an.Magnet, "announcedClock": an.Clock,
-				"disabled": c.Disabled}); err != nil {
+				"disabled": c.Disabled, "wakuShard": wakuShard(c)}); err != nil {
 				return err
 			}
 		case *wide:

@@ -72,6 +72,19 @@ func TestCommunityCommands(t *testing.T) {
 		t.Fatalf("update: %s; stored interval %v since %d topics %v", out, time.Duration(com.Interval), com.Since, com.Topics)
 	}
 	mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-interval", "1h")
+	if com.Shard != nil {
+		t.Fatalf("default shard stored as %d", *com.Shard)
+	}
+	// -shard: set on update, keeping the rest; out of range refused.
+	mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-shard", "64")
+	if com, err = registry.New(b.Communities).Get(context.Background(), id); err != nil || com.Shard == nil || *com.Shard != 64 ||
+		time.Duration(com.Interval) != time.Hour {
+		t.Fatalf("shard update: %+v %v", com, err)
+	}
+	if _, errs, code := run(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-shard", "1024"); code == 0 ||
+		!strings.Contains(errs, "out of range") {
+		t.Fatalf("shard 1024: exit %d, %s", code, errs)
+	}
 
 	// list: narrow by default, -wide and -json for the rest.
 	list := mustRun(t, "", "community", "list", "-nats", url)

@@ -81,20 +81,35 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	hc.Common, hc.Tick, hc.Republish = cfg.Common, cfg.Tick, cfg.Republish
 
 	logs := map[string]*slog.Logger{}
-	for _, n := range []string{"archiver", "seeder", "announcer", "scheduler", "demo"} {
+	for _, n := range []string{"archiver", "seeder", "announcer", "scheduler", "waku", "demo"} {
 		logs[n] = cfg.NewLoggerTo(cfg.logOut, n)
 	}
 	arch, st := newArchiver(b, locker, ac, logs["archiver"], reg)
 	seeder := newSeeder(b, sc, logs["seeder"], reg)
 	ann := newAnnouncer(b, nc, logs["announcer"], reg)
 	sched := newScheduler(b, hc, logs["scheduler"], reg)
+	wakuKey := cfg.Waku.KeyFile
+	if wakuKey == "" {
+		wakuKey = filepath.Join(cfg.DataDir, DefaultFleetWakuKeyFile)
+	}
+	edge, wakuPeer, err := newWakuEdge(ctx, b, cfg.Waku, wakuKey, logs["waku"], reg)
+	if err != nil {
+		return err
+	}
+	defer wakuPeer.Close()
+	var wakuAddrs []string
+	for _, a := range wakuPeer.Addrs() {
+		wakuAddrs = append(wakuAddrs, a.String())
+	}
+	logs["waku"].Info("waku edge listening: a local Waku node can connect to these", "addrs", wakuAddrs, "key_file", wakuKey,
+		"pubsub_topics", wakuPeer.PubsubTopics(), "min_peers", cfg.Waku.MinPeers)
 	sub, err := st.ServeNATS(ctx)
 	if err != nil {
 		return err
 	}
 	defer sub.Drain()
 	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log,
-		Checks:   map[string]observe.Check{"nats": b.Ready, "torrent": seeder.Ready},
+		Checks:   map[string]observe.Check{"nats": b.Ready, "torrent": seeder.Ready, "waku": wakuReady(wakuPeer, cfg.Waku.MinPeers)},
 		Handlers: map[string]http.Handler{store.IngestPath: st.Handler(cfg.IngestToken)}}
 	if _, err := srv.Listen(); err != nil {
 		return err
@@ -126,6 +141,7 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	part("seeder", seeder.Run)
 	part("announcer", ann.Run)
 	part("scheduler", sched.Run)
+	part("waku", edge.Run)
 	if cfg.Demo {
 		part("demo", func(ctx context.Context) error {
 			return runDemo(ctx, b, st, cfg.DataDir, seeder.LocalPort, cfg.DemoEvery, logs["demo"])

@@ -15,10 +15,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/archivefleet/archivefleet/internal/natsconf"
@@ -37,6 +40,19 @@ const (
 	DefaultSeederHTTP    = "127.0.0.1:9103"
 	DefaultAnnouncerHTTP = "127.0.0.1:9104"
 	DefaultFleetHTTP     = "127.0.0.1:9100"
+	DefaultWakuHTTP      = "127.0.0.1:9105"
+
+	// The Waku edge: go-waku's default TCP and websocket ports, status.prod's
+	// cluster and default community shard. The all-in-one listens on
+	// 127.0.0.1 with a random port and keeps its key in DATA_DIR.
+	DefaultWakuListen         = "/ip4/0.0.0.0/tcp/60000,/ip4/0.0.0.0/tcp/60001/ws"
+	DefaultFleetWakuListen    = "/ip4/127.0.0.1/tcp/0"
+	DefaultWakuKeyFile        = "data/waku/nodekey"
+	DefaultFleetWakuKeyFile   = "waku-nodekey" // in DATA_DIR
+	DefaultWakuCluster        = 16
+	DefaultWakuShards         = "32"
+	DefaultWakuMinPeers       = 1
+	DefaultWakuInstallationID = "archivefleet-waku"
 
 	DefaultRedisAddr = "127.0.0.1:6379"
 	DefaultWorkDir   = "data/archiver"
@@ -116,6 +132,25 @@ type SchedulerConfig struct {
 	RetryAfter time.Duration `envconfig:"ARCHIVEFLEET_RETRY_AFTER" desc:"republish a due event not yet committed after this long"`
 }
 
+// Waku configures the Waku edge's relay peer and delivery (cmd/waku and the
+// all-in-one).
+type Waku struct {
+	Listen         string `envconfig:"ARCHIVEFLEET_WAKU_LISTEN" desc:"libp2p listen multiaddrs, comma-separated (TCP and /ws)"`
+	Announce       string `envconfig:"ARCHIVEFLEET_WAKU_ANNOUNCE" desc:"multiaddrs advertised instead of the listen ones, comma-separated"`
+	KeyFile        string `envconfig:"ARCHIVEFLEET_WAKU_KEY_FILE" desc:"node key file (hex secp256k1, created on first start); it also signs the rfc26 payloads"`
+	StaticPeers    string `envconfig:"ARCHIVEFLEET_WAKU_STATIC_PEERS" desc:"Waku relay peers to keep connected: multiaddrs with /p2p/<id>, comma-separated"`
+	Cluster        uint16 `envconfig:"ARCHIVEFLEET_WAKU_CLUSTER" desc:"Waku cluster id (16: status.prod)"`
+	Shards         string `envconfig:"ARCHIVEFLEET_WAKU_SHARDS" desc:"shard indices to relay, comma-separated; communities' shards must be among them"`
+	MinPeers       int    `envconfig:"ARCHIVEFLEET_WAKU_MIN_PEERS" desc:"fewest relay peers on a community's shard to publish (else the announcement waits)"`
+	InstallationID string `envconfig:"ARCHIVEFLEET_WAKU_INSTALLATION_ID" desc:"installation id in the ProtocolMessage wrapper"`
+}
+
+// WakuConfig configures cmd/waku.
+type WakuConfig struct {
+	Common
+	Waku
+}
+
 // AllInOneConfig configures cmd/fleet: every service in one process around an
 // embedded NATS server, with no external service needed.
 type AllInOneConfig struct {
@@ -129,8 +164,9 @@ type AllInOneConfig struct {
 	Republish   time.Duration `envconfig:"ARCHIVEFLEET_REPUBLISH" desc:"magnet republish cadence (0 disables)"`
 	WebhookURL  string        `envconfig:"ARCHIVEFLEET_WEBHOOK_URL" desc:"also POST announcements as JSON here"`
 	IngestToken string        `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"bearer token the HTTP ingest endpoint requires" secret:"true"`
-	Demo        bool          `envconfig:"ARCHIVEFLEET_DEMO" desc:"register a generated demo community and ingest messages as time passes"`
-	DemoEvery   time.Duration `envconfig:"ARCHIVEFLEET_DEMO_INTERVAL" desc:"the demo community's archive interval"`
+	Waku
+	Demo      bool          `envconfig:"ARCHIVEFLEET_DEMO" desc:"register a generated demo community and ingest messages as time passes"`
+	DemoEvery time.Duration `envconfig:"ARCHIVEFLEET_DEMO_INTERVAL" desc:"the demo community's archive interval"`
 
 	logOut io.Writer // tests capture the logs; nil is stderr
 }
@@ -168,11 +204,28 @@ func DefaultSchedulerConfig() SchedulerConfig {
 	return c
 }
 
-// DefaultAllInOneConfig returns the all-in-one's defaults.
+// DefaultWaku returns the Waku edge's defaults.
+func DefaultWaku() Waku {
+	return Waku{Listen: DefaultWakuListen, KeyFile: DefaultWakuKeyFile, Cluster: DefaultWakuCluster, Shards: DefaultWakuShards,
+		MinPeers: DefaultWakuMinPeers, InstallationID: DefaultWakuInstallationID}
+}
+
+// DefaultWakuConfig returns the Waku edge service's defaults.
+func DefaultWakuConfig() WakuConfig {
+	c := WakuConfig{Common: natsconf.DefaultCommon(), Waku: DefaultWaku()}
+	c.HTTPAddr = DefaultWakuHTTP
+	return c
+}
+
+// DefaultAllInOneConfig returns the all-in-one's defaults: its Waku edge
+// listens on 127.0.0.1 (random port), keeps its key in DATA_DIR and
+// publishes with no peer (MIN_PEERS 0), so it works offline.
 func DefaultAllInOneConfig() AllInOneConfig {
+	w := DefaultWaku()
+	w.Listen, w.KeyFile, w.MinPeers = DefaultFleetWakuListen, "", 0
 	c := AllInOneConfig{Common: natsconf.DefaultCommon(), DataDir: DefaultDataDir, NATSPort: DefaultEmbeddedPort,
 		MaxPayload: DefaultEmbeddedPayload, BTListen: DefaultFleetBTListen, Tick: DefaultTick, Republish: DefaultRepublish,
-		Demo: true, DemoEvery: DefaultDemoInterval}
+		Waku: w, Demo: true, DemoEvery: DefaultDemoInterval}
 	c.HTTPAddr = DefaultFleetHTTP
 	c.Settle = SettleAuto
 	return c
@@ -185,6 +238,62 @@ func (c AllInOneConfig) UsageDefaults() map[string]string {
 	}
 	return map[string]string{Prefix + "_SETTLE": fmt.Sprintf("auto: DEMO_INTERVAL/5 (at least %v) with the demo, else %v",
 		MinDemoSettle, DefaultFleetSettle)}
+}
+
+// Validate checks the Waku edge service's settings.
+func (c WakuConfig) Validate() error {
+	return errors.Join(c.Common.Validate(), natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr), natsconf.NonEmpty("WAKU_KEY_FILE", c.KeyFile),
+		c.Waku.Validate())
+}
+
+// Validate checks the Waku settings.
+func (w Waku) Validate() error {
+	errs := []error{natsconf.NonEmpty("WAKU_LISTEN", w.Listen), natsconf.NotNegative("WAKU_MIN_PEERS", w.MinPeers)}
+	if _, err := w.ShardList(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, v := range []struct{ name, val string }{{"WAKU_LISTEN", w.Listen}, {"WAKU_ANNOUNCE", w.Announce}, {"WAKU_STATIC_PEERS", w.StaticPeers}} {
+		for _, a := range splitList(v.val) {
+			m, err := ma.NewMultiaddr(a)
+			if err != nil {
+				errs = append(errs, natsconf.Bad(v.name, a, "not a multiaddr: "+err.Error()))
+				continue
+			}
+			if v.name == "WAKU_STATIC_PEERS" {
+				if _, err := peer.AddrInfoFromP2pAddr(m); err != nil {
+					errs = append(errs, natsconf.Bad(v.name, a, "needs /p2p/<peer id>"))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ShardList parses WAKU_SHARDS.
+func (w Waku) ShardList() ([]uint16, error) {
+	var out []uint16
+	for _, s := range splitList(w.Shards) {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n > 1023 || slices.Contains(out, uint16(n)) {
+			return nil, natsconf.Bad("WAKU_SHARDS", w.Shards, "must be distinct shard indices 0..1023, comma-separated")
+		}
+		out = append(out, uint16(n))
+	}
+	if len(out) == 0 {
+		return nil, natsconf.Bad("WAKU_SHARDS", `""`, "empty")
+	}
+	return out, nil
+}
+
+// splitList splits a comma-separated setting, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Validate checks the archiver's settings.
@@ -237,7 +346,7 @@ func (c AllInOneConfig) Validate() error {
 	if c.MaxPayload < 1024 || c.MaxPayload > MaxEmbeddedPayload {
 		errs = append(errs, natsconf.Bad("EMBEDDED_NATS_MAX_PAYLOAD", c.MaxPayload, "must be between 1KiB and 64MiB"))
 	}
-	errs = append(errs, validateSchedule(c.Tick, c.Republish))
+	errs = append(errs, validateSchedule(c.Tick, c.Republish), c.Waku.Validate())
 	if c.Demo && (c.DemoEvery < 2*time.Second || c.DemoEvery%time.Second != 0) {
 		errs = append(errs, natsconf.Bad("DEMO_INTERVAL", c.DemoEvery, "must be a whole number of seconds, at least 2s"))
 	}

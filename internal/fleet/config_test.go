@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,7 @@ func TestMainFlagsAndConfig(t *testing.T) {
 		mainRun("archiver", DefaultArchiverConfig),
 		mainRun("seeder", DefaultSeederConfig),
 		mainRun("announcer", DefaultAnnouncerConfig),
+		mainRun("waku", DefaultWakuConfig),
 		mainRun("fleet", DefaultAllInOneConfig),
 	}
 	cases := []struct {
@@ -93,7 +95,7 @@ func TestMainFlagsAndConfig(t *testing.T) {
 // named constants, and that the environment overrides them.
 func TestDefaults(t *testing.T) {
 	for name, cfg := range map[string]Config{"scheduler": DefaultSchedulerConfig(), "archiver": DefaultArchiverConfig(),
-		"seeder": DefaultSeederConfig(), "announcer": DefaultAnnouncerConfig(), "fleet": DefaultAllInOneConfig()} {
+		"seeder": DefaultSeederConfig(), "announcer": DefaultAnnouncerConfig(), "waku": DefaultWakuConfig(), "fleet": DefaultAllInOneConfig()} {
 		if err := cfg.Validate(); err != nil {
 			t.Errorf("%s defaults: %v", name, err)
 		}
@@ -101,6 +103,15 @@ func TestDefaults(t *testing.T) {
 	a := DefaultArchiverConfig()
 	if a.Settle != natsconf.DefaultSettle || a.HTTPAddr != DefaultArchiverHTTP || a.Slots != DefaultSlots || a.Addr != DefaultRedisAddr {
 		t.Fatalf("archiver defaults: %+v", a)
+	}
+	if w := DefaultWakuConfig(); w.MinPeers != 1 || w.Cluster != 16 || w.Shards != "32" || DefaultAllInOneConfig().Waku.MinPeers != 0 {
+		t.Fatalf("waku defaults: service %+v, all-in-one %+v", w.Waku, DefaultAllInOneConfig().Waku)
+	}
+	for _, bad := range []Waku{{Listen: "x", Shards: "32"}, {Listen: DefaultWakuListen, Shards: "1024"}, {Listen: DefaultWakuListen, Shards: "32,32"},
+		{Listen: DefaultWakuListen, Shards: "32", StaticPeers: "/ip4/127.0.0.1/tcp/1"}, {Listen: DefaultWakuListen, Shards: "32", MinPeers: -1}} {
+		if bad.Validate() == nil {
+			t.Errorf("waku settings %+v accepted", bad)
+		}
 	}
 	t.Setenv("ARCHIVEFLEET_SETTLE", "45s")
 	t.Setenv("ARCHIVEFLEET_EMBEDDED_NATS_MAX_PAYLOAD", "16MiB")
@@ -243,7 +254,7 @@ func TestAllInOneRestart(t *testing.T) {
 		return coms[0], logs.String()
 	}
 	first, logs1 := run()
-	for _, svc := range []string{"fleet", "archiver", "seeder", "announcer", "scheduler", "demo"} {
+	for _, svc := range []string{"fleet", "archiver", "seeder", "announcer", "scheduler", "waku", "demo"} {
 		for _, msg := range []string{"msg=stopping service=" + svc, "msg=stopped service=" + svc} {
 			if !strings.Contains(logs1, msg) {
 				t.Errorf("log lacks %q", msg)
@@ -259,5 +270,12 @@ func TestAllInOneRestart(t *testing.T) {
 	}
 	if !strings.Contains(logs2, "demo community reused") {
 		t.Fatalf("second start did not say it reused the community:\n%s", logs2)
+	}
+	// The Waku edge logs where a local node can reach it, with the same
+	// peer id after a restart (its key is kept in DATA_DIR).
+	peerID := regexp.MustCompile(`waku edge listening.*?/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\w+)`)
+	m1, m2 := peerID.FindStringSubmatch(logs1), peerID.FindStringSubmatch(logs2)
+	if m1 == nil || m2 == nil || m1[1] != m2[1] {
+		t.Fatalf("waku listen addresses: first %v, second %v", m1, m2)
 	}
 }

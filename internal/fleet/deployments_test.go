@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
@@ -20,7 +22,10 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/observe"
+	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/testenv"
+	"github.com/archivefleet/archivefleet/internal/wakuedge"
+	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
 // composeTool finds a Compose implementation that can validate a file
@@ -84,7 +89,7 @@ func TestComposeConfig(t *testing.T) {
 // the env tags of the config structs.
 func knownVariables() map[string]bool {
 	known := map[string]bool{}
-	for _, c := range []any{&SchedulerConfig{}, &ArchiverConfig{}, &SeederConfig{}, &AnnouncerConfig{}, &AllInOneConfig{}} {
+	for _, c := range []any{&SchedulerConfig{}, &ArchiverConfig{}, &SeederConfig{}, &AnnouncerConfig{}, &WakuConfig{}, &AllInOneConfig{}} {
 		natsconf.Walk(c, func(v natsconf.Var) error {
 			known[v.Name] = true
 			return nil
@@ -142,6 +147,14 @@ func TestDeployments(t *testing.T) {
 	}
 }
 
+// noPeer is a Waku peer with no peer.
+type noPeer struct{}
+
+func (noPeer) Publish(context.Context, string, *wakuwire.Message) ([32]byte, error) {
+	return [32]byte{}, nil
+}
+func (noPeer) TopicPeers(string) int { return 0 }
+
 // descRecorder is a Registerer that records the metric names it is given.
 type descRecorder struct{ names map[string]bool }
 
@@ -171,6 +184,10 @@ func TestDashboardMetrics(t *testing.T) {
 	newSeeder(b, SeederConfig{}, testenv.Logger(), rec)
 	newAnnouncer(b, AnnouncerConfig{}, testenv.Logger(), rec)
 	newScheduler(b, SchedulerConfig{}, testenv.Logger(), rec)
+	if _, err := wakuedge.New(wakuedge.Service{Bus: b, Registry: &registry.Registry{}, Peer: noPeer{},
+		Config: wakuedge.Config{Signer: secp256k1.PrivKeyFromBytes([]byte{1})}}, rec); err != nil {
+		t.Fatal(err)
+	}
 	reg := observe.NewRegistry("test")
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {

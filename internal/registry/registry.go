@@ -37,7 +37,11 @@ type Community struct {
 	// announcements. It is a secret: never log a Community.
 	SigningKey archive.HexBytes `json:"signingKey"`
 	Disabled   bool             `json:"disabled,omitempty"`
-	UpdatedAt  time.Time        `json:"updatedAt"`
+	// Shard is the community's Waku shard index in the fleet's cluster
+	// (0..1023); nil means status-go's default community shard
+	// (wakuwire.DefaultCommunityShard, /waku/2/rs/16/32).
+	Shard     *uint16   `json:"shard,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Duration is a time.Duration written as a Go duration string in JSON.
@@ -72,6 +76,9 @@ func (c *Community) NextStart(lastEnd uint64) uint64 {
 	return lastEnd
 }
 
+// MaxShard is the highest Waku shard index (RFC 51: 1024 shards per cluster).
+const MaxShard = 1023
+
 // Validate checks a community before it is stored and fills defaults.
 func (c *Community) Validate() error {
 	if c.Interval == 0 {
@@ -87,6 +94,9 @@ func (c *Community) Validate() error {
 	pub := secp256k1.PrivKeyFromBytes(c.SigningKey).PubKey().SerializeCompressed()
 	if string(pub) != string(c.ID[:]) {
 		return errors.New("signing key does not belong to the community id")
+	}
+	if c.Shard != nil && *c.Shard > MaxShard {
+		return fmt.Errorf("shard %d is out of range 0..%d", *c.Shard, MaxShard)
 	}
 	if u := UniversalTopic(c.ID); !slices.Contains(c.Topics, u) {
 		c.Topics = append(c.Topics, u)

@@ -121,3 +121,23 @@ func DecodeBuild(b []byte) (*Build, error) {
 	err := json.Unmarshal(b, &s)
 	return &s, err
 }
+
+// Waku is what the Waku edge last published for a community (key
+// "waku.<community>"): announcements with a clock at or below Clock are not
+// sent again.
+type Waku struct {
+	Clock    uint64    `json:"clock"`
+	InfoHash string    `json:"infoHash"`
+	Hashes   []string  `json:"hashes,omitempty"` // 14/WAKU2-MESSAGE hashes, one per chat
+	At       time.Time `json:"at"`
+}
+
+// WakuKey is the key of a community's Waku edge state.
+func WakuKey(c string) string { return "waku." + c }
+
+// GetWaku returns the Waku edge state and its revision (0 when absent).
+func (s *Store) GetWaku(ctx context.Context, c string) (*Waku, uint64, error) {
+	var w Waku
+	rev, err := s.get(ctx, WakuKey(c), &w)
+	return &w, rev, err
+}

@@ -7,18 +7,31 @@
 //   {"event":"ready", "peerId", "addrs":[multiaddr with /p2p]}
 // and for every relayed message on the pubsub topic
 //   {"event":"message", "pubsubTopic", "contentTopic", "payloadHex", "hashHex"}
+// With WAKU_SYM_CHATS set (comma-separated status chat ids), it also
+// subscribes, per chat, to status-go's public-chat content topic
+// "/waku/1/0x<keccak256(chat)[:4]>/rfc26" with js-waku's symmetric decoder
+// and the key it derives itself (pbkdf2(chat, "", 65356, 32, sha256)), and
+// prints for every message it opens
+//   {"event":"chat", "chat", "contentTopic", "pubsubTopic", "payloadHex"
+//    (the decrypted rfc26 payload), "signerHex" (recovered public key),
+//    "hashHex", "wakuPayloadSize" (the sealed payload's size),
+//    "wakuMessageSize" (the WakuMessage as js-waku re-encodes it)}
 // Requests on stdin, one reply line each (in order, no "event" key):
 //   {"op":"dial", "addr"}                      -> {"ok":true}
 //   {"op":"peers"}                             -> {"mesh":n, "topicPeers":n, "connections":n}
 //   {"op":"send", "payloadHex", "timestampMs"} -> {"recipients":n, "hashHex"}
 // Failures reply {"error":"..."}.
+import { pbkdf2Sync } from "node:crypto";
 import { createInterface } from "node:readline";
 
 import { yamux } from "@chainsafe/libp2p-yamux";
 import { tcp } from "@libp2p/tcp";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createDecoder, createEncoder } from "@waku/core";
+import { createDecoder as createSymDecoder } from "@waku/message-encryption/symmetric";
 import { messageHash } from "@waku/message-hash";
+import { proto_message } from "@waku/proto";
+import { keccak_256 } from "@noble/hashes/sha3";
 import { createRelayNode } from "@waku/sdk/relay";
 
 const clusterId = Number(process.env.WAKU_CLUSTER_ID ?? 16);
@@ -53,6 +66,24 @@ node.relay.subscribe([createDecoder(contentTopic, pubsubTopic)], (msg) => {
     hashHex: hex(messageHash(msg.pubsubTopic, msg.proto)),
   });
 });
+
+for (const chat of (process.env.WAKU_SYM_CHATS ?? "").split(",").filter(Boolean)) {
+  const key = new Uint8Array(pbkdf2Sync(chat, "", 65356, 32, "sha256"));
+  const chatTopic = `/waku/1/0x${hex(keccak_256(new TextEncoder().encode(chat)).slice(0, 4))}/rfc26`;
+  node.relay.subscribe([createSymDecoder(chatTopic, key, pubsubTopic)], (msg) => {
+    out({
+      event: "chat",
+      chat,
+      pubsubTopic: msg.pubsubTopic,
+      contentTopic: msg.contentTopic,
+      payloadHex: hex(msg.payload),
+      signerHex: hex(msg.signaturePublicKey),
+      hashHex: hex(messageHash(msg.pubsubTopic, msg.proto)),
+      wakuPayloadSize: msg.proto.payload?.length ?? 0,
+      wakuMessageSize: proto_message.WakuMessage.encode(msg.proto).length,
+    });
+  });
+}
 
 out({
   event: "ready",

@@ -1,0 +1,258 @@
+// Package wakuedge is the Waku edge service: it takes each announcement the
+// announcer publishes on archive.announced.<community> (the signed
+// ApplicationMetadataMessage of type 43, facts in headers) and sends the same
+// bytes to the community's members over Waku relay, as status-go's
+// SendPublic would, on both chats members listen on:
+//
+//   - "<0xID>-memberUpdate", the universal chat current clients use for
+//     CommunityMessageArchiveLink (type 43);
+//   - "<0xID>-magnetlinks", the legacy chat older clients listen on.
+//
+// Each is wrapped by wakuwire.PublicMessageWithKey (ProtocolMessage, rfc26
+// symmetric payload with the chat-derived key, WakuMessage) and published on
+// the community's shard pubsub topic (registry.Community.Shard, default
+// wakuwire.DefaultCommunityShard).
+//
+// Delivery is at least once, deduplicated by clock: the last clock sent per
+// community is kept in the community-state bucket (state.WakuKey), and an
+// announcement at or below it is acknowledged without sending. With fewer
+// than Config.MinPeers relay peers on the shard the event is snoozed
+// (waiting, not failing), so an isolated edge sends nothing into the void.
+//
+// The rfc26 payload signer is the edge's own secp256k1 key (in the fleet,
+// the Waku node key): receivers only recover it; the application message
+// inside carries the community's signature.
+package wakuedge
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/wakuwire"
+)
+
+// Headers the announcer sets (announce.NATSTransport).
+const (
+	HeaderClock    = "Archivefleet-Clock"
+	HeaderInfohash = "Archivefleet-Infohash"
+)
+
+// Defaults.
+const (
+	DefaultClusterID uint16 = 16
+	DefaultShard     uint16 = 32
+	// DefaultNoPeersSnooze is how long an announcement waits when the shard
+	// has too few relay peers.
+	DefaultNoPeersSnooze = 5 * time.Second
+)
+
+// Peer is the Waku relay the edge publishes through (*wakupeer.Peer).
+type Peer interface {
+	Publish(ctx context.Context, pubsubTopic string, m *wakuwire.Message) ([32]byte, error)
+	TopicPeers(pubsubTopic string) int
+}
+
+// Config shapes the edge.
+type Config struct {
+	// InstallationID goes into each ProtocolMessage (status-go's sender
+	// installation); any stable string.
+	InstallationID string
+	// MinPeers is the fewest relay peers on a community's shard to publish;
+	// 0 publishes even with none (offline all-in-one).
+	MinPeers int
+	// ClusterID is the Waku cluster; default DefaultClusterID.
+	ClusterID uint16
+	// Topics, when set, are the pubsub topics the peer relays: a community
+	// on another shard fails with a clear error instead of waiting forever.
+	Topics []string
+	// Signer signs the rfc26 payloads (required).
+	Signer *secp256k1.PrivateKey
+	// NoPeersSnooze: default DefaultNoPeersSnooze.
+	NoPeersSnooze time.Duration
+}
+
+// Service is the Waku edge.
+type Service struct {
+	Bus      *bus.Bus
+	Registry *registry.Registry
+	State    *state.Store
+	Peer     Peer
+	Config   Config
+	Logger   *slog.Logger
+	// Now is the clock source; tests may pin it.
+	Now func() time.Time
+
+	published *prometheus.CounterVec
+	skipped   *prometheus.CounterVec
+	peers     prometheus.Gauge
+	noPeers   prometheus.Counter
+	worker    *bus.WorkerMetrics
+
+	keys *keyCache
+}
+
+// keyCache holds ChatKey per chat id, derived once (slow by design).
+type keyCache struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+// New fills defaults and registers the edge's metrics on reg.
+func New(s Service, reg prometheus.Registerer) (*Service, error) {
+	if s.Bus == nil || s.Registry == nil || s.Peer == nil {
+		return nil, errors.New("wakuedge: Bus, Registry and Peer are required")
+	}
+	if s.Config.Signer == nil {
+		return nil, errors.New("wakuedge: a signer key is required")
+	}
+	if s.Config.MinPeers < 0 {
+		return nil, errors.New("wakuedge: MinPeers must not be negative")
+	}
+	if s.Config.ClusterID == 0 {
+		s.Config.ClusterID = DefaultClusterID
+	}
+	if s.Config.NoPeersSnooze <= 0 {
+		s.Config.NoPeersSnooze = DefaultNoPeersSnooze
+	}
+	if s.State == nil {
+		s.State = &state.Store{KV: s.Bus.State}
+	}
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	f := promauto.With(reg)
+	s.published = f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_waku_announcements_published_total",
+		Help: "Announcements published over Waku relay, by chat (memberUpdate, magnetlinks)."}, []string{"chat"})
+	s.skipped = f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_waku_announcements_skipped_total",
+		Help: "Announcements not sent, by reason (duplicate: clock already sent; unregistered)."}, []string{"reason"})
+	s.peers = f.NewGauge(prometheus.GaugeOpts{Name: "archivefleet_waku_publish_peers",
+		Help: "Relay peers on the shard at the last publish."})
+	s.noPeers = f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_waku_no_peers_snoozes_total",
+		Help: "Announcements snoozed because the shard had fewer than MIN_PEERS relay peers."})
+	s.worker = bus.NewWorkerMetrics(reg)
+	s.keys = &keyCache{m: map[string][]byte{}}
+	return &s, nil
+}
+
+// Run consumes the waku consumer of ARCHIVE_ANNOUNCED until ctx ends. One
+// slot keeps each community's announcements in order.
+func (s *Service) Run(ctx context.Context) error {
+	s.Logger.Info("waku edge started", "signer", hex.EncodeToString(s.Config.Signer.PubKey().SerializeCompressed()),
+		"min_peers", s.Config.MinPeers, "cluster", s.Config.ClusterID)
+	return bus.Work(ctx, s.Bus, bus.WorkerConfig{Stream: bus.StreamAnnounced, Consumer: bus.ConsumerWaku, Kind: "waku",
+		Event: "announcement", Slots: 1, Logger: s.Logger, Metrics: s.worker}, s.Handle)
+}
+
+// Chats are the chats an announcement goes to, current first.
+func Chats(c string) []string { return []string{c + "-memberUpdate", c + "-magnetlinks"} }
+
+// PubsubTopic is a community's shard topic in cluster.
+func PubsubTopic(cluster uint16, com *registry.Community) string {
+	shard := DefaultShard
+	if com.Shard != nil {
+		shard = *com.Shard
+	}
+	return wakuwire.ShardTopic(cluster, shard)
+}
+
+func (s *Service) chatKey(chat string) []byte {
+	s.keys.mu.Lock()
+	defer s.keys.mu.Unlock()
+	k, ok := s.keys.m[chat]
+	if !ok {
+		k = wakuwire.ChatKey(chat)
+		s.keys.m[chat] = k
+	}
+	return k
+}
+
+// Handle sends one announcement (see the package doc).
+func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error {
+	c := strings.TrimPrefix(ev.Subject, bus.SubjectAnnounced(""))
+	id, err := archive.ParseCommunityID(c)
+	if err != nil {
+		return fmt.Errorf("%w: subject %q: %w", bus.ErrMalformed, ev.Subject, err)
+	}
+	c = id.String()
+	clock, err := strconv.ParseUint(ev.Header.Get(HeaderClock), 10, 64)
+	if err != nil || clock == 0 {
+		return fmt.Errorf("%w: %s header %q", bus.ErrMalformed, HeaderClock, ev.Header.Get(HeaderClock))
+	}
+	if len(ev.Data) == 0 {
+		return fmt.Errorf("%w: empty announcement", bus.ErrMalformed)
+	}
+	infoHash := ev.Header.Get(HeaderInfohash)
+	last, rev, err := s.State.GetWaku(ctx, c)
+	if err != nil {
+		return bus.Snooze(2*time.Second, "waku state read: "+err.Error())
+	}
+	if clock <= last.Clock {
+		s.skipped.WithLabelValues("duplicate").Inc()
+		s.Logger.Debug("announcement already sent", "community", c, "clock", clock, "last", last.Clock)
+		return nil
+	}
+	com, err := s.Registry.Get(ctx, id)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		s.skipped.WithLabelValues("unregistered").Inc()
+		return nil
+	case errors.Is(err, registry.ErrCorrupt):
+		return bus.Permanent(err)
+	case err != nil:
+		return bus.Snooze(2*time.Second, "registry read: "+err.Error())
+	}
+	topic := PubsubTopic(s.Config.ClusterID, com)
+	if len(s.Config.Topics) > 0 && !slices.Contains(s.Config.Topics, topic) {
+		return fmt.Errorf("community %s is on %s, which this edge does not relay (add its shard to WAKU_SHARDS)", c, topic)
+	}
+	peers := s.Peer.TopicPeers(topic)
+	if peers < s.Config.MinPeers {
+		s.noPeers.Inc()
+		return bus.Snooze(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s, need %d", peers, topic, s.Config.MinPeers))
+	}
+	now := s.Now()
+	var hashes []string
+	var wakuBytes int
+	for _, chat := range Chats(c) {
+		m, err := wakuwire.PublicMessageWithKey(chat, s.chatKey(chat), s.Config.InstallationID, ev.Data, s.Config.Signer, now)
+		if err != nil {
+			return bus.Permanent(fmt.Errorf("build waku message for %s: %w", chat, err))
+		}
+		h, err := s.Peer.Publish(ctx, topic, m)
+		if err != nil {
+			return fmt.Errorf("publish on %s for %s: %w", topic, chat, err)
+		}
+		s.published.WithLabelValues(strings.TrimPrefix(chat, c+"-")).Inc()
+		hashes = append(hashes, hex.EncodeToString(h[:]))
+		wakuBytes = len(m.Marshal())
+	}
+	s.peers.Set(float64(peers))
+	rec := &state.Waku{Clock: clock, InfoHash: infoHash, Hashes: hashes, At: now.UTC()}
+	if _, err := s.State.Put(ctx, state.WakuKey(c), rec, rev); err != nil {
+		// Sent; not recorded: a redelivery sends it again, which members
+		// deduplicate by clock.
+		s.Logger.Warn("waku announcement sent but not recorded", "community", c, "clock", clock, "err", err)
+	}
+	s.Logger.Info("announcement published on waku", "community", c, "clock", clock, "infohash", infoHash,
+		"pubsub_topic", topic, "hashes", hashes, "peers", peers, "amm_bytes", len(ev.Data), "waku_message_bytes", wakuBytes)
+	return nil
+}
