@@ -1,14 +1,9 @@
 package fleet
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
-	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,118 +18,11 @@ import (
 	"github.com/archivefleet/archivefleet/internal/announce"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/wakuedge"
 	"github.com/archivefleet/archivefleet/internal/wakupeer"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
-
-// jsChatLine is a line of interop/js-relay/relay.mjs (see its header).
-type jsChatLine struct {
-	Event           string   `json:"event"`
-	Error           string   `json:"error"`
-	PeerID          string   `json:"peerId"`
-	Addrs           []string `json:"addrs"`
-	Chat            string   `json:"chat"`
-	PubsubTopic     string   `json:"pubsubTopic"`
-	ContentTopic    string   `json:"contentTopic"`
-	PayloadHex      string   `json:"payloadHex"`
-	SignerHex       string   `json:"signerHex"`
-	HashHex         string   `json:"hashHex"`
-	WakuPayloadSize int      `json:"wakuPayloadSize"`
-	WakuMessageSize int      `json:"wakuMessageSize"`
-	TopicPeers      int      `json:"topicPeers"`
-	at              time.Time
-}
-
-type jsNode struct {
-	in      io.WriteCloser
-	events  chan jsChatLine
-	replies chan jsChatLine
-	ready   jsChatLine
-	stderr  *bytes.Buffer
-}
-
-// startJSWaku runs the js-waku relay node of interop/js-relay, subscribed
-// with its own symmetric decoders to chats.
-func startJSWaku(t *testing.T, chats ...string) *jsNode {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("js-waku interop: skipped with -short")
-	}
-	dir, _ := filepath.Abs(filepath.Join("..", "..", "interop", "js-relay"))
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("`node` is not on PATH (need Node 20+); scripts/test installs %s/node_modules with npm ci", dir)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@waku", "sdk")); err != nil {
-		t.Fatalf("%s/node_modules missing: run `npm ci --prefix interop/js-relay`", dir)
-	}
-	cmd := exec.Command(node, "--import", "./polyfill.mjs", "relay.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "NODE_ENV=test", "WAKU_SYM_CHATS="+strings.Join(chats, ","))
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	j := &jsNode{in: in, events: make(chan jsChatLine, 64), replies: make(chan jsChatLine, 16), stderr: &bytes.Buffer{}}
-	cmd.Stderr = j.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			var l jsChatLine
-			if json.Unmarshal(sc.Bytes(), &l) != nil {
-				continue
-			}
-			l.at = time.Now()
-			if l.Event != "" {
-				j.events <- l
-			} else {
-				j.replies <- l
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		in.Close()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("relay.mjs stderr:\n%s", j.stderr)
-		}
-	})
-	select {
-	case l := <-j.events:
-		if l.Event != "ready" || len(l.Addrs) == 0 {
-			t.Fatalf("relay.mjs first line %+v", l)
-		}
-		j.ready = l
-	case <-time.After(30 * time.Second):
-		t.Fatalf("relay.mjs did not start; stderr:\n%s", j.stderr)
-	}
-	return j
-}
-
-func (j *jsNode) peers(t *testing.T) jsChatLine {
-	t.Helper()
-	if _, err := j.in.Write([]byte(`{"op":"peers"}` + "\n")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case l := <-j.replies:
-		return l
-	case <-time.After(10 * time.Second):
-		t.Fatal("relay.mjs: no reply to peers")
-	}
-	return jsChatLine{}
-}
 
 // TestWakuEdgeToJSWaku is the Waku edge's acceptance test: a community is
 // registered, messages ingested, an archive built, seeded and announced by
@@ -152,10 +40,10 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 	com := c.register(iv, since)
 	cid := com.ID.String()
 	chats := wakuedge.Chats(cid)
-	js := startJSWaku(t, chats...)
+	js := testenv.StartJSRelay(t, "WAKU_SYM_CHATS="+strings.Join(chats, ","))
 
 	keyFile := filepath.Join(t.TempDir(), "nodekey")
-	edge, peer, err := newWakuEdge(c.ctx, c.bus(), Waku{Listen: DefaultFleetWakuListen, StaticPeers: strings.Join(js.ready.Addrs, ","),
+	edge, peer, err := newWakuEdge(c.ctx, c.bus(), Waku{Listen: DefaultFleetWakuListen, StaticPeers: strings.Join(js.Ready.Addrs, ","),
 		Cluster: DefaultWakuCluster, Shards: DefaultWakuShards, MinPeers: 1, InstallationID: "fleet-test"}, keyFile, c.logger("waku"), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +51,7 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 	t.Cleanup(func() { peer.Close() })
 	c.run("waku", edge.Run)
 	topic := wakuwire.DefaultCommunityShard
-	for end := time.Now().Add(20 * time.Second); peer.TopicPeers(topic) < 1 || js.peers(t).TopicPeers < 1; {
+	for end := time.Now().Add(20 * time.Second); peer.TopicPeers(topic) < 1 || js.Call(map[string]any{"op": "peers"}).TopicPeers < 1; {
 		if time.Now().After(end) {
 			t.Fatal("js-waku and the edge never shared the shard")
 		}
@@ -186,11 +74,11 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 	c.seeder("s1")
 	c.announcer()
 
-	got := map[string]jsChatLine{}
+	got := map[string]testenv.JSRelayLine{}
 	deadline := time.After(90 * time.Second)
 	for len(got) < 2 {
 		select {
-		case l := <-js.events:
+		case l := <-js.Events:
 			if l.Event == "chat" {
 				if _, dup := got[l.Chat]; !dup {
 					got[l.Chat] = l
@@ -267,9 +155,9 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 		}
 	}
 	if !seededAt.IsZero() {
-		first := got[chats[0]].at
-		if got[chats[1]].at.Before(first) {
-			first = got[chats[1]].at
+		first := got[chats[0]].At
+		if got[chats[1]].At.Before(first) {
+			first = got[chats[1]].At
 		}
 		t.Logf("seeding-started to js-waku receipt: %v", first.Sub(seededAt).Round(time.Millisecond))
 	}

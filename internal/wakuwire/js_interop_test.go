@@ -15,14 +15,14 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+
+	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
 const jsPubsubTopic = "/waku/2/rs/16/32"
@@ -38,20 +38,7 @@ type jsPeer struct {
 
 func startJSPeer(t *testing.T) *jsPeer {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("js-waku interop: skipped with -short")
-	}
-	dir, err := filepath.Abs(filepath.Join("..", "..", "interop", "js"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("js-waku interop: `node` is not on PATH (need Node 20+ with npm). Install Node, then run scripts/test, which installs %s/node_modules with npm ci", dir)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@waku", "message-encryption", "package.json")); err != nil {
-		t.Fatalf("js-waku interop: %s/node_modules is missing or incomplete (%v). Run scripts/test, which runs `npm ci --prefix interop/js`", dir, err)
-	}
+	node, dir := testenv.NodeInterop(t, "js-waku interop", "js", "@waku/message-encryption")
 	// No Promise.withResolvers polyfill: the pinned @waku/message-encryption and
 	// @waku/core code paths used here do not call it on Node 20.
 	cmd := exec.Command(node, "wire.mjs")
