@@ -6,16 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
-	"github.com/archivefleet/archivefleet/internal/lock"
-	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
-	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
 // TestLargestMessageArchived ingests a message at status-go's archive cap
@@ -23,17 +16,10 @@ import (
 // not the stream) and a 1 MiB one, builds, and reads both back from the
 // archives whole.
 func TestLargestMessageArchived(t *testing.T) {
-	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
 	ctx := context.Background()
 	now := uint64(time.Now().Unix())
 	com := fixture.Community(time.Hour, now-2*3600, archive.Topic{7})
-	reg := registry.New(b.Communities)
-	if err := reg.Put(ctx, com); err != nil {
-		t.Fatal(err)
-	}
-	st := &store.Store{Bus: b}
-	s := New(Service{Bus: b, Registry: reg, State: &state.Store{KV: b.State}, Sources: st, Locker: lock.NewLocal(),
-		Config: Config{WorkDir: t.TempDir(), AnnounceList: [][]string{}}, Logger: testenv.Logger()}, prometheus.NewRegistry())
+	s, st := newBuildService(t, com)
 	big := fixture.Messages{N: 1, From: com.Since + 10, Topics: com.Topics[:1], Size: archive.MaxMessageBytes - 65}.Make()
 	mib := fixture.Messages{N: 1, From: com.Since + 20, Topics: com.Topics[:1], Size: 1 << 20}.Make()
 	msgs := append(big, mib...)

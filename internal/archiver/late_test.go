@@ -27,18 +27,10 @@ import (
 // by the next build as supplements, and every message ingested ends up in
 // exactly one archive, with earlier index entries unchanged.
 func TestLateMessagesGoIntoSupplements(t *testing.T) {
-	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
 	ctx := context.Background()
 	key := fixture.Key()
 	com := fixture.CommunityFromKey(key, time.Hour, uint64(time.Now().Unix())-10*3600, archive.Topic{1, 2, 3, 4})
-	reg := registry.New(b.Communities)
-	if err := reg.Put(ctx, com); err != nil {
-		t.Fatal(err)
-	}
-	st := &store.Store{Bus: b}
-	pr := prometheus.NewRegistry()
-	s := New(Service{Bus: b, Registry: reg, State: &state.Store{KV: b.State}, Sources: st, Locker: lock.NewLocal(),
-		Config: Config{WorkDir: t.TempDir(), AnnounceList: [][]string{}}, Logger: testenv.Logger()}, pr)
+	s, st := newBuildService(t, com)
 
 	var mu sync.Mutex
 	ingested := map[string]bool{}
@@ -120,6 +112,21 @@ func TestLateMessagesGoIntoSupplements(t *testing.T) {
 	}
 	t.Logf("%d messages ingested, %d archived, %d index entries, %d supplements for the first build's windows",
 		len(ingested), len(msgs), len(ix.Entries), sups)
+}
+
+// newBuildService registers com on a fresh embedded NATS and returns an
+// archiver that builds from the real message store, and that store.
+func newBuildService(t *testing.T, com *registry.Community) (*Service, *store.Store) {
+	t.Helper()
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	reg := registry.New(b.Communities)
+	if err := reg.Put(context.Background(), com); err != nil {
+		t.Fatal(err)
+	}
+	st := &store.Store{Bus: b}
+	s := New(Service{Bus: b, Registry: reg, State: &state.Store{KV: b.State}, Sources: st, Locker: lock.NewLocal(),
+		Config: Config{WorkDir: t.TempDir(), AnnounceList: [][]string{}}, Logger: testenv.Logger()}, prometheus.NewRegistry())
+	return s, st
 }
 
 func readIndex(t *testing.T, s *Service, c archive.CommunityID) []byte {
