@@ -35,11 +35,20 @@ type Announcement struct {
 	ChatID string `json:"chatId"`
 }
 
-// Transport delivers announcements. Waku is a later transport; NATS and a
-// webhook exist now.
+// Transport delivers announcements: NATS (which the Waku edge,
+// internal/wakuedge, takes to the Waku network) and a webhook.
 type Transport interface {
 	Send(ctx context.Context, a *Announcement) error
 }
+
+// Headers of an announcement on archive.announced.<c> (NATSTransport), which
+// the Waku edge reads.
+const (
+	HeaderClock    = "Archivefleet-Clock"
+	HeaderInfohash = "Archivefleet-Infohash"
+	HeaderMagnet   = "Archivefleet-Magnet"
+	HeaderChat     = "Archivefleet-Chat"
+)
 
 // NATSTransport publishes the message bytes on archive.announced.<community>.
 type NATSTransport struct{ Bus *bus.Bus }
@@ -48,10 +57,10 @@ type NATSTransport struct{ Bus *bus.Bus }
 func (t NATSTransport) Send(ctx context.Context, a *Announcement) error {
 	m := nats.NewMsg(bus.SubjectAnnounced(a.Community))
 	m.Data = a.Message
-	m.Header.Set("Archivefleet-Clock", strconv.FormatUint(a.Clock, 10))
-	m.Header.Set("Archivefleet-Infohash", a.InfoHash)
-	m.Header.Set("Archivefleet-Magnet", a.Magnet)
-	m.Header.Set("Archivefleet-Chat", a.ChatID)
+	m.Header.Set(HeaderClock, strconv.FormatUint(a.Clock, 10))
+	m.Header.Set(HeaderInfohash, a.InfoHash)
+	m.Header.Set(HeaderMagnet, a.Magnet)
+	m.Header.Set(HeaderChat, a.ChatID)
 	_, err := t.Bus.PublishMsg(ctx, m, fmt.Sprintf("announce:%s:%d", a.Community, a.Clock))
 	return err
 }

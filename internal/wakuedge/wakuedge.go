@@ -40,17 +40,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/archivefleet/archivefleet/internal/announce"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
-)
-
-// Headers the announcer sets (announce.NATSTransport).
-const (
-	HeaderClock    = "Archivefleet-Clock"
-	HeaderInfohash = "Archivefleet-Infohash"
 )
 
 // Defaults.
@@ -193,14 +188,14 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 		return fmt.Errorf("%w: subject %q: %w", bus.ErrMalformed, ev.Subject, err)
 	}
 	c = id.String()
-	clock, err := strconv.ParseUint(ev.Header.Get(HeaderClock), 10, 64)
+	clock, err := strconv.ParseUint(ev.Header.Get(announce.HeaderClock), 10, 64)
 	if err != nil || clock == 0 {
-		return fmt.Errorf("%w: %s header %q", bus.ErrMalformed, HeaderClock, ev.Header.Get(HeaderClock))
+		return fmt.Errorf("%w: %s header %q", bus.ErrMalformed, announce.HeaderClock, ev.Header.Get(announce.HeaderClock))
 	}
 	if len(ev.Data) == 0 {
 		return fmt.Errorf("%w: empty announcement", bus.ErrMalformed)
 	}
-	infoHash := ev.Header.Get(HeaderInfohash)
+	infoHash := ev.Header.Get(announce.HeaderInfohash)
 	last, rev, err := s.State.GetWaku(ctx, c)
 	if err != nil {
 		return bus.Snooze(2*time.Second, "waku state read: "+err.Error())
