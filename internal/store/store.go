@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -442,13 +443,7 @@ func (s *Store) LateWindows(ctx context.Context, c archive.CommunityID, after, u
 		return nil, 0, err
 	}
 	out := make([]archive.Window, 0, len(starts))
-	for _, w := range slices.Sorted(func(yield func(uint64) bool) {
-		for k := range starts {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, w := range slices.Sorted(maps.Keys(starts)) {
 		out = append(out, archive.Window{From: w, To: min(w+iv, end)})
 	}
 	return out, late, nil
