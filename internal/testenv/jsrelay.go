@@ -55,6 +55,14 @@ type JSRelayLine struct {
 	Mesh            int      `json:"mesh"`
 	TopicPeers      int      `json:"topicPeers"`
 	Recipients      int      `json:"recipients"`
+	// Connections answers "peers" (all) and "connected" (to one peer);
+	// OldestMs is, for "connected", the age of the oldest of them.
+	Connections int   `json:"connections"`
+	OldestMs    int64 `json:"oldestMs"`
+	// ClusterID and Shards answer op "metadata": what the queried peer told
+	// js-waku's metadata client (ClusterID nil: the peer sent none).
+	ClusterID *uint32  `json:"clusterId"`
+	Shards    []uint32 `json:"shards"`
 	// At is when the line was read.
 	At time.Time `json:"-"`
 }
@@ -75,7 +83,8 @@ type JSRelay struct {
 
 // StartJSRelay runs `node --import ./polyfill.mjs relay.mjs` in
 // interop/js-relay with NODE_ENV=test and env ("KEY=value", e.g.
-// WAKU_SYM_CHATS) added to the environment, and waits for its ready line. It
+// WAKU_SYM_CHATS or WAKU_CLUSTER_ID; see relay.mjs) added to the
+// environment, and waits for its ready line. It
 // skips with -short and fails if node or node_modules is missing (see
 // NodeInterop). The node stops with the test (relay.mjs exits on stdin EOF;
 // killed after 5 s); its stderr is logged if the test failed.

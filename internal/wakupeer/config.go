@@ -35,6 +35,9 @@ const (
 	DefaultMetadataTimeout = 10 * time.Second
 	// DefaultDialTimeout bounds one dial of a static peer.
 	DefaultDialTimeout = 10 * time.Second
+	// DefaultMaxPeers is nwaku's and go-waku's default connection limit
+	// (max-connections 50).
+	DefaultMaxPeers = 50
 	// maxShard: static sharding has 1024 shards per cluster (RELAY-SHARDING).
 	maxShard = 1023
 )
@@ -67,6 +70,22 @@ type Config struct {
 	MetadataTimeout time.Duration
 	// DialTimeout bounds one static-peer dial. Default DefaultDialTimeout.
 	DialTimeout time.Duration
+	// MaxPeers caps connections: above it the connection manager closes the
+	// least useful ones (never a static peer) down to 80 % of it. Default
+	// DefaultMaxPeers.
+	MaxPeers int
+	// DNSDiscovery are EIP-1459 tree URLs ("enrtree://<key>@<domain>"):
+	// their relay nodes serving one of Shards in ClusterID are dialled
+	// whenever a topic has fewer than 6 peers.
+	DNSDiscovery []string
+	// DiscoveryInterval is how often the trees are synced again. Default
+	// DefaultDiscoveryInterval.
+	DiscoveryInterval time.Duration
+	// Resolver looks the trees up; nil is net.DefaultResolver.
+	Resolver Resolver
+	// LightPushService serves lightpush v3: pushed messages are relayed on
+	// their pubsub topic (which must be one of Shards').
+	LightPushService bool
 	// Registerer, when set, gets the peer's Metrics.
 	Registerer prometheus.Registerer
 	// Logger defaults to slog.Default().
@@ -95,6 +114,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.DiscoveryInterval == 0 {
+		c.DiscoveryInterval = DefaultDiscoveryInterval
+	}
+	if c.MaxPeers == 0 {
+		c.MaxPeers = DefaultMaxPeers
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -146,6 +171,17 @@ func (c Config) validate() (parsed, error) {
 	}
 	if c.ReconnectMin <= 0 || c.ReconnectMax < c.ReconnectMin {
 		errs = append(errs, fmt.Errorf("reconnect back-off %v..%v: need 0 < min <= max", c.ReconnectMin, c.ReconnectMax))
+	}
+	for _, u := range c.DNSDiscovery {
+		if !strings.HasPrefix(u, "enrtree://") || !strings.Contains(u, "@") {
+			errs = append(errs, fmt.Errorf("DNS discovery URL %q: want enrtree://<public key>@<domain>", u))
+		}
+	}
+	if c.DiscoveryInterval < 0 {
+		errs = append(errs, errors.New("discovery interval must be positive"))
+	}
+	if c.MaxPeers < len(p.static)+1 {
+		errs = append(errs, fmt.Errorf("max peers %d: need room for the %d static peers and one more", c.MaxPeers, len(p.static)))
 	}
 	if c.MetadataTimeout < 0 || c.DialTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must be positive"))

@@ -13,6 +13,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -23,9 +25,8 @@ import (
 // run here), so it only checks the client against our reading of the spec.
 // Its behaviour is picked by the pushed message's payload.
 type testLightPushServer struct {
-	t     *testing.T
-	relay *Peer // publishes "relay" pushes
-	got   chan lpRequest
+	t   *testing.T
+	got chan lpRequest
 }
 
 type lpRequest struct {
@@ -124,12 +125,6 @@ func (srv *testLightPushServer) handle(s network.Stream) {
 	switch mode, _, _ := strings.Cut(string(req.Msg.Payload), ":"); mode {
 	case "ok":
 		out = frame(response(req.ID, 200, "", 3))
-	case "relay":
-		if _, err := srv.relay.Publish(context.Background(), req.Topic, req.Msg); err != nil {
-			out = frame(response(req.ID, 500, err.Error(), 0))
-		} else {
-			out = frame(response(req.ID, 200, "", uint32(srv.relay.TopicPeers(req.Topic))))
-		}
 	case "busy":
 		out = frame(response(req.ID, 429, "rate limit exceeded", 0))
 	case "nopeers":
@@ -165,24 +160,11 @@ func (srv *testLightPushServer) handle(s network.Stream) {
 
 func TestLightPush(t *testing.T) {
 	t.Parallel()
-	// server relays shard 32 with a third peer subscribed; the client is on
-	// shard 64 only, so a message it pushes reaches the third peer through
-	// the server's relay, not its own.
 	server := startPeer(t, Config{})
-	third := startPeer(t, Config{StaticPeers: []string{tcpAddr(t, server)}})
 	client := startPeer(t, Config{Shards: []uint16{64}})
-	srv := &testLightPushServer{t: t, relay: server, got: make(chan lpRequest, 1)}
+	srv := &testLightPushServer{t: t, got: make(chan lpRequest, 1)}
 	server.Host().SetStreamHandler(LightPushProtocol, srv.handle)
 	service := peer.AddrInfo{ID: server.ID(), Addrs: server.Host().Addrs()}
-
-	eventually(t, 10*time.Second, "server-third mesh", func() bool {
-		return server.MeshPeers(shard32) == 1 && third.MeshPeers(shard32) == 1
-	})
-	sub, cancelSub, err := third.Subscribe(shard32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cancelSub()
 
 	for _, tc := range []struct {
 		mode      string
@@ -255,22 +237,6 @@ func TestLightPush(t *testing.T) {
 		})
 	}
 
-	t.Run("relayed to a third peer", func(t *testing.T) {
-		m := testMessage("relay: to the shard")
-		res, err := client.LightPush(t.Context(), service, shard32, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.StatusCode != 200 || res.RelayPeers != 1 {
-			t.Fatalf("result %+v, want 200 with 1 relay peer", res)
-		}
-		<-srv.got
-		r := receive(t, sub, 5*time.Second)
-		if r.Hash != wakuwire.Hash(shard32, m) || string(r.Message.Payload) != string(m.Payload) || r.From != server.ID() {
-			t.Fatalf("third peer got %+v", r)
-		}
-	})
-
 	t.Run("client-side checks", func(t *testing.T) {
 		if _, err := client.LightPush(t.Context(), service, shard32, &wakuwire.Message{ContentTopic: "/a/1/b/proto"}); err == nil {
 			t.Error("message without payload accepted")
@@ -293,5 +259,88 @@ func TestLightPushErrorRetryable(t *testing.T) {
 		if got := (&LightPushError{Code: code}).IsRetryable(); got != want {
 			t.Errorf("IsRetryable(%d) = %v", code, got)
 		}
+	}
+}
+
+// TestLightPushService: our client against our own service (Config.
+// LightPushService), which relays what it is pushed. Neither side is
+// independent (see testLightPushServer); the server's answers are checked
+// against the codes nwaku sends in the same situations.
+func TestLightPushService(t *testing.T) {
+	t.Parallel()
+	// The service relays shard 32 with a third peer subscribed; the client
+	// is on shard 64 only, so a message it pushes reaches the third peer
+	// through the service's relay, not its own.
+	reg := prometheus.NewRegistry()
+	service := startPeer(t, Config{LightPushService: true, Shards: []uint16{32, 128}, Registerer: reg})
+	third := startPeer(t, Config{StaticPeers: []string{tcpAddr(t, service)}})
+	client := startPeer(t, Config{Shards: []uint16{64}})
+	ai := peer.AddrInfo{ID: service.ID(), Addrs: service.Host().Addrs()}
+	eventually(t, 10*time.Second, "service-third mesh", func() bool {
+		return service.MeshPeers(shard32) == 1 && third.MeshPeers(shard32) == 1
+	})
+	sub, cancel, err := third.Subscribe(shard32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+
+	m := testMessage("pushed")
+	res, err := client.LightPush(t.Context(), ai, shard32, m)
+	if err != nil || res.StatusCode != LightPushSuccess || res.RelayPeers != 1 {
+		t.Fatalf("push: %+v, %v; want 200 with 1 relay peer", res, err)
+	}
+	r := receive(t, sub, 5*time.Second)
+	if r.Hash != wakuwire.Hash(shard32, m) || r.From != service.ID() {
+		t.Fatalf("third peer got %+v", r)
+	}
+
+	var lpErr *LightPushError
+	for _, tc := range []struct {
+		name, topic string
+		code        uint32
+	}{
+		{"topic not relayed", wakuwire.ShardTopic(16, 64), LightPushUnsupportedPubsubTopic},
+		{"no relay peers on the topic", wakuwire.ShardTopic(16, 128), LightPushNoPeersToRelay},
+		{"autosharding", "", LightPushBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := client.LightPush(t.Context(), ai, tc.topic, testMessage("x"))
+			if !errors.As(err, &lpErr) || lpErr.Code != tc.code || lpErr.Desc == "" {
+				t.Fatalf("err = %v, want status %d with a description", err, tc.code)
+			}
+		})
+	}
+	// Requests our client would not send, written on a raw stream.
+	for _, tc := range []struct {
+		name string
+		req  []byte
+		code uint32
+	}{
+		{"not a WakuMessage", marshalLightPushRequest("r1", shard32, []byte{0xff, 0xff}), LightPushInvalidMessage},
+		{"no request id", marshalLightPushRequest("", shard32, testMessage("x").Marshal()), LightPushBadRequest},
+		{"no message", []byte{0x0a, 0x02, 'r', '2'}, LightPushBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := client.Host().NewStream(t.Context(), service.ID(), LightPushProtocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := writeDelimited(s, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			b, err := readFrame(bufio.NewReader(s), maxLightPushResponse)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var resp lightPushResponse
+			if err := resp.unmarshal(b); err != nil || !resp.HasStatus || resp.StatusCode != tc.code || resp.Desc == "" {
+				t.Fatalf("response %+v, %v; want status %d", resp, err, tc.code)
+			}
+		})
+	}
+	if got := testutil.ToFloat64(service.metrics.LightPush.WithLabelValues("200")); got != 1 {
+		t.Fatalf("served 200 counted %v times", got)
 	}
 }

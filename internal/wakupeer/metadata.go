@@ -214,7 +214,9 @@ func (p *Peer) checkMetadata(id peer.ID) {
 	case cluster == nil:
 		p.log.Info("waku metadata: peer sent no cluster id; keeping it", "peer", id)
 	case *cluster != uint32(p.cfg.ClusterID):
-		p.dropPeer(id, fmt.Errorf("peer is on cluster %d, ours is %d", *cluster, p.cfg.ClusterID))
+		p.gater.ban(id, DefaultWrongClusterBan)
+		p.metrics.droppedPeer("wrong_cluster")
+		p.dropPeer(id, fmt.Errorf("peer is on cluster %d, ours is %d; refused for %v", *cluster, p.cfg.ClusterID, DefaultWrongClusterBan))
 	default:
 		p.log.Debug("waku metadata", "peer", id, "cluster", *cluster, "shards", shards)
 	}

@@ -1,6 +1,8 @@
 package wakupeer
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -12,6 +14,8 @@ type Metrics struct {
 	Received       *prometheus.CounterVec // by pubsub_topic
 	Dropped        *prometheus.CounterVec // by pubsub_topic: a slow Subscribe reader missed a message
 	Rejected       *prometheus.CounterVec // by pubsub_topic: data that is not a WakuMessage
+	LightPush      *prometheus.CounterVec // by status: lightpush requests served (Config.LightPushService)
+	PeersDropped   *prometheus.CounterVec // by reason: peers we disconnected (wrong_cluster)
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -35,8 +39,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "waku_relay_messages_rejected_total", Help: "Relayed data rejected as not a WakuMessage, per pubsub topic.",
 		}, []string{"pubsub_topic"}),
+		LightPush: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "waku_lightpush_served_total", Help: "Lightpush requests this peer served, by status code.",
+		}, []string{"status"}),
+		PeersDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "waku_peers_dropped_total", Help: "Peers disconnected by this peer, by reason (wrong_cluster: metadata named another cluster).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.PeersConnected, m.MeshPeers, m.Published, m.Received, m.Dropped, m.Rejected} {
+	for _, c := range m.all() {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -49,8 +59,24 @@ func (m *Metrics) unregister(reg prometheus.Registerer) {
 	if m == nil || reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.PeersConnected, m.MeshPeers, m.Published, m.Received, m.Dropped, m.Rejected} {
+	for _, c := range m.all() {
 		reg.Unregister(c)
+	}
+}
+
+func (m *Metrics) all() []prometheus.Collector {
+	return []prometheus.Collector{m.PeersConnected, m.MeshPeers, m.Published, m.Received, m.Dropped, m.Rejected, m.LightPush, m.PeersDropped}
+}
+
+func (m *Metrics) lightPushServed(code uint32) {
+	if m != nil {
+		m.LightPush.WithLabelValues(strconv.FormatUint(uint64(code), 10)).Inc()
+	}
+}
+
+func (m *Metrics) droppedPeer(reason string) {
+	if m != nil {
+		m.PeersDropped.WithLabelValues(reason).Inc()
 	}
 }
 

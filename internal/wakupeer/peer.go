@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,6 +30,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -68,6 +71,7 @@ type Peer struct {
 	ps      *pubsub.PubSub
 	metrics *Metrics
 	static  []peer.AddrInfo
+	gater   *gater
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -78,6 +82,9 @@ type Peer struct {
 
 	mu     sync.Mutex
 	closed bool
+
+	scoreMu sync.Mutex
+	scores  map[peer.ID]float64 // gossipsub's, refreshed every second
 }
 
 type joined struct {
@@ -116,8 +123,18 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 			return nil, fmt.Errorf("wakupeer: metrics: %w", err)
 		}
 	}
+	// Trim to 80 % of MaxPeers once above it; a new connection gets a
+	// minute's grace so metadata and the mesh can form before it is judged.
+	cm, err := connmgr.NewConnManager(max(cfg.MaxPeers*4/5, len(pc.static)+1), cfg.MaxPeers, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		metrics.unregister(cfg.Registerer)
+		return nil, fmt.Errorf("wakupeer: connection manager: %w", err)
+	}
+	g := newGater()
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
+		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(g),
 		libp2p.ListenAddrs(pc.listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(websocket.New),
@@ -138,7 +155,7 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	p := &Peer{
-		cfg: cfg, log: cfg.Logger.With("peer_id", h.ID()), host: h, metrics: metrics, static: pc.static,
+		cfg: cfg, log: cfg.Logger.With("peer_id", h.ID()), host: h, metrics: metrics, static: pc.static, gater: g,
 		ctx: pctx, cancel: cancel,
 		topics: map[string]*joined{},
 		kick:   map[peer.ID]chan struct{}{},
@@ -148,6 +165,8 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 	}
 	for _, ai := range p.static {
 		p.kick[ai.ID] = make(chan struct{}, 1)
+		// The operator chose them: never trimmed.
+		cm.Protect(ai.ID, "static")
 	}
 	fail := func(err error) (*Peer, error) {
 		p.mu.Lock()
@@ -162,7 +181,8 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 	h.SetStreamHandler(MetadataProtocol, p.handleMetadata)
 	h.Network().Notify(&network.NotifyBundle{ConnectedF: p.onConnected, DisconnectedF: p.onDisconnected})
 
-	p.ps, err = newRelay(pctx, h, pubsub.WithRawTracer(&meshTracer{p: p}))
+	p.ps, err = newRelay(pctx, h, slices.Collect(maps.Keys(p.topics)), pubsub.WithRawTracer(&meshTracer{p: p}),
+		pubsub.WithPeerScoreInspect(p.setScores, time.Second))
 	if err != nil {
 		return fail(fmt.Errorf("wakupeer: gossipsub: %w", err))
 	}
@@ -179,16 +199,27 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 		p.wg.Add(1)
 		go p.readTopic(name, j)
 	}
+	if cfg.LightPushService {
+		// Only now: a push publishes on a joined topic.
+		h.SetStreamHandler(LightPushProtocol, p.handleLightPush)
+	}
 	for _, ai := range p.static {
 		p.wg.Add(1)
 		go p.keepConnected(ai, p.kick[ai.ID])
 	}
-	p.log.Info("waku peer started", "addrs", h.Addrs(), "cluster", cfg.ClusterID, "shards", cfg.Shards, "static_peers", len(p.static))
+	if len(cfg.DNSDiscovery) > 0 {
+		p.wg.Add(1)
+		go p.discover()
+	}
+	p.log.Info("waku peer started", "addrs", h.Addrs(), "cluster", cfg.ClusterID, "shards", cfg.Shards, "static_peers", len(p.static), "dns_discovery", cfg.DNSDiscovery)
 	return p, nil
 }
 
-// newRelay creates gossipsub configured as 11/WAKU2-RELAY.
-func newRelay(ctx context.Context, h host.Host, extra ...pubsub.Option) (*pubsub.PubSub, error) {
+// newRelay creates gossipsub configured as 11/WAKU2-RELAY, with go-waku's
+// parameters and peer scoring (relay/config.go): a peer that sends data
+// that is not a WakuMessage loses score (p4) and, far enough below zero, is
+// no longer gossiped to, published to or listened to.
+func newRelay(ctx context.Context, h host.Host, topics []string, extra ...pubsub.Option) (*pubsub.PubSub, error) {
 	params := pubsub.DefaultGossipSubParams()
 	params.D = 6
 	params.Dlo = 4
@@ -202,6 +233,10 @@ func newRelay(ctx context.Context, h host.Host, extra ...pubsub.Option) (*pubsub
 	params.HeartbeatInterval = time.Second
 	params.HistoryLength = 6
 	params.HistoryGossip = 3
+	params.PruneBackoff = time.Minute
+	params.UnsubscribeBackoff = 5 * time.Second
+	params.GossipFactor = 0.25
+	params.FanoutTTL = time.Minute
 	opts := []pubsub.Option{
 		pubsub.WithGossipSubParams(params),
 		pubsub.WithGossipSubProtocols([]protocol.ID{RelayProtocol}, func(f pubsub.GossipSubFeature, id protocol.ID) bool {
@@ -213,8 +248,51 @@ func newRelay(ctx context.Context, h host.Host, extra ...pubsub.Option) (*pubsub
 		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithFloodPublish(true),
 		pubsub.WithSeenMessagesTTL(2 * time.Minute),
+		pubsub.WithPeerScore(peerScoreParams(topics), peerScoreThresholds()),
+		pubsub.WithPeerOutboundQueueSize(1024),
 	}
 	return pubsub.NewGossipSub(ctx, h, append(opts, extra...)...)
+}
+
+// peerScoreParams are go-waku's (relay/config.go setDefaultPeerScoreParams
+// and setDefaultTopicParams), the same topic parameters on every topic.
+func peerScoreParams(topics []string) *pubsub.PeerScoreParams {
+	tp := &pubsub.TopicScoreParams{
+		TopicWeight:                  1,
+		TimeInMeshWeight:             0.01,
+		TimeInMeshQuantum:            time.Second,
+		TimeInMeshCap:                10,
+		FirstMessageDeliveriesWeight: 1,
+		FirstMessageDeliveriesDecay:  0.5,
+		FirstMessageDeliveriesCap:    10,
+		// Invalid messages: -100 each, halving per decay interval.
+		InvalidMessageDeliveriesWeight: -100,
+		InvalidMessageDeliveriesDecay:  0.5,
+	}
+	ps := &pubsub.PeerScoreParams{
+		Topics:                      map[string]*pubsub.TopicScoreParams{},
+		AppSpecificScore:            func(peer.ID) float64 { return 0 },
+		DecayInterval:               12 * time.Second,
+		DecayToZero:                 0.01,
+		RetainScore:                 10 * time.Minute,
+		IPColocationFactorWeight:    -50,
+		IPColocationFactorThreshold: 5,
+		BehaviourPenaltyWeight:      -10,
+		BehaviourPenaltyDecay:       0.986,
+	}
+	for _, t := range topics {
+		ps.Topics[t] = tp
+	}
+	return ps
+}
+
+// peerScoreThresholds are go-waku's.
+func peerScoreThresholds() *pubsub.PeerScoreThresholds {
+	return &pubsub.PeerScoreThresholds{
+		GossipThreshold:   -100,
+		PublishThreshold:  -1000,
+		GraylistThreshold: -10000,
+	}
 }
 
 // messageID is the relay message id: SHA-256 of the data, raw bytes (it
@@ -233,6 +311,20 @@ func validateWakuMessage(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub
 	}
 	m.ValidatorData = &wm
 	return pubsub.ValidationAccept
+}
+
+func (p *Peer) setScores(m map[peer.ID]float64) {
+	p.scoreMu.Lock()
+	p.scores = m
+	p.scoreMu.Unlock()
+}
+
+// Score is the gossipsub score of a connected peer as of the last second
+// (0 for a peer not scored yet).
+func (p *Peer) Score(id peer.ID) float64 {
+	p.scoreMu.Lock()
+	defer p.scoreMu.Unlock()
+	return p.scores[id]
 }
 
 // ID is the peer's libp2p peer id.

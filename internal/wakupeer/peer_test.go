@@ -403,7 +403,7 @@ func TestValidatorRejectsGarbage(t *testing.T) {
 	t.Cleanup(func() { h.Close() })
 	ctx, cancelPS := context.WithCancel(t.Context())
 	t.Cleanup(cancelPS)
-	ps, err := newRelay(ctx, h)
+	ps, err := newRelay(ctx, h, []string{shard32})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,6 +441,8 @@ func TestValidatorRejectsGarbage(t *testing.T) {
 	eventually(t, 5*time.Second, "three rejections counted", func() bool {
 		return testutil.ToFloat64(p.metrics.Rejected.WithLabelValues(shard32)) == 3
 	})
+	// Peer scoring (go-waku's p4): three invalid messages cost 3² × -100.
+	eventually(t, 5*time.Second, "the sender's score below zero", func() bool { return p.Score(h.ID()) < -100 })
 	if p.Host().Network().Connectedness(h.ID()) != network.Connected {
 		t.Fatal("peer without metadata protocol was disconnected")
 	}
@@ -459,6 +461,7 @@ func TestConfigValidation(t *testing.T) {
 		{"duplicate shard", Config{Shards: []uint16{32, 32}}, false},
 		{"back-off inverted", Config{ReconnectMin: time.Minute, ReconnectMax: time.Second}, false},
 		{"bad announce", Config{AnnounceAddrs: []string{"example.org:60000"}}, false},
+		{"max peers leaves no room", Config{MaxPeers: 1, StaticPeers: []string{"/dns4/boot.example.org/tcp/30303/p2p/16Uiu2HAmGMKQTgpM9cRgLJP8hFCS2v47iK9V9mvum7LKA5wvX13i"}}, false},
 		{"static peer ok", Config{StaticPeers: []string{"/dns4/boot.example.org/tcp/30303/p2p/16Uiu2HAmGMKQTgpM9cRgLJP8hFCS2v47iK9V9mvum7LKA5wvX13i"}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

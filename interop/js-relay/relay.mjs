@@ -3,6 +3,10 @@
 // internal/wakupeer/js_relay_interop_test.go. Run with
 // `node --import ./polyfill.mjs relay.mjs` (Node 20 needs the polyfill).
 //
+// Environment: WAKU_CLUSTER_ID (default 16) and WAKU_SHARD (default 32) pick
+// its one pubsub topic /waku/2/rs/<cluster>/<shard>, which is also what its
+// metadata service announces; WAKU_CONTENT_TOPIC; WAKU_SYM_CHATS (below).
+//
 // Protocol: JSON lines. Bytes are lowercase hex. At start it prints
 //   {"event":"ready", "peerId", "addrs":[multiaddr with /p2p]}
 // and for every relayed message on the pubsub topic
@@ -20,7 +24,26 @@
 //   {"op":"dial", "addr"}                      -> {"ok":true}
 //   {"op":"peers"}                             -> {"mesh":n, "topicPeers":n, "connections":n}
 //   {"op":"send", "payloadHex", "timestampMs"} -> {"recipients":n, "hashHex"}
+//   {"op":"metadata", "peerId"}                -> {"clusterId":n, "shards":[n...]}
+//     js-waku's own 66/WAKU2-METADATA client (node.libp2p.services.metadata
+//     .query) asks the connected peer peerId for its cluster and shards.
+//   {"op":"connected", "peerId"}               -> {"connections":n, "oldestMs":n}
+//     (open connections to peerId, and the age of the oldest; 0 if none)
 // Failures reply {"error":"..."}.
+//
+// What js-waku 0.0.27 does about metadata (@waku/core lib/metadata,
+// connection_manager.js): its metadata service (node.libp2p.services
+// .metadata) answers requests, storing the requester's cluster and shards
+// in its peer store, and queries only when asked (here, or
+// waitForRemotePeer for store/filter/lightpush, and not if the peer already
+// queried it). It never queries on connect and never disconnects a peer on
+// another cluster; relay meshes without it. Its stream manager opens a
+// metadata stream to each peer that identifies the protocol ahead of use and
+// writes nothing on it until a query, so a peer that times out a silent
+// request stream (ours: MetadataTimeout, 10 s) makes a later query fail
+// with "stream reset": query soon after connecting. And libp2p's autodial
+// (js-waku sets minConnections 1) re-dials a peer that hung up at once, in a
+// loop, when it is its only known peer.
 import { pbkdf2Sync } from "node:crypto";
 import { createInterface } from "node:readline";
 
@@ -109,9 +132,30 @@ async function handle(req) {
       if (res.failures?.length) return { error: JSON.stringify(res.failures) };
       return { recipients: res.successes.length, hashHex: hex(messageHash(pubsubTopic, proto)) };
     }
+    case "metadata": {
+      const peer = node.libp2p.getPeers().find((id) => id.toString() === req.peerId);
+      if (!peer) throw new Error(`not connected to ${req.peerId}`);
+      // query has no timeout of its own; the Go side waits 10 s per reply.
+      const { shardInfo, error } = await withTimeout(node.libp2p.services.metadata.query(peer), 8000);
+      if (error) return { error: `metadata query: ${error}` };
+      return { clusterId: shardInfo.clusterId, shards: shardInfo.shards };
+    }
+    case "connected": {
+      const conns = node.libp2p.getConnections().filter((c) => c.remotePeer.toString() === req.peerId);
+      const now = Date.now();
+      return { connections: conns.length, oldestMs: Math.max(0, ...conns.map((c) => now - c.timeline.open)) };
+    }
     default:
       throw new Error(`unknown op ${req.op}`);
   }
+}
+
+function withTimeout(promise, ms) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 // Requests are handled one at a time so replies stay in order.
