@@ -11,6 +11,7 @@ package fleet
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/redis/go-redis/v9"
@@ -53,6 +55,12 @@ const (
 	DefaultWakuShards         = "32"
 	DefaultWakuMinPeers       = 1
 	DefaultWakuInstallationID = "archivefleet-waku"
+	DefaultWakuMaxPeers       = 50 // nwaku's max-connections
+	// StatusProdENRTree is status.prod's EIP-1459 tree (spec waku-edge.md
+	// §3): the production value of WAKU_DNS_DISCOVERY, set by the shipped
+	// deployments. The code default is empty so a local run never joins
+	// production by accident.
+	StatusProdENRTree = "enrtree://AMOJVZX4V6EXP7NTJPMAYJYST2QP6AJXYW76IU6VGJS7UVSNDYZG4@boot.prod.status.nodes.status.im"
 
 	DefaultRedisAddr = "127.0.0.1:6379"
 	DefaultWorkDir   = "data/archiver"
@@ -139,10 +147,15 @@ type Waku struct {
 	Announce       string `envconfig:"ARCHIVEFLEET_WAKU_ANNOUNCE" desc:"multiaddrs advertised instead of the listen ones, comma-separated"`
 	KeyFile        string `envconfig:"ARCHIVEFLEET_WAKU_KEY_FILE" desc:"node key file (hex secp256k1, created on first start); it also signs the rfc26 payloads"`
 	StaticPeers    string `envconfig:"ARCHIVEFLEET_WAKU_STATIC_PEERS" desc:"Waku relay peers to keep connected: multiaddrs with /p2p/<id>, comma-separated"`
+	DNSDiscovery   string `envconfig:"ARCHIVEFLEET_WAKU_DNS_DISCOVERY" desc:"EIP-1459 trees (enrtree://key@domain), comma-separated: their relay nodes on our shards are dialled while a shard has fewer than 6 peers"`
 	Cluster        uint16 `envconfig:"ARCHIVEFLEET_WAKU_CLUSTER" desc:"Waku cluster id (16: status.prod)"`
 	Shards         string `envconfig:"ARCHIVEFLEET_WAKU_SHARDS" desc:"shard indices to relay, comma-separated; communities' shards must be among them"`
 	MinPeers       int    `envconfig:"ARCHIVEFLEET_WAKU_MIN_PEERS" desc:"fewest relay peers on a community's shard to publish (else the announcement waits)"`
 	InstallationID string `envconfig:"ARCHIVEFLEET_WAKU_INSTALLATION_ID" desc:"installation id in the ProtocolMessage wrapper"`
+	MaxPeers       int    `envconfig:"ARCHIVEFLEET_WAKU_MAX_PEERS" desc:"connection limit (static peers are never trimmed)"`
+	LightPushNodes string `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_NODES" desc:"lightpush v3 service nodes every announcement is also pushed to: multiaddrs with /p2p/<id>, comma-separated"`
+	LightPushServe bool   `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_SERVICE" desc:"serve lightpush v3: relay what light clients push on our shards"`
+	ShardKeys      string `envconfig:"ARCHIVEFLEET_WAKU_PROTECTED_SHARD_KEYS" desc:"protected shards' private keys, shard=hex key, comma-separated: messages there carry the meta signature" secret:"true"`
 }
 
 // WakuConfig configures cmd/waku.
@@ -207,7 +220,7 @@ func DefaultSchedulerConfig() SchedulerConfig {
 // DefaultWaku returns the Waku edge's defaults.
 func DefaultWaku() Waku {
 	return Waku{Listen: DefaultWakuListen, KeyFile: DefaultWakuKeyFile, Cluster: DefaultWakuCluster, Shards: DefaultWakuShards,
-		MinPeers: DefaultWakuMinPeers, InstallationID: DefaultWakuInstallationID}
+		MinPeers: DefaultWakuMinPeers, InstallationID: DefaultWakuInstallationID, MaxPeers: DefaultWakuMaxPeers}
 }
 
 // DefaultWakuConfig returns the Waku edge service's defaults.
@@ -249,17 +262,29 @@ func (c WakuConfig) Validate() error {
 // Validate checks the Waku settings.
 func (w Waku) Validate() error {
 	errs := []error{natsconf.NonEmpty("WAKU_LISTEN", w.Listen), natsconf.NotNegative("WAKU_MIN_PEERS", w.MinPeers)}
+	if w.MaxPeers < 1 {
+		errs = append(errs, natsconf.Bad("WAKU_MAX_PEERS", strconv.Itoa(w.MaxPeers), "must be at least 1"))
+	}
 	if _, err := w.ShardList(); err != nil {
 		errs = append(errs, err)
 	}
-	for _, v := range []struct{ name, val string }{{"WAKU_LISTEN", w.Listen}, {"WAKU_ANNOUNCE", w.Announce}, {"WAKU_STATIC_PEERS", w.StaticPeers}} {
+	if _, err := w.ShardKeyMap(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, u := range splitList(w.DNSDiscovery) {
+		if !strings.HasPrefix(u, "enrtree://") || !strings.Contains(u, "@") {
+			errs = append(errs, natsconf.Bad("WAKU_DNS_DISCOVERY", u, "want enrtree://<public key>@<domain>"))
+		}
+	}
+	for _, v := range []struct{ name, val string }{{"WAKU_LISTEN", w.Listen}, {"WAKU_ANNOUNCE", w.Announce}, {"WAKU_STATIC_PEERS", w.StaticPeers},
+		{"WAKU_LIGHTPUSH_NODES", w.LightPushNodes}} {
 		for _, a := range splitList(v.val) {
 			m, err := ma.NewMultiaddr(a)
 			if err != nil {
 				errs = append(errs, natsconf.Bad(v.name, a, "not a multiaddr: "+err.Error()))
 				continue
 			}
-			if v.name == "WAKU_STATIC_PEERS" {
+			if v.name == "WAKU_STATIC_PEERS" || v.name == "WAKU_LIGHTPUSH_NODES" {
 				if _, err := peer.AddrInfoFromP2pAddr(m); err != nil {
 					errs = append(errs, natsconf.Bad(v.name, a, "needs /p2p/<peer id>"))
 				}
@@ -267,6 +292,42 @@ func (w Waku) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ShardKeyMap parses WAKU_PROTECTED_SHARD_KEYS ("shard=hex key,..."). Every
+// shard named must be relayed (WAKU_SHARDS). The keys never appear in errors.
+func (w Waku) ShardKeyMap() (map[uint16]*secp256k1.PrivateKey, error) {
+	shards, _ := w.ShardList()
+	out := map[uint16]*secp256k1.PrivateKey{}
+	for i, kv := range splitList(w.ShardKeys) {
+		s, k, found := strings.Cut(kv, "=")
+		n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
+		if !found || err != nil || !slices.Contains(shards, uint16(n)) {
+			return nil, natsconf.Bad("WAKU_PROTECTED_SHARD_KEYS", fmt.Sprintf("entry %d", i+1), "each entry is shard=hex key, with a shard from WAKU_SHARDS")
+		}
+		raw, err := hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(k), "0x"))
+		if err != nil || len(raw) != 32 {
+			return nil, natsconf.Bad("WAKU_PROTECTED_SHARD_KEYS", s+"=…", "the key must be 32 bytes of hex")
+		}
+		if _, dup := out[uint16(n)]; dup {
+			return nil, natsconf.Bad("WAKU_PROTECTED_SHARD_KEYS", s, "shard listed twice")
+		}
+		out[uint16(n)] = secp256k1.PrivKeyFromBytes(raw)
+	}
+	return out, nil
+}
+
+// LightPushPeers parses WAKU_LIGHTPUSH_NODES.
+func (w Waku) LightPushPeers() ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for _, a := range splitList(w.LightPushNodes) {
+		ai, err := peer.AddrInfoFromString(a)
+		if err != nil {
+			return nil, natsconf.Bad("WAKU_LIGHTPUSH_NODES", a, "needs a multiaddr with /p2p/<peer id>")
+		}
+		out = append(out, *ai)
+	}
+	return out, nil
 }
 
 // ShardList parses WAKU_SHARDS.

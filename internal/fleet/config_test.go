@@ -107,11 +107,39 @@ func TestDefaults(t *testing.T) {
 	if w := DefaultWakuConfig(); w.MinPeers != 1 || w.Cluster != 16 || w.Shards != "32" || DefaultAllInOneConfig().Waku.MinPeers != 0 {
 		t.Fatalf("waku defaults: service %+v, all-in-one %+v", w.Waku, DefaultAllInOneConfig().Waku)
 	}
-	for _, bad := range []Waku{{Listen: "x", Shards: "32"}, {Listen: DefaultWakuListen, Shards: "1024"}, {Listen: DefaultWakuListen, Shards: "32,32"},
-		{Listen: DefaultWakuListen, Shards: "32", StaticPeers: "/ip4/127.0.0.1/tcp/1"}, {Listen: DefaultWakuListen, Shards: "32", MinPeers: -1}} {
-		if bad.Validate() == nil {
-			t.Errorf("waku settings %+v accepted", bad)
+	if err := DefaultWaku().Validate(); err != nil {
+		t.Fatalf("waku defaults invalid: %v", err)
+	}
+	key := strings.Repeat("ab", 32)
+	ok := func(w *Waku) {
+		w.ShardKeys, w.LightPushNodes, w.DNSDiscovery = "32="+key, "/ip4/127.0.0.1/tcp/1/p2p/16Uiu2HAmGMKQTgpM9cRgLJP8hFCS2v47iK9V9mvum7LKA5wvX13i", StatusProdENRTree
+	}
+	for name, edit := range map[string]func(*Waku){
+		"bad listen":              func(w *Waku) { w.Listen = "x" },
+		"shard out of range":      func(w *Waku) { w.Shards = "1024" },
+		"shard twice":             func(w *Waku) { w.Shards = "32,32" },
+		"static peer without id":  func(w *Waku) { w.StaticPeers = "/ip4/127.0.0.1/tcp/1" },
+		"negative min peers":      func(w *Waku) { w.MinPeers = -1 },
+		"no max peers":            func(w *Waku) { w.MaxPeers = 0 },
+		"lightpush node no id":    func(w *Waku) { ok(w); w.LightPushNodes = "/ip4/127.0.0.1/tcp/1" },
+		"shard key not relayed":   func(w *Waku) { ok(w); w.ShardKeys = "64=" + key },
+		"shard key short":         func(w *Waku) { ok(w); w.ShardKeys = "32=abcd" },
+		"shard key without shard": func(w *Waku) { ok(w); w.ShardKeys = key },
+		"not an enrtree":          func(w *Waku) { ok(w); w.DNSDiscovery = "https://boot.prod.status.nodes.status.im" },
+	} {
+		w := DefaultWaku()
+		edit(&w)
+		err := w.Validate()
+		if err == nil {
+			t.Errorf("%s: waku settings %+v accepted", name, w)
+		} else if strings.Contains(err.Error(), key) {
+			t.Errorf("%s: the error shows the shard key: %v", name, err)
 		}
+	}
+	w := DefaultWaku()
+	ok(&w)
+	if err := w.Validate(); err != nil {
+		t.Fatalf("full waku settings: %v", err)
 	}
 	t.Setenv("ARCHIVEFLEET_SETTLE", "45s")
 	t.Setenv("ARCHIVEFLEET_EMBEDDED_NATS_MAX_PAYLOAD", "16MiB")

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
@@ -25,6 +26,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/wakuedge"
+	"github.com/archivefleet/archivefleet/internal/wakupeer"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -154,6 +156,9 @@ func (noPeer) Publish(context.Context, string, *wakuwire.Message) ([32]byte, err
 	return [32]byte{}, nil
 }
 func (noPeer) TopicPeers(string) int { return 0 }
+func (noPeer) LightPush(context.Context, peer.AddrInfo, string, *wakuwire.Message) (wakupeer.LightPushResult, error) {
+	return wakupeer.LightPushResult{}, errors.New("no peer")
+}
 
 // descRecorder is a Registerer that records the metric names it is given.
 type descRecorder struct{ names map[string]bool }

@@ -59,6 +59,14 @@ func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, log *s
 	if err != nil {
 		return nil, nil, err
 	}
+	shardKeys, err := w.ShardKeyMap()
+	if err != nil {
+		return nil, nil, err
+	}
+	pushNodes, err := w.LightPushPeers()
+	if err != nil {
+		return nil, nil, err
+	}
 	nodeKey, err := wakupeer.LoadOrCreateKey(keyFile)
 	if err != nil {
 		return nil, nil, err
@@ -68,7 +76,8 @@ func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, log *s
 		return nil, nil, err
 	}
 	peer, err := wakupeer.New(ctx, wakupeer.Config{ListenAddrs: splitList(w.Listen), AnnounceAddrs: splitList(w.Announce), KeyFile: keyFile,
-		StaticPeers: splitList(w.StaticPeers), ClusterID: w.Cluster, Shards: shards, Registerer: reg, Logger: log})
+		StaticPeers: splitList(w.StaticPeers), DNSDiscovery: splitList(w.DNSDiscovery), ClusterID: w.Cluster, Shards: shards, MaxPeers: w.MaxPeers, LightPushService: w.LightPushServe,
+		Registerer: reg, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -78,7 +87,7 @@ func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, log *s
 	}
 	edge, err := wakuedge.New(wakuedge.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State}, Peer: peer,
 		Logger: log, Config: wakuedge.Config{InstallationID: w.InstallationID, MinPeers: w.MinPeers, ClusterID: w.Cluster, Topics: topics,
-			Signer: secp256k1.PrivKeyFromBytes(raw)}}, reg)
+			Signer: secp256k1.PrivKeyFromBytes(raw), LightPushNodes: pushNodes, ShardKeys: shardKeys}}, reg)
 	if err != nil {
 		peer.Close()
 		return nil, nil, err

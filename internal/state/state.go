@@ -130,6 +130,12 @@ type Waku struct {
 	InfoHash string    `json:"infoHash"`
 	Hashes   []string  `json:"hashes,omitempty"` // 14/WAKU2-MESSAGE hashes, one per chat
 	At       time.Time `json:"at"`
+	// What took it: relay peers on the shard, service nodes that accepted
+	// every lightpush (counted per message), and the relay peers they
+	// reported.
+	RelayPeers          int `json:"relayPeers"`
+	LightPushAccepted   int `json:"lightPushAccepted,omitempty"`
+	LightPushRelayPeers int `json:"lightPushRelayPeers,omitempty"`
 }
 
 // WakuKey is the key of a community's Waku edge state.

@@ -13,11 +13,22 @@
 // the community's shard pubsub topic (registry.Community.Shard, default
 // wakuwire.DefaultCommunityShard).
 //
+// Each message goes out by relay and, when Config.LightPushNodes are set, by
+// lightpush v3 to each of them (the way through a service node should the
+// network require RLN proofs for relay). An announcement counts as delivered
+// when at least MinPeers relay peers took it or at least one service node
+// accepted it; otherwise it is snoozed (waiting, not failing), so an
+// isolated edge sends nothing into the void. What each announcement reached
+// is recorded with it.
+//
 // Delivery is at least once, deduplicated by clock: the last clock sent per
 // community is kept in the community-state bucket (state.WakuKey), and an
-// announcement at or below it is acknowledged without sending. With fewer
-// than Config.MinPeers relay peers on the shard the event is snoozed
-// (waiting, not failing), so an isolated edge sends nothing into the void.
+// announcement at or below it is acknowledged without sending. A retry
+// builds the messages again (new padding, so new Waku hashes); members
+// deduplicate the application message.
+//
+// On a protected shard (Config.ShardKeys) each message carries the shard
+// key's signature in meta, as relay validators there require.
 //
 // The rfc26 payload signer is the edge's own secp256k1 key (in the fleet,
 // the Waku node key): receivers only recover it; the application message
@@ -37,6 +48,7 @@ import (
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -45,6 +57,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/wakupeer"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -57,10 +70,11 @@ const (
 	DefaultNoPeersSnooze = 5 * time.Second
 )
 
-// Peer is the Waku relay the edge publishes through (*wakupeer.Peer).
+// Peer is the Waku peer the edge publishes through (*wakupeer.Peer).
 type Peer interface {
 	Publish(ctx context.Context, pubsubTopic string, m *wakuwire.Message) ([32]byte, error)
 	TopicPeers(pubsubTopic string) int
+	LightPush(ctx context.Context, service peer.AddrInfo, pubsubTopic string, m *wakuwire.Message) (wakupeer.LightPushResult, error)
 }
 
 // Config shapes the edge.
@@ -78,6 +92,12 @@ type Config struct {
 	Topics []string
 	// Signer signs the rfc26 payloads (required).
 	Signer *secp256k1.PrivateKey
+	// LightPushNodes are lightpush v3 service nodes every message is also
+	// pushed to.
+	LightPushNodes []peer.AddrInfo
+	// ShardKeys are the private keys of protected shards the operator holds:
+	// messages on them carry the meta signature.
+	ShardKeys map[uint16]*secp256k1.PrivateKey
 	// NoPeersSnooze: default DefaultNoPeersSnooze.
 	NoPeersSnooze time.Duration
 }
@@ -97,6 +117,7 @@ type Service struct {
 	skipped   *prometheus.CounterVec
 	peers     prometheus.Gauge
 	noPeers   prometheus.Counter
+	pushes    *prometheus.CounterVec
 	worker    *bus.WorkerMetrics
 
 	keys *keyCache
@@ -142,7 +163,9 @@ func New(s Service, reg prometheus.Registerer) (*Service, error) {
 	s.peers = f.NewGauge(prometheus.GaugeOpts{Name: "archivefleet_waku_publish_peers",
 		Help: "Relay peers on the shard at the last publish."})
 	s.noPeers = f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_waku_no_peers_snoozes_total",
-		Help: "Announcements snoozed because the shard had fewer than MIN_PEERS relay peers."})
+		Help: "Announcements snoozed because neither MIN_PEERS relay peers nor a lightpush service node took them."})
+	s.pushes = f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_waku_lightpush_total",
+		Help: "Lightpush requests to service nodes, by outcome (the status code, or error when no answer came)."}, []string{"outcome"})
 	s.worker = bus.NewWorkerMetrics(reg)
 	s.keys = &keyCache{m: map[string][]byte{}}
 	return &s, nil
@@ -160,13 +183,17 @@ func (s *Service) Run(ctx context.Context) error {
 // Chats are the chats an announcement goes to, current first.
 func Chats(c string) []string { return []string{c + "-memberUpdate", c + "-magnetlinks"} }
 
+// Shard is a community's shard.
+func Shard(com *registry.Community) uint16 {
+	if com.Shard != nil {
+		return *com.Shard
+	}
+	return DefaultShard
+}
+
 // PubsubTopic is a community's shard topic in cluster.
 func PubsubTopic(cluster uint16, com *registry.Community) string {
-	shard := DefaultShard
-	if com.Shard != nil {
-		shard = *com.Shard
-	}
-	return wakuwire.ShardTopic(cluster, shard)
+	return wakuwire.ShardTopic(cluster, Shard(com))
 }
 
 func (s *Service) chatKey(chat string) []byte {
@@ -220,34 +247,83 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 		return fmt.Errorf("community %s is on %s, which this edge does not relay (add its shard to WAKU_SHARDS)", c, topic)
 	}
 	peers := s.Peer.TopicPeers(topic)
-	if peers < s.Config.MinPeers {
+	if peers < s.Config.MinPeers && len(s.Config.LightPushNodes) == 0 {
 		s.noPeers.Inc()
 		return bus.Snooze(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s, need %d", peers, topic, s.Config.MinPeers))
 	}
 	now := s.Now()
+	shardKey := s.Config.ShardKeys[Shard(com)]
 	var hashes []string
-	var wakuBytes int
+	var wakuBytes, pushed, pushRelayed, chatsPushed int
+	var pushErrs []error
 	for _, chat := range Chats(c) {
 		m, err := wakuwire.PublicMessageWithKey(chat, s.chatKey(chat), s.Config.InstallationID, ev.Data, s.Config.Signer, now)
 		if err != nil {
 			return bus.Permanent(fmt.Errorf("build waku message for %s: %w", chat, err))
 		}
+		if shardKey != nil {
+			if m.Meta, err = wakuwire.SignMeta(topic, m, shardKey); err != nil {
+				return bus.Permanent(fmt.Errorf("sign meta for %s: %w", chat, err))
+			}
+		}
+		// Relay even below MinPeers when lightpush may still deliver: a
+		// relay peer that is there gets it sooner.
 		h, err := s.Peer.Publish(ctx, topic, m)
 		if err != nil {
 			return fmt.Errorf("publish on %s for %s: %w", topic, chat, err)
 		}
+		accepted := 0
+		for _, node := range s.Config.LightPushNodes {
+			res, err := s.Peer.LightPush(ctx, node, topic, m)
+			s.pushes.WithLabelValues(pushOutcome(err)).Inc()
+			if err != nil {
+				pushErrs = append(pushErrs, fmt.Errorf("%s via %s: %w", chat, node.ID, err))
+				continue
+			}
+			accepted++
+			pushRelayed += int(res.RelayPeers)
+		}
+		if accepted > 0 {
+			chatsPushed++
+		}
+		pushed += accepted
 		s.published.WithLabelValues(strings.TrimPrefix(chat, c+"-")).Inc()
 		hashes = append(hashes, hex.EncodeToString(h[:]))
 		wakuBytes = len(m.Marshal())
 	}
+	nChats := len(Chats(c))
+	if peers < s.Config.MinPeers && chatsPushed < nChats {
+		// Neither way delivered every message: send again later.
+		s.noPeers.Inc()
+		return bus.Snooze(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s (need %d) and lightpush delivered %d of %d messages: %v",
+			peers, topic, s.Config.MinPeers, chatsPushed, nChats, errors.Join(pushErrs...)))
+	}
+	if len(pushErrs) > 0 {
+		s.Logger.Warn("lightpush failed for some service nodes; relay or another node delivered", "community", c, "clock", clock,
+			"err", errors.Join(pushErrs...))
+	}
 	s.peers.Set(float64(peers))
-	rec := &state.Waku{Clock: clock, InfoHash: infoHash, Hashes: hashes, At: now.UTC()}
+	rec := &state.Waku{Clock: clock, InfoHash: infoHash, Hashes: hashes, At: now.UTC(), RelayPeers: peers,
+		LightPushAccepted: pushed, LightPushRelayPeers: pushRelayed}
 	if _, err := s.State.Put(ctx, state.WakuKey(c), rec, rev); err != nil {
 		// Sent; not recorded: a redelivery sends it again, which members
 		// deduplicate by clock.
 		s.Logger.Warn("waku announcement sent but not recorded", "community", c, "clock", clock, "err", err)
 	}
 	s.Logger.Info("announcement published on waku", "community", c, "clock", clock, "infohash", infoHash,
-		"pubsub_topic", topic, "hashes", hashes, "peers", peers, "amm_bytes", len(ev.Data), "waku_message_bytes", wakuBytes)
+		"pubsub_topic", topic, "hashes", hashes, "relay_peers", peers, "lightpush_accepted", pushed,
+		"lightpush_relay_peers", pushRelayed, "protected_shard", shardKey != nil, "amm_bytes", len(ev.Data), "waku_message_bytes", wakuBytes)
 	return nil
+}
+
+// pushOutcome labels a lightpush result: its status code, or "error".
+func pushOutcome(err error) string {
+	var lpErr *wakupeer.LightPushError
+	switch {
+	case err == nil:
+		return strconv.Itoa(wakupeer.LightPushSuccess)
+	case errors.As(err, &lpErr):
+		return strconv.FormatUint(uint64(lpErr.Code), 10)
+	}
+	return "error"
 }

@@ -3,13 +3,17 @@ package wakuedge
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -19,6 +23,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/testenv"
+	"github.com/archivefleet/archivefleet/internal/wakupeer"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -38,6 +43,10 @@ func (p *fakePeer) Publish(_ context.Context, topic string, m *wakuwire.Message)
 	defer p.mu.Unlock()
 	p.sent = append(p.sent, published{topic, m})
 	return wakuwire.Hash(topic, m), nil
+}
+
+func (p *fakePeer) LightPush(context.Context, peer.AddrInfo, string, *wakuwire.Message) (wakupeer.LightPushResult, error) {
+	return wakupeer.LightPushResult{}, errors.New("fakePeer has no lightpush")
 }
 
 func (p *fakePeer) TopicPeers(string) int {
@@ -175,3 +184,117 @@ func TestDedupAndSnooze(t *testing.T) {
 		t.Fatalf("bad clock: %v", err)
 	}
 }
+
+// startPeer starts a real wakupeer on 127.0.0.1.
+func startPeer(t *testing.T, cfg wakupeer.Config) *wakupeer.Peer {
+	t.Helper()
+	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.Logger = testenv.Logger()
+	p, err := wakupeer.New(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func p2pAddr(p *wakupeer.Peer) string { return p.Addrs()[0].String() + "/p2p/" + p.ID().String() }
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(15 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestLightPushAndProtectedShard runs the edge on real peers: its own peer
+// has no relay peer on the community's shard (64, protected, the edge holds
+// its key), so the announcement reaches the member only through a lightpush
+// service node (our wakupeer serving lightpush v3; not an independent
+// implementation) that relays it. The member receives both chats' messages
+// with a meta that verifies against the shard's public key. With the
+// service node gone the announcement waits; lightpush refusals are counted.
+func TestLightPushAndProtectedShard(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{Memory: true})
+	reg := registry.New(b.Communities)
+	shard := uint16(64)
+	topic := wakuwire.ShardTopic(16, shard)
+	service := startPeer(t, wakupeer.Config{LightPushService: true, Shards: []uint16{32, shard}})
+	member := startPeer(t, wakupeer.Config{Shards: []uint16{shard}, StaticPeers: []string{p2pAddr(service)}})
+	// The edge relays 32 and 64 but has no static peer: nobody relays with it.
+	edgePeer := startPeer(t, wakupeer.Config{Shards: []uint16{32, shard}})
+	waitFor(t, "service and member meshed", func() bool { return service.MeshPeers(topic) == 1 })
+	received, cancel, err := member.Subscribe(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+
+	shardKey, _ := secp256k1.GeneratePrivateKey()
+	signer, _ := secp256k1.GeneratePrivateKey()
+	s, err := New(Service{Bus: b, Registry: reg, Peer: edgePeer, Logger: testenv.Logger(), Config: Config{
+		InstallationID: "edge-test", MinPeers: 1, Signer: signer, NoPeersSnooze: time.Second,
+		LightPushNodes: []peer.AddrInfo{{ID: service.ID(), Addrs: service.Host().Addrs()}},
+		ShardKeys:      map[uint16]*secp256k1.PrivateKey{shard: shardKey},
+	}}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	com, key := community(t, reg, &shard)
+	c := com.ID.String()
+	if err := s.Handle(t.Context(), event(t, com, key, 7), bus.Delivery{}); err != nil {
+		t.Fatalf("lightpush delivery: %v", err)
+	}
+	st, _, err := s.State.GetWaku(t.Context(), c)
+	// Relay peers are counted before sending; the lightpush connection then
+	// makes the edge a relay peer of the service node too (so it reports 2).
+	if err != nil || st.Clock != 7 || st.RelayPeers != 0 || st.LightPushAccepted != 2 || st.LightPushRelayPeers < 2 {
+		t.Fatalf("state %+v, %v; want clock 7, 0 relay peers, 2 pushes accepted, each relayed", st, err)
+	}
+	got := map[string]bool{}
+	for range Chats(c) {
+		select {
+		case r := <-received:
+			if !wakuwire.VerifyMeta(topic, r.Message, shardKey.PubKey()) {
+				t.Fatalf("meta %x does not verify with the shard key", r.Message.Meta)
+			}
+			if other, _ := secp256k1.GeneratePrivateKey(); wakuwire.VerifyMeta(topic, r.Message, other.PubKey()) {
+				t.Fatal("meta verifies with another key")
+			}
+			got[r.Message.ContentTopic] = true
+			if h := hexHash(r.Hash); !slices.Contains(st.Hashes, h) {
+				t.Fatalf("member got hash %s, edge recorded %v", h, st.Hashes)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("member received %d of 2 messages", len(got))
+		}
+	}
+	for _, chat := range Chats(c) {
+		if !got[wakuwire.ChatContentTopic(chat)] {
+			t.Fatalf("no message for %s", chat)
+		}
+	}
+	if n := testutil.ToFloat64(s.pushes.WithLabelValues("200")); n != 2 {
+		t.Fatalf("lightpush 200 counted %v times", n)
+	}
+
+	// The service node goes away: no relay peer, no lightpush; the
+	// announcement waits.
+	service.Close()
+	waitFor(t, "edge without relay peers", func() bool { return edgePeer.TopicPeers(topic) == 0 })
+	err = s.Handle(t.Context(), event(t, com, key, 8), bus.Delivery{})
+	var snooze *bus.SnoozeError
+	if !errors.As(err, &snooze) || !strings.Contains(snooze.Error(), "lightpush delivered 0 of 2") {
+		t.Fatalf("service node gone: %v, want a snooze", err)
+	}
+	if n := testutil.ToFloat64(s.pushes.WithLabelValues("error")); n != 2 {
+		t.Fatalf("lightpush errors counted %v times", n)
+	}
+	if st, _, _ := s.State.GetWaku(t.Context(), c); st.Clock != 7 {
+		t.Fatalf("clock 8 recorded as sent: %+v", st)
+	}
+}
+
+func hexHash(h [32]byte) string { return hex.EncodeToString(h[:]) }
