@@ -92,7 +92,7 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	if wakuKey == "" {
 		wakuKey = filepath.Join(cfg.DataDir, DefaultFleetWakuKeyFile)
 	}
-	edge, wakuPeer, err := newWakuEdge(ctx, b, cfg.Waku, wakuKey, logs["waku"], reg)
+	edge, wakuPeer, err := newWakuEdge(ctx, b, cfg.Waku, wakuKey, st, logs["waku"], reg)
 	if err != nil {
 		return err
 	}

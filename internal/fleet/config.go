@@ -56,6 +56,7 @@ const (
 	DefaultWakuMinPeers       = 1
 	DefaultWakuInstallationID = "archivefleet-waku"
 	DefaultWakuMaxPeers       = 50 // nwaku's max-connections
+	DefaultWakuReceive        = true
 	// StatusProdENRTree is status.prod's EIP-1459 tree (spec waku-edge.md
 	// §3): the production value of WAKU_DNS_DISCOVERY, set by the shipped
 	// deployments. The code default is empty so a local run never joins
@@ -152,6 +153,7 @@ type Waku struct {
 	Shards         string `envconfig:"ARCHIVEFLEET_WAKU_SHARDS" desc:"shard indices to relay, comma-separated; communities' shards must be among them"`
 	MinPeers       int    `envconfig:"ARCHIVEFLEET_WAKU_MIN_PEERS" desc:"fewest relay peers on a community's shard to publish (else the announcement waits)"`
 	InstallationID string `envconfig:"ARCHIVEFLEET_WAKU_INSTALLATION_ID" desc:"installation id in the ProtocolMessage wrapper"`
+	Receive        bool   `envconfig:"ARCHIVEFLEET_WAKU_RECEIVE" desc:"archive what the peer hears on the registered communities' chats (through ingest)"`
 	MaxPeers       int    `envconfig:"ARCHIVEFLEET_WAKU_MAX_PEERS" desc:"connection limit (static peers are never trimmed)"`
 	LightPushNodes string `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_NODES" desc:"lightpush v3 service nodes every announcement is also pushed to: multiaddrs with /p2p/<id>, comma-separated"`
 	LightPushServe bool   `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_SERVICE" desc:"serve lightpush v3: relay what light clients push on our shards"`
@@ -220,7 +222,8 @@ func DefaultSchedulerConfig() SchedulerConfig {
 // DefaultWaku returns the Waku edge's defaults.
 func DefaultWaku() Waku {
 	return Waku{Listen: DefaultWakuListen, KeyFile: DefaultWakuKeyFile, Cluster: DefaultWakuCluster, Shards: DefaultWakuShards,
-		MinPeers: DefaultWakuMinPeers, InstallationID: DefaultWakuInstallationID, MaxPeers: DefaultWakuMaxPeers}
+		MinPeers: DefaultWakuMinPeers, InstallationID: DefaultWakuInstallationID, MaxPeers: DefaultWakuMaxPeers,
+		Receive: DefaultWakuReceive}
 }
 
 // DefaultWakuConfig returns the Waku edge service's defaults.

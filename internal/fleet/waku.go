@@ -13,6 +13,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/observe"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/wakuedge"
 	"github.com/archivefleet/archivefleet/internal/wakupeer"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
@@ -26,7 +27,8 @@ func RunWaku(ctx context.Context, cfg WakuConfig) error {
 		return err
 	}
 	return runService(ctx, cfg.Common, "waku", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
-		edge, peer, err := newWakuEdge(ctx, b, cfg.Waku, cfg.KeyFile, log, reg)
+		st := &store.Store{Bus: b, Logger: log, Communities: registry.New(b.Communities), Metrics: store.NewMetrics(reg)}
+		edge, peer, err := newWakuEdge(ctx, b, cfg.Waku, cfg.KeyFile, st, log, reg)
 		if err != nil {
 			return nil, err
 		}
@@ -52,9 +54,10 @@ func wakuReady(p *wakupeer.Peer, minPeers int) observe.Check {
 }
 
 // newWakuEdge starts the relay peer (its node key in keyFile, created on
-// first start) and builds the edge. The rfc26 payloads are signed with the
-// same node key: one key to keep, and members only recover it.
-func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, log *slog.Logger, reg prometheus.Registerer) (*wakuedge.Service, *wakupeer.Peer, error) {
+// first start) and builds the edge; with WAKU_RECEIVE it archives what it
+// hears through ingest. The rfc26 payloads are signed with the same node
+// key: one key to keep, and members only recover it.
+func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, ingest wakuedge.Ingester, log *slog.Logger, reg prometheus.Registerer) (*wakuedge.Service, *wakupeer.Peer, error) {
 	shards, err := w.ShardList()
 	if err != nil {
 		return nil, nil, err
@@ -85,9 +88,13 @@ func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, log *s
 	for _, s := range shards {
 		topics = append(topics, wakuwire.ShardTopic(w.Cluster, s))
 	}
-	edge, err := wakuedge.New(wakuedge.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State}, Peer: peer,
+	svc := wakuedge.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State}, Peer: peer,
 		Logger: log, Config: wakuedge.Config{InstallationID: w.InstallationID, MinPeers: w.MinPeers, ClusterID: w.Cluster, Topics: topics,
-			Signer: secp256k1.PrivKeyFromBytes(raw), LightPushNodes: pushNodes, ShardKeys: shardKeys}}, reg)
+			Signer: secp256k1.PrivKeyFromBytes(raw), LightPushNodes: pushNodes, ShardKeys: shardKeys}}
+	if w.Receive {
+		svc.Listen, svc.Ingest = peer, ingest
+	}
+	edge, err := wakuedge.New(svc, reg)
 	if err != nil {
 		peer.Close()
 		return nil, nil, err

@@ -3,6 +3,7 @@ package fleet
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"maps"
@@ -68,7 +69,7 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 		keyFile := filepath.Join(t.TempDir(), "nodekey")
 		edge, peer, err := newWakuEdge(c.ctx, c.bus(), Waku{Listen: DefaultFleetWakuListen, StaticPeers: strings.Join(js.Ready.Addrs, ","),
 			Cluster: DefaultWakuCluster, Shards: DefaultWakuShards, MinPeers: 1, InstallationID: "fleet-test", MaxPeers: DefaultWakuMaxPeers},
-			keyFile, c.logger(fmt.Sprintf("waku%d", i)), prometheus.NewRegistry())
+			keyFile, nil, c.logger(fmt.Sprintf("waku%d", i)), prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,7 +210,7 @@ func TestWakuEdgeOffline(t *testing.T) {
 	com := c.register(time.Hour, uint64(time.Now().Unix()))
 	b := c.bus()
 	w := DefaultAllInOneConfig().Waku
-	edge, peer, err := newWakuEdge(c.ctx, b, w, filepath.Join(t.TempDir(), "nodekey"), c.logger("waku"), prometheus.NewRegistry())
+	edge, peer, err := newWakuEdge(c.ctx, b, w, filepath.Join(t.TempDir(), "nodekey"), c.archiver(), c.logger("waku"), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,4 +234,176 @@ func TestWakuEdgeOffline(t *testing.T) {
 	if err != nil || ws.Clock != 7 {
 		t.Fatalf("waku state %+v %v", ws, err)
 	}
+}
+
+// TestWakuReceiveToArchive is #11's end-to-end test: a js-waku relay node
+// publishes chat messages the way a Status client's transport does (js-waku's
+// symmetric encoder, the chat key, a member's signing key) on the universal
+// chat and a legacy channel chat, one large (over the store's inline size),
+// plus one on a foreign chat, one under a wrong key and one unsigned. The
+// edge hears them and ingests them; the fleet builds, seeds and announces
+// over Waku; js-waku receives the announcement; the torrent fetched from
+// its magnet holds exactly the good messages, each record equal field by
+// field to what js-waku computed (signer, timestamp, topic, data, padding,
+// message hash), and none of the others.
+func TestWakuReceiveToArchive(t *testing.T) {
+	c := newCluster(t)
+	const iv = 4 * time.Second
+	start := time.Now().Add(-2 * iv).Truncate(time.Second)
+	com := fixture.Community(iv, uint64(start.Unix()))
+	cid := com.ID.String()
+	legacy := cid + "3f1a9e2c-7b64-4d3b-9a51-6c0d2e8f4b17"
+	com.Chats = []string{legacy}
+	if err := registry.New(c.ctl.Communities).Put(context.Background(), com); err != nil {
+		t.Fatal(err)
+	}
+	js := testenv.StartJSRelay(t, "WAKU_SYM_CHATS="+strings.Join(wakuedge.Chats(cid), ","))
+	st := c.archiver()
+	reg := prometheus.NewRegistry()
+	w := DefaultWaku()
+	w.Listen, w.StaticPeers, w.InstallationID = DefaultFleetWakuListen, strings.Join(js.Ready.Addrs, ","), "fleet-test"
+	edge, peer, err := newWakuEdge(c.ctx, c.bus(), w, filepath.Join(t.TempDir(), "nodekey"), st, c.logger("waku"), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	c.run("waku", edge.Run)
+	topic := wakuwire.DefaultCommunityShard
+	for end := time.Now().Add(20 * time.Second); peer.MeshPeers(topic) < 1 || js.Call(map[string]any{"op": "peers"}).Mesh < 1; {
+		if time.Now().After(end) {
+			t.Fatal("js-waku and the edge never meshed")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	member, _ := secp256k1.GeneratePrivateKey()
+	memberKey := hex.EncodeToString(member.Serialize())
+	send := func(req map[string]any) testenv.JSRelayLine {
+		t.Helper()
+		req["op"] = "sendChat"
+		l := js.Call(req)
+		if l.Error != "" || l.Recipients < 1 {
+			t.Fatalf("js-waku sendChat: %s (recipients %d)", l.Error, l.Recipients)
+		}
+		return l
+	}
+	var want []testenv.JSRelayLine
+	span := 2 * iv
+	for i := range 24 {
+		chat := registry.UniversalChatID(com.ID)
+		if i%4 == 3 {
+			chat = legacy
+		}
+		size := 40 + i*37
+		if i == 5 {
+			size = 300 << 10 // stored as an object, not inline
+		}
+		payload := make([]byte, size)
+		rand.Read(payload)
+		at := start.Add(span * time.Duration(i) / 24)
+		want = append(want, send(map[string]any{"chat": chat, "payloadHex": hex.EncodeToString(payload), "timestampMs": at.UnixMilli(),
+			"sigPrivKeyHex": memberKey}))
+	}
+	mid := start.Add(iv / 2).UnixMilli()
+	foreign := send(map[string]any{"chat": "0x02" + strings.Repeat("ab", 32) + "-memberUpdate", "payloadHex": "01", "timestampMs": mid, "sigPrivKeyHex": memberKey})
+	wrongKey := send(map[string]any{"chat": registry.UniversalChatID(com.ID), "payloadHex": "02", "timestampMs": mid, "sigPrivKeyHex": memberKey,
+		"keyHex": strings.Repeat("11", 32)})
+	unsigned := send(map[string]any{"chat": legacy, "payloadHex": "03", "timestampMs": mid})
+	notArchived := map[string]string{foreign.HashHex: "foreign", wrongKey.HashHex: "undecryptable", unsigned.HashHex: "unsigned"}
+
+	received := func(outcome string) float64 {
+		return counterValue(t, reg, "archivefleet_waku_received_total", "outcome", outcome)
+	}
+	for end := time.Now().Add(30 * time.Second); received("stored")+received("late") < float64(len(want)) ||
+		received("undecryptable") < 1 || received("unsigned") < 1 || received("foreign") < 1; {
+		if time.Now().After(end) {
+			t.Fatalf("edge ingested %v + %v late of %d; undecryptable %v, unsigned %v, foreign %v", received("stored"), received("late"),
+				len(want), received("undecryptable"), received("unsigned"), received("foreign"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	c.scheduler()
+	c.seeder("s1")
+	c.announcer()
+	var msgs []archive.Message
+	deadline := time.Now().Add(90 * time.Second)
+	for len(msgs) < len(want) {
+		var ann testenv.JSRelayLine
+		select {
+		case ann = <-js.Events:
+		case <-time.After(time.Until(deadline)):
+			t.Fatalf("archived %d of %d messages before the deadline", len(msgs), len(want))
+		}
+		if ann.Event != "chat" || ann.Chat != cid+"-memberUpdate" {
+			continue
+		}
+		pm, _ := hex.DecodeString(ann.PayloadHex)
+		_, amm, err := wakuwire.UnwrapPublic(pm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := announce.Verify(amm)
+		if err != nil || v.Community != com.ID {
+			t.Fatalf("announcement %+v %v", v, err)
+		}
+		msgs, _ = download(t, v.Magnet, 30*time.Second)
+		t.Logf("announcement clock %d: the torrent holds %d messages", v.Clock, len(msgs))
+	}
+	byHash := map[string]archive.Message{}
+	for _, m := range msgs {
+		byHash[hex.EncodeToString(m.Hash)] = m
+		if why, bad := notArchived[hex.EncodeToString(m.Hash)]; bad {
+			t.Fatalf("the %s message was archived", why)
+		}
+	}
+	if len(byHash) != len(want) || len(msgs) != len(want) {
+		t.Fatalf("archived %d messages (%d distinct), js-waku published %d good ones", len(msgs), len(byHash), len(want))
+	}
+	for i, w := range want {
+		m, ok := byHash[w.HashHex]
+		if !ok {
+			t.Fatalf("message %d (hash %s) not archived", i, w.HashHex)
+		}
+		ns, _ := strconv.ParseInt(w.TimestampNs, 10, 64)
+		for _, f := range []struct{ name, got, want string }{
+			{"sig", hex.EncodeToString(m.Sig), w.SignerHex},
+			{"timestamp", strconv.FormatUint(m.Timestamp, 10), strconv.FormatInt(ns/1e9, 10)},
+			{"topic", hex.EncodeToString(m.Topic[:]), w.TopicHex},
+			{"payload", hex.EncodeToString(m.Payload), w.DataHex},
+			{"padding", hex.EncodeToString(m.Padding), w.PaddingHex},
+		} {
+			if f.got != f.want {
+				t.Fatalf("message %d: %s is %.80s…, js-waku says %.80s…", i, f.name, f.got, f.want)
+			}
+		}
+		if w.SignerHex != hex.EncodeToString(member.PubKey().SerializeUncompressed()) {
+			t.Fatalf("js-waku's signer %s is not the member's key", w.SignerHex)
+		}
+	}
+	t.Logf("%d records equal field by field; chat keys %v derived, %v cached", len(want),
+		counterValue(t, reg, "archivefleet_waku_chat_keys_total", "result", "derived"),
+		counterValue(t, reg, "archivefleet_waku_chat_keys_total", "result", "hit"))
+}
+
+// counterValue reads one labelled counter from reg (0 when absent).
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

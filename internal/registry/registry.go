@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
@@ -40,8 +41,33 @@ type Community struct {
 	// Shard is the community's Waku shard index in the fleet's cluster
 	// (0..1023); nil means status-go's default community shard
 	// (wakuwire.DefaultCommunityShard, /waku/2/rs/16/32).
-	Shard     *uint16   `json:"shard,omitempty"`
+	Shard *uint16 `json:"shard,omitempty"`
+	// Chats are the legacy channel chat ids "<0xID><channel uuid>" the
+	// operator listed; the universal chat "<0xID>-memberUpdate" is always
+	// heard and not listed here (ChatIDs adds it). Their content topics are
+	// added to Topics by Validate.
+	Chats     []string  `json:"chats,omitempty"`
 	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// UniversalChatID is status-go's universal chat of a community, on which
+// current clients send every channel message.
+func UniversalChatID(c archive.CommunityID) string { return c.String() + "-memberUpdate" }
+
+// ChatIDs are the chats the fleet hears for c: the universal chat, then the
+// listed channel chats.
+func (c *Community) ChatIDs() []string {
+	return append([]string{UniversalChatID(c.ID)}, c.Chats...)
+}
+
+// ChatTopic is the 4-byte legacy topic of a chat id (the first 4 bytes of
+// Keccak-256 of it, status-go transport.ToTopic).
+func ChatTopic(chat string) archive.Topic {
+	h := sha3.NewLegacyKeccak256()
+	h.Write([]byte(chat))
+	var t archive.Topic
+	copy(t[:], h.Sum(nil))
+	return t
 }
 
 // Duration is a time.Duration written as a Go duration string in JSON.
@@ -59,13 +85,7 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // UniversalTopic is the content topic of "<id>-memberUpdate", status-go's
 // UniversalChatID: the first 4 bytes of Keccak-256 of the chat id.
-func UniversalTopic(c archive.CommunityID) archive.Topic {
-	h := sha3.NewLegacyKeccak256()
-	h.Write([]byte(c.String() + "-memberUpdate"))
-	var t archive.Topic
-	copy(t[:], h.Sum(nil))
-	return t
-}
+func UniversalTopic(c archive.CommunityID) archive.Topic { return ChatTopic(UniversalChatID(c)) }
 
 // NextStart is where the community's next archive starts: the end of the
 // last archive, or Since when nothing was archived yet (lastEnd 0).
@@ -98,8 +118,22 @@ func (c *Community) Validate() error {
 	if c.Shard != nil && *c.Shard > MaxShard {
 		return fmt.Errorf("shard %d is out of range 0..%d", *c.Shard, MaxShard)
 	}
-	if u := UniversalTopic(c.ID); !slices.Contains(c.Topics, u) {
-		c.Topics = append(c.Topics, u)
+	seen := map[string]bool{}
+	for _, chat := range c.Chats {
+		// status-go's channel chat id is the community id followed by the
+		// channel's uuid (CommunityDescription chats).
+		if rest, ok := strings.CutPrefix(chat, c.ID.String()); !ok || rest == "" || rest == "-memberUpdate" || rest == "-magnetlinks" {
+			return fmt.Errorf("chat %q is not a channel chat id of this community (%s<channel uuid>)", chat, c.ID)
+		}
+		if seen[chat] {
+			return fmt.Errorf("chat %q listed twice", chat)
+		}
+		seen[chat] = true
+	}
+	for _, chat := range c.ChatIDs() {
+		if t := ChatTopic(chat); !slices.Contains(c.Topics, t) {
+			c.Topics = append(c.Topics, t)
+		}
 	}
 	if c.Encrypted {
 		if c.RatchetKey == nil || len(c.RatchetKey.Key) != 32 || c.RatchetKey.Timestamp == 0 {
@@ -211,4 +245,34 @@ func (r *Registry) List(ctx context.Context) ([]*Community, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// Watch calls fn for every registered community, then for every change
+// until ctx ends: a put with the community, a removal with nil. A community
+// that does not decode is passed as nil too (it cannot be served). fn runs
+// on Watch's goroutine, in order.
+func (r *Registry) Watch(ctx context.Context, fn func(id string, c *Community)) error {
+	w, err := r.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("registry: watch: %w", err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("registry: watch ended")
+			}
+			if e == nil { // the initial values are all delivered
+				continue
+			}
+			var c *Community
+			if e.Operation() == jetstream.KeyValuePut {
+				c, _ = Decode(e.Value())
+			}
+			fn(e.Key(), c)
+		}
+	}
 }

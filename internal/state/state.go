@@ -147,3 +147,32 @@ func (s *Store) GetWaku(ctx context.Context, c string) (*Waku, uint64, error) {
 	rev, err := s.get(ctx, WakuKey(c), &w)
 	return &w, rev, err
 }
+
+// Backfill is the Waku edge's Store v3 back-fill progress for a community
+// (key "backfill.<community>").
+type Backfill struct {
+	// Upto is the end of the last back-fill that completed on every store
+	// node asked: messages sent before it are held (or were not on the
+	// store nodes). The next back-fill starts a little before it.
+	Upto time.Time `json:"upto"`
+	// At is when that back-fill finished.
+	At time.Time `json:"at"`
+	// Messages and Stored count what it received and what was new; Pages
+	// the store pages read.
+	Messages int `json:"messages"`
+	Stored   int `json:"stored"`
+	Pages    int `json:"pages"`
+	// LastError is the last failure since then ("" once one succeeds).
+	LastError   string    `json:"lastError,omitempty"`
+	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
+}
+
+// BackfillKey is the key of a community's back-fill progress.
+func BackfillKey(c string) string { return "backfill." + c }
+
+// GetBackfill returns the back-fill progress and its revision (0 when absent).
+func (s *Store) GetBackfill(ctx context.Context, c string) (*Backfill, uint64, error) {
+	var b Backfill
+	rev, err := s.get(ctx, BackfillKey(c), &b)
+	return &b, rev, err
+}

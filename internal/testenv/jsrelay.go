@@ -55,6 +55,11 @@ type JSRelayLine struct {
 	Mesh            int      `json:"mesh"`
 	TopicPeers      int      `json:"topicPeers"`
 	Recipients      int      `json:"recipients"`
+	// sendChat's archive record as js-waku computes it.
+	TimestampNs string `json:"timestampNs"`
+	TopicHex    string `json:"topicHex"`
+	DataHex     string `json:"dataHex"`
+	PaddingHex  string `json:"paddingHex"`
 	// Connections answers "peers" (all) and "connected" (to one peer);
 	// OldestMs is, for "connected", the age of the oldest of them.
 	Connections int   `json:"connections"`

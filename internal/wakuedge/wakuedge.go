@@ -100,6 +100,12 @@ type Config struct {
 	ShardKeys map[uint16]*secp256k1.PrivateKey
 	// NoPeersSnooze: default DefaultNoPeersSnooze.
 	NoPeersSnooze time.Duration
+	// FlushEvery is how often received messages are ingested. Default
+	// DefaultFlushEvery.
+	FlushEvery time.Duration
+	// MaxPending bounds received messages waiting for ingest. Default
+	// DefaultMaxPending.
+	MaxPending int
 }
 
 // Service is the Waku edge.
@@ -108,8 +114,12 @@ type Service struct {
 	Registry *registry.Registry
 	State    *state.Store
 	Peer     Peer
-	Config   Config
-	Logger   *slog.Logger
+	// Listen and Ingest, both set, make the edge hear the registered
+	// communities' chats and archive what it receives.
+	Listen Listener
+	Ingest Ingester
+	Config Config
+	Logger *slog.Logger
 	// Now is the clock source; tests may pin it.
 	Now func() time.Time
 
@@ -118,9 +128,12 @@ type Service struct {
 	peers     prometheus.Gauge
 	noPeers   prometheus.Counter
 	pushes    *prometheus.CounterVec
+	received  *prometheus.CounterVec
+	keyUses   *prometheus.CounterVec
 	worker    *bus.WorkerMetrics
 
-	keys *keyCache
+	keys   *keyCache
+	routes *routes
 }
 
 // keyCache holds ChatKey per chat id, derived once (slow by design).
@@ -146,6 +159,15 @@ func New(s Service, reg prometheus.Registerer) (*Service, error) {
 	if s.Config.NoPeersSnooze <= 0 {
 		s.Config.NoPeersSnooze = DefaultNoPeersSnooze
 	}
+	if s.Config.FlushEvery <= 0 {
+		s.Config.FlushEvery = DefaultFlushEvery
+	}
+	if s.Config.MaxPending <= 0 {
+		s.Config.MaxPending = DefaultMaxPending
+	}
+	if (s.Listen == nil) != (s.Ingest == nil) {
+		return nil, errors.New("wakuedge: Listen and Ingest go together")
+	}
 	if s.State == nil {
 		s.State = &state.Store{KV: s.Bus.State}
 	}
@@ -166,18 +188,58 @@ func New(s Service, reg prometheus.Registerer) (*Service, error) {
 		Help: "Announcements snoozed because neither MIN_PEERS relay peers nor a lightpush service node took them."})
 	s.pushes = f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_waku_lightpush_total",
 		Help: "Lightpush requests to service nodes, by outcome (the status code, or error when no answer came)."}, []string{"outcome"})
+	s.received = f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_waku_received_total",
+		Help: "Messages received on the peer's pubsub topics, by outcome: stored, duplicate, late, refused, failed (ingest), " +
+			"undecryptable, unsigned, malformed, overflow (dropped while ingest was down), unregistered, foreign (not a registered chat)."},
+		[]string{"outcome"})
+	s.keyUses = f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_waku_chat_keys_total",
+		Help: "Chat key look-ups: hit (cached) or derived (PBKDF2, 65,356 rounds)."}, []string{"result"})
 	s.worker = bus.NewWorkerMetrics(reg)
 	s.keys = &keyCache{m: map[string][]byte{}}
+	s.routes = &routes{byCommunity: map[string][]route{}, byTopic: map[string][]route{}}
 	return &s, nil
 }
 
-// Run consumes the waku consumer of ARCHIVE_ANNOUNCED until ctx ends. One
-// slot keeps each community's announcements in order.
+// Run sends announcements (the waku consumer of ARCHIVE_ANNOUNCED, one slot
+// so each community's stay in order) and, with Listen and Ingest set,
+// archives what the peer hears on the registered communities' chats, until
+// ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	s.Logger.Info("waku edge started", "signer", hex.EncodeToString(s.Config.Signer.PubKey().SerializeCompressed()),
-		"min_peers", s.Config.MinPeers, "cluster", s.Config.ClusterID)
-	return bus.Work(ctx, s.Bus, bus.WorkerConfig{Stream: bus.StreamAnnounced, Consumer: bus.ConsumerWaku, Kind: "waku",
-		Event: "announcement", Slots: 1, Logger: s.Logger, Metrics: s.worker}, s.Handle)
+		"min_peers", s.Config.MinPeers, "cluster", s.Config.ClusterID, "receive", s.Listen != nil)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	run := func(i int, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				errs[i] = err
+				cancel() // one part failing stops the service: the supervisor restarts it whole
+			}
+		}()
+	}
+	run(0, func(ctx context.Context) error {
+		return bus.Work(ctx, s.Bus, bus.WorkerConfig{Stream: bus.StreamAnnounced, Consumer: bus.ConsumerWaku, Kind: "waku",
+			Event: "announcement", Slots: 1, Logger: s.Logger, Metrics: s.worker}, s.Handle)
+	})
+	if s.Listen != nil {
+		run(1, s.watchRegistry)
+		run(2, s.receive)
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// watchRegistry keeps the content-topic routes in step with the registry.
+func (s *Service) watchRegistry(ctx context.Context) error {
+	return s.Registry.Watch(ctx, func(id string, c *registry.Community) {
+		rs := s.routesFor(c)
+		s.routes.set(id, rs)
+		s.Logger.Debug("waku receive routes", "community", id, "chats", len(rs))
+	})
 }
 
 // Chats are the chats an announcement goes to, current first.
@@ -203,6 +265,9 @@ func (s *Service) chatKey(chat string) []byte {
 	if !ok {
 		k = wakuwire.ChatKey(chat)
 		s.keys.m[chat] = k
+		s.keyUses.WithLabelValues("derived").Inc()
+	} else {
+		s.keyUses.WithLabelValues("hit").Inc()
 	}
 	return k
 }

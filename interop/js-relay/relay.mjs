@@ -29,6 +29,18 @@
 //     .query) asks the connected peer peerId for its cluster and shards.
 //   {"op":"connected", "peerId"}               -> {"connections":n, "oldestMs":n}
 //     (open connections to peerId, and the age of the oldest; 0 if none)
+//   {"op":"sendChat", "chat", "payloadHex", "timestampMs", "sigPrivKeyHex"?,
+//    "keyHex"?, "contentTopic"?}
+//     -> {"recipients", "hashHex", "timestampNs", "topicHex", "signerHex",
+//         "dataHex", "paddingHex"}
+//     publishes as a Status client's transport does: js-waku's symmetric
+//     encoder with the chat key (pbkdf2 of the chat id; keyHex overrides it,
+//     e.g. a wrong key) and the signing key (none: unsigned), on the chat's
+//     content topic (contentTopic overrides it). The reply is what a control
+//     node must archive, computed here: js-waku's message hash, the
+//     timestamp in ns, the topic's 4 bytes, and, opened with the chat key by
+//     js-waku's symmetric decoder, the signer and data; the padding is read
+//     from the rfc26 plaintext decrypted here with node:crypto.
 // Failures reply {"error":"..."}.
 //
 // What js-waku 0.0.27 does about metadata (@waku/core lib/metadata,
@@ -44,14 +56,17 @@
 // with "stream reset": query soon after connecting. And libp2p's autodial
 // (js-waku sets minConnections 1) re-dials a peer that hung up at once, in a
 // loop, when it is its only known peer.
-import { pbkdf2Sync } from "node:crypto";
+import { createDecipheriv, pbkdf2Sync } from "node:crypto";
 import { createInterface } from "node:readline";
 
 import { yamux } from "@chainsafe/libp2p-yamux";
 import { tcp } from "@libp2p/tcp";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createDecoder, createEncoder } from "@waku/core";
-import { createDecoder as createSymDecoder } from "@waku/message-encryption/symmetric";
+import {
+  createDecoder as createSymDecoder,
+  createEncoder as createSymEncoder,
+} from "@waku/message-encryption/symmetric";
 import { messageHash } from "@waku/message-hash";
 import { proto_message } from "@waku/proto";
 import { keccak_256 } from "@noble/hashes/sha3";
@@ -90,9 +105,28 @@ node.relay.subscribe([createDecoder(contentTopic, pubsubTopic)], (msg) => {
   });
 });
 
+const chatKey = (chat) => new Uint8Array(pbkdf2Sync(chat, "", 65356, 32, "sha256"));
+const chatContentTopic = (chat) => `/waku/1/0x${hex(keccak_256(new TextEncoder().encode(chat)).slice(0, 4))}/rfc26`;
+
+// rfc26Padding decrypts a version-1 symmetric payload (AES-256-GCM,
+// ciphertext ‖ tag(16) ‖ nonce(12)) and returns the padding of its
+// plaintext: flags | size (LE, flags&3 bytes) | data | padding | [sig 65].
+function rfc26Padding(key, payload) {
+  const nonce = payload.subarray(payload.length - 12);
+  const tag = payload.subarray(payload.length - 28, payload.length - 12);
+  const d = createDecipheriv("aes-256-gcm", key, nonce);
+  d.setAuthTag(tag);
+  const pt = Buffer.concat([d.update(payload.subarray(0, payload.length - 28)), d.final()]);
+  const width = pt[0] & 3;
+  let size = 0;
+  for (let i = 0; i < width; i++) size |= pt[1 + i] << (8 * i);
+  const end = pt[0] & 4 ? pt.length - 65 : pt.length;
+  return pt.subarray(1 + width + size, end);
+}
+
 for (const chat of (process.env.WAKU_SYM_CHATS ?? "").split(",").filter(Boolean)) {
-  const key = new Uint8Array(pbkdf2Sync(chat, "", 65356, 32, "sha256"));
-  const chatTopic = `/waku/1/0x${hex(keccak_256(new TextEncoder().encode(chat)).slice(0, 4))}/rfc26`;
+  const key = chatKey(chat);
+  const chatTopic = chatContentTopic(chat);
   node.relay.subscribe([createSymDecoder(chatTopic, key, pubsubTopic)], (msg) => {
     out({
       event: "chat",
@@ -125,6 +159,36 @@ async function handle(req) {
         topicPeers: node.relay.gossipSub.getSubscribers(pubsubTopic).length,
         connections: node.libp2p.getConnections().length,
       };
+    case "sendChat": {
+      const ct = req.contentTopic ?? chatContentTopic(req.chat);
+      const enc = createSymEncoder({
+        contentTopic: ct,
+        symKey: req.keyHex ? bytes(req.keyHex) : chatKey(req.chat),
+        sigPrivKey: req.sigPrivKeyHex ? bytes(req.sigPrivKeyHex) : undefined,
+        pubsubTopic,
+      });
+      const message = { payload: bytes(req.payloadHex), timestamp: new Date(req.timestampMs) };
+      // Encode once and send exactly those bytes (padding and nonce are
+      // random: encoding again would make another message).
+      const proto = await enc.toProtoObj(message);
+      const wire = proto_message.WakuMessage.encode(proto);
+      const fixed = { pubsubTopic, contentTopic: ct, ephemeral: false, toWire: async () => wire, toProtoObj: async () => proto };
+      const res = await node.relay.send(fixed, message);
+      if (res.failures?.length) return { error: JSON.stringify(res.failures) };
+      const reply = {
+        recipients: res.successes.length,
+        hashHex: hex(messageHash(pubsubTopic, proto)),
+        timestampNs: String(proto.timestamp),
+        topicHex: ct.split("/")[3].slice(2),
+      };
+      const opened = await createSymDecoder(ct, chatKey(req.chat), pubsubTopic).fromProtoObj(pubsubTopic, proto);
+      if (opened) {
+        reply.signerHex = hex(opened.signaturePublicKey);
+        reply.dataHex = hex(opened.payload);
+        reply.paddingHex = hex(rfc26Padding(chatKey(req.chat), proto.payload));
+      }
+      return reply;
+    }
     case "send": {
       const message = { payload: bytes(req.payloadHex), timestamp: new Date(req.timestampMs) };
       const proto = await encoder.toProtoObj(message);
