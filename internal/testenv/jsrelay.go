@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"io"
 	"os"
@@ -83,7 +82,7 @@ type JSRelay struct {
 	t       testing.TB
 	in      io.WriteCloser
 	replies chan JSRelayLine
-	stderr  *bytes.Buffer
+	stderr  *Buffer
 }
 
 // StartJSRelay runs `node --import ./polyfill.mjs relay.mjs` in
@@ -108,7 +107,7 @@ func StartJSRelay(t testing.TB, env ...string) *JSRelay {
 		t.Fatal(err)
 	}
 	events := make(chan JSRelayLine, 64)
-	j := &JSRelay{Events: events, t: t, in: in, replies: make(chan JSRelayLine, 16), stderr: &bytes.Buffer{}}
+	j := &JSRelay{Events: events, t: t, in: in, replies: make(chan JSRelayLine, 16), stderr: &Buffer{}}
 	cmd.Stderr = j.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("js-waku relay interop: starting node relay.mjs: %v", err)

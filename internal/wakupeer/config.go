@@ -86,6 +86,17 @@ type Config struct {
 	// LightPushService serves lightpush v3: pushed messages are relayed on
 	// their pubsub topic (which must be one of Shards').
 	LightPushService bool
+	// StoreService serves Store v3 (StoreProtocol) from an in-memory store
+	// of the valid messages relayed on Shards, ours included: for tests and
+	// a local dev node, not a production store node (store_service.go).
+	StoreService bool
+	// StoreRetention drops stored messages whose timestamp is older.
+	// Default DefaultStoreRetention (30 days).
+	StoreRetention time.Duration
+	// StoreCapacity caps the stored messages; beyond it the oldest go
+	// first. All are held in memory (up to 1 MiB each). Default
+	// DefaultStoreCapacity.
+	StoreCapacity int
 	// Registerer, when set, gets the peer's Metrics.
 	Registerer prometheus.Registerer
 	// Logger defaults to slog.Default().
@@ -120,6 +131,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPeers == 0 {
 		c.MaxPeers = DefaultMaxPeers
+	}
+	if c.StoreRetention == 0 {
+		c.StoreRetention = DefaultStoreRetention
+	}
+	if c.StoreCapacity == 0 {
+		c.StoreCapacity = DefaultStoreCapacity
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -185,6 +202,9 @@ func (c Config) validate() (parsed, error) {
 	}
 	if c.MetadataTimeout < 0 || c.DialTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must be positive"))
+	}
+	if c.StoreRetention < 0 || c.StoreCapacity < 0 {
+		errs = append(errs, errors.New("store retention and capacity must be positive"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return parsed{}, fmt.Errorf("wakupeer: config: %w", err)

@@ -79,6 +79,7 @@ type Peer struct {
 
 	topics map[string]*joined        // fixed before the host is notified of anything
 	kick   map[peer.ID]chan struct{} // static peers, nudged on disconnect; fixed likewise
+	store  *messageStore             // Config.StoreService; nil when off
 
 	mu     sync.Mutex
 	closed bool
@@ -159,6 +160,7 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 		ctx: pctx, cancel: cancel,
 		topics: map[string]*joined{},
 		kick:   map[peer.ID]chan struct{}{},
+		store:  newMessageStore(cfg),
 	}
 	for _, s := range cfg.Shards {
 		p.topics[wakuwire.ShardTopic(cfg.ClusterID, s)] = &joined{subs: map[int]chan Received{}, mesh: map[peer.ID]bool{}}
@@ -193,7 +195,9 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 		if j.topic, err = p.ps.Join(name); err != nil {
 			return fail(fmt.Errorf("wakupeer: joining %s: %w", name, err))
 		}
-		if j.sub, err = j.topic.Subscribe(); err != nil {
+		// go-waku's buffer (DefaultRelaySubscriptionBufferSize): pubsub's default of
+		// 32 drops messages in bursts before the store and Subscribe see them.
+		if j.sub, err = j.topic.Subscribe(pubsub.WithBufferSize(1024)); err != nil {
 			return fail(fmt.Errorf("wakupeer: subscribing %s: %w", name, err))
 		}
 		p.wg.Add(1)
@@ -202,6 +206,10 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 	if cfg.LightPushService {
 		// Only now: a push publishes on a joined topic.
 		h.SetStreamHandler(LightPushProtocol, p.handleLightPush)
+	}
+	if cfg.StoreService {
+		// Only now: the store is fed by the topics' readers.
+		h.SetStreamHandler(StoreProtocol, p.handleStore)
 	}
 	for _, ai := range p.static {
 		p.wg.Add(1)
@@ -413,6 +421,9 @@ func (p *Peer) readTopic(name string, j *joined) {
 		msg, err := j.sub.Next(p.ctx)
 		if err != nil {
 			return
+		}
+		if wm, ok := msg.ValidatorData.(*wakuwire.Message); ok {
+			p.store.add(name, wm) // ours too; a no-op without StoreService
 		}
 		if msg.ReceivedFrom == p.host.ID() {
 			continue // our own publication
