@@ -1,7 +1,8 @@
 // Package ctl implements archivectl, the operator command line: building,
 // inspecting and extracting community history archives on local folders,
 // and managing a running fleet over NATS. It links no service: only the
-// archive format, the registry, the committed state and the bus.
+// archive format, the registry, the committed state, the bus and the
+// message store (to read the newest message held).
 package ctl
 
 import (

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/schedule"
 	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 // connect reads the fleet's NATS settings from the environment (as the
@@ -72,7 +74,7 @@ func runCommunity(ctx context.Context, env Env, args []string) error {
 }
 
 func communityAdd(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "community add", "-private-key 0x… [-update] [flags]")
+	fs := newFlagSet(env, "community add", "-private-key 0x… [-update] [-chat <channel uuid>]… [flags]")
 	url := natsFlag(fs)
 	keyHex := fs.String("private-key", "", "community private key, 0x + 64 hex (required; signs announcements)")
 	interval := fs.Duration("interval", archive.DefaultInterval, "archive window")
@@ -83,6 +85,10 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 	update := fs.Bool("update", false, "change a registered community: the flags given replace its settings, the rest are kept")
 	var topics listFlag
 	fs.Var(&topics, "topic", "channel content topic 0x…8 hex, repeatable (the universal <id>-memberUpdate topic is always added)")
+	var chats listFlag
+	fs.Var(&chats, "chat", "legacy channel chat: the channel's `uuid` (the community id is prefixed) or its whole chat id "+
+		"<0xID><channel uuid>; repeatable or comma-separated; its content topic is added. The universal <0xID>-memberUpdate chat "+
+		"is always heard. With -update the chats given replace the list; -chat \"\" clears it")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -104,6 +110,10 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 		newTopics = append(newTopics, t)
+	}
+	var newChats []string
+	for _, c := range chats {
+		newChats = append(newChats, chatID(id, c))
 	}
 	var kf *keyFile
 	if *ratchet != "" {
@@ -130,8 +140,8 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 	case err != nil:
 		return err
 	case !*update:
-		return fmt.Errorf("%s is already registered (interval %v, since %d, %d topics): add -update to change the settings given and keep the rest",
-			id, time.Duration(com.Interval), com.Since, len(com.Topics))
+		return fmt.Errorf("%s is already registered (interval %v, since %d, %d topics, %d channel chats): add -update to change the settings given and keep the rest",
+			id, time.Duration(com.Interval), com.Since, len(com.Topics), len(com.Chats))
 	}
 	var changed []string
 	if !exists || given["interval"] {
@@ -145,6 +155,21 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 	if !exists || given["topic"] {
 		com.Topics = newTopics
 		changed = append(changed, "topics")
+	}
+	if !exists || given["chat"] {
+		if exists && !given["topic"] {
+			// The topics of the chats replaced were added for them: drop
+			// them (Put adds the new chats' topics).
+			old := map[archive.Topic]bool{}
+			for _, c := range com.Chats {
+				old[registry.ChatTopic(c)] = true
+			}
+			com.Topics = slices.DeleteFunc(com.Topics, func(t archive.Topic) bool { return old[t] })
+		}
+		com.Chats = newChats
+		if exists {
+			changed = append(changed, "chats")
+		}
 	}
 	if !exists || given["shard"] {
 		com.Shard = nil
@@ -164,13 +189,29 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	if exists {
-		fmt.Fprintf(env.Stdout, "updated %s (%s; interval %v, since %d, %d topics, encrypted=%v)\n", com.ID, strings.Join(changed, ", "),
-			time.Duration(com.Interval), com.Since, len(com.Topics), com.Encrypted)
+		fmt.Fprintf(env.Stdout, "updated %s (%s; interval %v, since %d, %d topics, %d channel chats, encrypted=%v)\n", com.ID,
+			strings.Join(changed, ", "), time.Duration(com.Interval), com.Since, len(com.Topics), len(com.Chats), com.Encrypted)
 		return nil
 	}
-	fmt.Fprintf(env.Stdout, "registered %s (interval %v, since %d, %d topics, encrypted=%v)\n", com.ID, time.Duration(com.Interval),
-		com.Since, len(com.Topics), com.Encrypted)
+	fmt.Fprintf(env.Stdout, "registered %s (interval %v, since %d, %d topics, %d channel chats, encrypted=%v)\n", com.ID,
+		time.Duration(com.Interval), com.Since, len(com.Topics), len(com.Chats), com.Encrypted)
 	return nil
+}
+
+// chatID makes a -chat value a chat id of community id: a value that does
+// not start with 0x is a channel uuid and gets the id prefixed; a whole chat
+// id gets its community part in lower case, as status-go writes it (the
+// content topic hashes the exact string). Whatever else is wrong is left to
+// registry's Validate to say.
+func chatID(id archive.CommunityID, v string) string {
+	p := id.String()
+	switch {
+	case !strings.HasPrefix(v, "0x") && !strings.HasPrefix(v, "0X"):
+		return p + v
+	case len(v) >= len(p) && strings.EqualFold(v[:len(p)], p):
+		return p + v[len(p):]
+	}
+	return v
 }
 
 // wakuShard is the Waku shard index a community's members listen on.
@@ -257,8 +298,10 @@ func tsShort(s uint64) string {
 func communityList(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet(env, "community list", "[-wide | -json]")
 	url := natsFlag(fs)
-	asJSON := fs.Bool("json", false, "print JSON lines with every field (magnet link included)")
-	wide := fs.Bool("wide", false, "print whole ids, infohashes and announcements (wide terminals)")
+	asJSON := fs.Bool("json", false, "print JSON lines with every field (magnet link, chats, newest message and Waku back-fill progress included)")
+	wide := fs.Bool("wide", false, "print whole ids, infohashes, announcements, chats, content topics, the newest message held and "+
+		"the last Waku Store back-fill with its error (wide terminals). The newest message is the one stored last on the newest UTC day that holds "+
+		"any: a back-fill may store an older message of that day after it")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -276,11 +319,14 @@ func communityList(ctx context.Context, env Env, args []string) error {
 		return nil
 	}
 	st := &state.Store{KV: b.State}
+	msgs := &store.Store{Bus: b}
 	now := time.Now()
+	var notes []string
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	switch {
 	case *wide:
-		fmt.Fprintln(tw, "COMMUNITY\tINTERVAL\tSINCE\tARCHIVED TO\tNEXT END\tARCHIVES\tINFOHASH\tANNOUNCED\tSTATUS")
+		fmt.Fprintln(tw, "COMMUNITY\tINTERVAL\tSINCE\tARCHIVED TO\tNEXT END\tARCHIVES\tINFOHASH\tANNOUNCED\tCHATS\tTOPICS\t"+
+			"NEWEST MESSAGE\tWAKU BACKFILL TO\tWAKU BACKFILL AT\tSTATUS\tWAKU BACKFILL ERROR")
 	case !*asJSON:
 		fmt.Fprintln(tw, "COMMUNITY\tINTERVAL\tARCHIVES\tARCHIVED TO (UTC)\tNEXT END\tSTATUS")
 	}
@@ -293,6 +339,16 @@ func communityList(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return err
 		}
+		bf, bfRev, err := st.GetBackfill(ctx, c.ID.String())
+		if err != nil {
+			return err
+		}
+		var newest uint64
+		if *asJSON || *wide {
+			if newest, _, err = msgs.Newest(ctx, c.ID); err != nil {
+				return err
+			}
+		}
 		nextAt, _ := schedule.NextDue(c, bs.LastEnd, time.Now())
 		next := uint64(nextAt.Unix())
 		status := "active"
@@ -301,10 +357,15 @@ func communityList(ctx context.Context, env Env, args []string) error {
 		}
 		switch {
 		case *asJSON:
+			var backfill *state.Backfill
+			if bfRev > 0 {
+				backfill = bf
+			}
 			if err := json.NewEncoder(env.Stdout).Encode(map[string]any{"community": c.ID, "interval": c.Interval, "since": c.Since,
-				"topics": c.Topics, "encrypted": c.Encrypted, "lastEnd": bs.LastEnd, "nextEnd": next, "archives": len(bs.Archives),
-				"infoHash": bs.InfoHash, "builtAt": bs.BuiltAt, "magnet": an.Magnet, "announcedClock": an.Clock,
-				"disabled": c.Disabled, "wakuShard": wakuShard(c)}); err != nil {
+				"chats": append([]string{}, c.Chats...), "topics": c.Topics, "encrypted": c.Encrypted, "lastEnd": bs.LastEnd,
+				"nextEnd": next, "archives": len(bs.Archives), "infoHash": bs.InfoHash, "builtAt": bs.BuiltAt, "magnet": an.Magnet,
+				"announcedClock": an.Clock, "newestMessage": newest, "wakuBackfill": backfill, "disabled": c.Disabled,
+				"wakuShard": wakuShard(c)}); err != nil {
 				return err
 			}
 		case *wide:
@@ -312,14 +373,59 @@ func communityList(ctx context.Context, env Env, args []string) error {
 			if an.Clock > 0 {
 				announced = time.UnixMilli(int64(an.Clock)).UTC().Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", c.ID, shortDuration(time.Duration(c.Interval)), ts(c.Since),
-				orDash(tsIf(bs.LastEnd)), ts(next), len(bs.Archives), orDash(bs.InfoHash), announced, status)
+			topics := make([]string, len(c.Topics))
+			for i, t := range c.Topics {
+				topics[i] = t.String()
+			}
+			backfillErr := "-"
+			if bf.LastError != "" {
+				backfillErr = oneLine(bf.LastError)
+				if !bf.LastErrorAt.IsZero() {
+					backfillErr = bf.LastErrorAt.UTC().Format(time.RFC3339) + " " + backfillErr
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, shortDuration(time.Duration(c.Interval)),
+				ts(c.Since), orDash(tsIf(bs.LastEnd)), ts(next), len(bs.Archives), orDash(bs.InfoHash), announced, len(c.Chats),
+				strings.Join(topics, ","), orDash(tsIf(newest)), timeOrDash(bf.Upto), timeOrDash(bf.At), status, backfillErr)
 		default:
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", shortID(c.ID), shortDuration(time.Duration(c.Interval)), len(bs.Archives),
 				tsShort(bs.LastEnd), relative(time.Unix(int64(next), 0), now), status)
+			if bf.LastError != "" {
+				note := "Waku back-fill of " + shortID(c.ID) + " failing"
+				if !bf.LastErrorAt.IsZero() {
+					note += " (" + relative(bf.LastErrorAt, now) + ")"
+				}
+				notes = append(notes, fitLine(note+": "+oneLine(bf.LastError), 80))
+			}
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(env.Stdout, strings.Join(notes, "\n")+"\n(archivectl community list -wide shows the whole error)")
+	}
+	return nil
+}
+
+func timeOrDash(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// oneLine keeps a free-text value on its table row.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// fitLine cuts s to n columns, ending it with … when cut.
+func fitLine(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
 
 func tsIf(s uint64) string {

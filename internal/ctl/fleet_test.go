@@ -1,9 +1,12 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,7 +17,10 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -210,5 +216,178 @@ func TestDLQCommands(t *testing.T) {
 	}
 	if list := mustRun(t, "", "dlq", "list", "-nats", url); strings.Contains(list, "boom") {
 		t.Fatalf("retried letter still listed: %s", list)
+	}
+}
+
+// TestCommunityChats checks -chat on add (channel uuids alone or whole chat
+// ids, repeated or comma-separated), replacing and clearing the list with
+// -update, the errors for chats that are not the community's, and what
+// list shows: chats, topics, the newest message held (after the fleet's
+// NATS ingest) and the back-fill progress.
+func TestCommunityChats(t *testing.T) {
+	ns := testenv.NATS(t)
+	url := ns.ClientURL()
+	b := testenv.Bus(t, ns, bus.Config{})
+	ctx := context.Background()
+	var kg, foreign struct{ Community, PrivateKey string }
+	json.Unmarshal([]byte(mustRun(t, "", "keygen")), &kg)
+	json.Unmarshal([]byte(mustRun(t, "", "keygen")), &foreign)
+	id, _ := archive.ParseCommunityID(kg.Community)
+	const uuidA, uuidB, uuidC = "3f0b3c2e-6a0e-4d5c-9a57-0c2d1b1c7a11", "b5a1d9f4-2c3e-4f6a-8b7c-9d0e1f2a3b4c", "0e9d8c7b-6a5f-4e3d-2c1b-0a9f8e7d6c5b"
+	chatA, chatB, chatC := kg.Community+uuidA, kg.Community+uuidB, kg.Community+uuidC
+	reg := registry.New(b.Communities)
+	stored := func() *registry.Community {
+		t.Helper()
+		c, err := reg.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	explicit := archive.Topic{1, 2, 3, 4}
+	wantCom := func(chats []string, topics ...archive.Topic) {
+		t.Helper()
+		c := stored()
+		want := append([]archive.Topic{explicit, registry.UniversalTopic(id)}, topics...)
+		if !slices.Equal(c.Chats, chats) || len(c.Topics) != len(want) {
+			t.Fatalf("stored chats %q topics %v; want chats %q topics %v", c.Chats, c.Topics, chats, want)
+		}
+		for _, w := range want {
+			if !slices.Contains(c.Topics, w) {
+				t.Fatalf("stored topics %v lack %v", c.Topics, w)
+			}
+		}
+	}
+
+	// A uuid alone gets the community id; a whole id's community part is
+	// lower-cased; repeated and comma-separated.
+	out := mustRun(t, "", "community", "add", "-nats", url, "-private-key", kg.PrivateKey, "-since", "now-1h", "-topic", explicit.String(),
+		"-chat", uuidA+", 0X"+strings.ToUpper(kg.Community[2:])+uuidB)
+	if !strings.Contains(out, "registered") || !strings.Contains(out, "4 topics, 2 channel chats") {
+		t.Fatalf("add: %s", out)
+	}
+	wantCom([]string{chatA, chatB}, registry.ChatTopic(chatA), registry.ChatTopic(chatB))
+
+	// -update without -chat keeps them; with -chat replaces the list and
+	// drops the replaced chats' topics, keeping -topic's.
+	mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-interval", "2h")
+	wantCom([]string{chatA, chatB}, registry.ChatTopic(chatA), registry.ChatTopic(chatB))
+	out = mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-chat", uuidC)
+	if !strings.Contains(out, "updated") || !strings.Contains(out, "(chats;") || !strings.Contains(out, "1 channel chats") {
+		t.Fatalf("update -chat: %s", out)
+	}
+	wantCom([]string{chatC}, registry.ChatTopic(chatC))
+
+	// Chats that are not this community's channel chats are refused with
+	// the reason, and nothing changes.
+	for _, tc := range []struct {
+		chats []string
+		want  string
+	}{
+		{[]string{foreign.Community + uuidA}, "is not a channel chat id of this community"},
+		{[]string{"-memberUpdate"}, "is not a channel chat id of this community"},
+		{[]string{kg.Community + "-magnetlinks"}, "is not a channel chat id of this community"},
+		{[]string{kg.Community}, "is not a channel chat id of this community"},
+		{[]string{uuidA, chatA}, "listed twice"},
+	} {
+		args := []string{"community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey}
+		for _, c := range tc.chats {
+			args = append(args, "-chat", c)
+		}
+		if _, errs, code := run(t, "", args...); code != 1 || !strings.Contains(errs, tc.want) {
+			t.Fatalf("-chat %q: exit %d, %s (want %q)", tc.chats, code, errs, tc.want)
+		}
+		wantCom([]string{chatC}, registry.ChatTopic(chatC))
+	}
+
+	// list before any message or back-fill.
+	var row struct {
+		Chats         []string        `json:"chats"`
+		Topics        []archive.Topic `json:"topics"`
+		NewestMessage uint64          `json:"newestMessage"`
+		Backfill      *state.Backfill `json:"wakuBackfill"`
+	}
+	listJSON := func() {
+		t.Helper()
+		row.Backfill = nil
+		if err := json.Unmarshal([]byte(mustRun(t, "", "community", "list", "-json", "-nats", url)), &row); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listJSON()
+	if !slices.Equal(row.Chats, []string{chatC}) || !slices.Contains(row.Topics, registry.ChatTopic(chatC)) || row.NewestMessage != 0 ||
+		row.Backfill != nil {
+		t.Fatalf("list -json before messages: %+v", row)
+	}
+	wide := mustRun(t, "", "community", "list", "-wide", "-nats", url)
+	if !strings.Contains(wide, "NEWEST MESSAGE") || !strings.Contains(wide, registry.ChatTopic(chatC).String()) {
+		t.Fatalf("list -wide: %s", wide)
+	}
+
+	// A message on chat C's topic through the fleet's NATS ingest; one on
+	// the replaced chat A's topic is refused.
+	srv, err := (&store.Store{Bus: b, Logger: slog.New(slog.DiscardHandler)}).ServeNATS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Unsubscribe()
+	sent := uint64(time.Now().Unix()) - 600
+	msgs := fixture.Messages{N: 2, From: sent, Topics: []archive.Topic{registry.ChatTopic(chatC), registry.ChatTopic(chatA)}}.Make()
+	var batch bytes.Buffer
+	for _, m := range msgs {
+		line, _ := json.Marshal(m)
+		batch.Write(append(line, '\n'))
+	}
+	reply, err := b.NC.Request(bus.SubjectIngest(kg.Community), batch.Bytes(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res store.IngestResult
+	if err := json.Unmarshal(reply.Data, &res); err != nil || res.Stored != 1 || res.Refused != 1 {
+		t.Fatalf("ingest: %s %v", reply.Data, err)
+	}
+
+	// Back-fill progress, as the Waku edge writes it.
+	upto, at := time.Unix(int64(sent)-3600, 0).UTC(), time.Now().Add(-5*time.Minute).UTC().Truncate(time.Second)
+	bf := state.Backfill{Upto: upto, At: at, Messages: 7, Stored: 3, Pages: 2,
+		LastError: "store node 16Uiu2HAm…: context deadline exceeded\nafter 3 tries", LastErrorAt: at.Add(time.Minute)}
+	if _, err := (&state.Store{KV: b.State}).Put(ctx, state.BackfillKey(kg.Community), bf, 0); err != nil {
+		t.Fatal(err)
+	}
+	listJSON()
+	if row.NewestMessage != sent || row.Backfill == nil || !row.Backfill.Upto.Equal(upto) || !row.Backfill.At.Equal(at) ||
+		row.Backfill.LastError != bf.LastError || row.Backfill.Stored != 3 {
+		t.Fatalf("list -json: newest %d (want %d), back-fill %+v", row.NewestMessage, sent, row.Backfill)
+	}
+	wide = mustRun(t, "", "community", "list", "-wide", "-nats", url)
+	lines := strings.Split(strings.TrimSpace(wide), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("list -wide: %s", wide)
+	}
+	for _, want := range []string{kg.Community, ts(sent), upto.Format(time.RFC3339), at.Format(time.RFC3339),
+		bf.LastErrorAt.Format(time.RFC3339) + " store node 16Uiu2HAm…: context deadline exceeded after 3 tries"} {
+		if !strings.Contains(lines[1], want) {
+			t.Fatalf("list -wide lacks %q:\n%s", want, wide)
+		}
+	}
+	list := mustRun(t, "", "community", "list", "-nats", url)
+	if !strings.Contains(list, "Waku back-fill of "+shortID(id)+" failing (4m") || !strings.Contains(list, "ago): store node") {
+		t.Fatalf("list does not show the failing back-fill:\n%s", list)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		if n := utf8.RuneCountInString(line); n > 80 {
+			t.Fatalf("list line of %d columns does not fit a terminal: %q", n, line)
+		}
+	}
+
+	// -chat "" clears the list (and chat C's topic).
+	out = mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-chat", "")
+	if !strings.Contains(out, "0 channel chats") {
+		t.Fatalf("clear: %s", out)
+	}
+	wantCom(nil)
+	listJSON()
+	if row.Chats == nil || len(row.Chats) != 0 {
+		t.Fatalf("list -json after clearing: chats %#v, want []", row.Chats)
 	}
 }
