@@ -57,6 +57,7 @@ const (
 	DefaultWakuInstallationID = "archivefleet-waku"
 	DefaultWakuMaxPeers       = 50 // nwaku's max-connections
 	DefaultWakuReceive        = true
+	DefaultWakuBackfillWindow = 30 * 24 * time.Hour
 	// StatusProdENRTree is status.prod's EIP-1459 tree (spec waku-edge.md
 	// §3): the production value of WAKU_DNS_DISCOVERY, set by the shipped
 	// deployments. The code default is empty so a local run never joins
@@ -144,20 +145,22 @@ type SchedulerConfig struct {
 // Waku configures the Waku edge's relay peer and delivery (cmd/waku and the
 // all-in-one).
 type Waku struct {
-	Listen         string `envconfig:"ARCHIVEFLEET_WAKU_LISTEN" desc:"libp2p listen multiaddrs, comma-separated (TCP and /ws)"`
-	Announce       string `envconfig:"ARCHIVEFLEET_WAKU_ANNOUNCE" desc:"multiaddrs advertised instead of the listen ones, comma-separated"`
-	KeyFile        string `envconfig:"ARCHIVEFLEET_WAKU_KEY_FILE" desc:"node key file (hex secp256k1, created on first start); it also signs the rfc26 payloads"`
-	StaticPeers    string `envconfig:"ARCHIVEFLEET_WAKU_STATIC_PEERS" desc:"Waku relay peers to keep connected: multiaddrs with /p2p/<id>, comma-separated"`
-	DNSDiscovery   string `envconfig:"ARCHIVEFLEET_WAKU_DNS_DISCOVERY" desc:"EIP-1459 trees (enrtree://key@domain), comma-separated: their relay nodes on our shards are dialled while a shard has fewer than 6 peers"`
-	Cluster        uint16 `envconfig:"ARCHIVEFLEET_WAKU_CLUSTER" desc:"Waku cluster id (16: status.prod)"`
-	Shards         string `envconfig:"ARCHIVEFLEET_WAKU_SHARDS" desc:"shard indices to relay, comma-separated; communities' shards must be among them"`
-	MinPeers       int    `envconfig:"ARCHIVEFLEET_WAKU_MIN_PEERS" desc:"fewest relay peers on a community's shard to publish (else the announcement waits)"`
-	InstallationID string `envconfig:"ARCHIVEFLEET_WAKU_INSTALLATION_ID" desc:"installation id in the ProtocolMessage wrapper"`
-	Receive        bool   `envconfig:"ARCHIVEFLEET_WAKU_RECEIVE" desc:"archive what the peer hears on the registered communities' chats (through ingest)"`
-	MaxPeers       int    `envconfig:"ARCHIVEFLEET_WAKU_MAX_PEERS" desc:"connection limit (static peers are never trimmed)"`
-	LightPushNodes string `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_NODES" desc:"lightpush v3 service nodes every announcement is also pushed to: multiaddrs with /p2p/<id>, comma-separated"`
-	LightPushServe bool   `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_SERVICE" desc:"serve lightpush v3: relay what light clients push on our shards"`
-	ShardKeys      string `envconfig:"ARCHIVEFLEET_WAKU_PROTECTED_SHARD_KEYS" desc:"protected shards' private keys, shard=hex key, comma-separated: messages there carry the meta signature" secret:"true"`
+	Listen         string        `envconfig:"ARCHIVEFLEET_WAKU_LISTEN" desc:"libp2p listen multiaddrs, comma-separated (TCP and /ws)"`
+	Announce       string        `envconfig:"ARCHIVEFLEET_WAKU_ANNOUNCE" desc:"multiaddrs advertised instead of the listen ones, comma-separated"`
+	KeyFile        string        `envconfig:"ARCHIVEFLEET_WAKU_KEY_FILE" desc:"node key file (hex secp256k1, created on first start); it also signs the rfc26 payloads"`
+	StaticPeers    string        `envconfig:"ARCHIVEFLEET_WAKU_STATIC_PEERS" desc:"Waku relay peers to keep connected: multiaddrs with /p2p/<id>, comma-separated"`
+	DNSDiscovery   string        `envconfig:"ARCHIVEFLEET_WAKU_DNS_DISCOVERY" desc:"EIP-1459 trees (enrtree://key@domain), comma-separated: their relay nodes on our shards are dialled while a shard has fewer than 6 peers"`
+	Cluster        uint16        `envconfig:"ARCHIVEFLEET_WAKU_CLUSTER" desc:"Waku cluster id (16: status.prod)"`
+	Shards         string        `envconfig:"ARCHIVEFLEET_WAKU_SHARDS" desc:"shard indices to relay, comma-separated; communities' shards must be among them"`
+	MinPeers       int           `envconfig:"ARCHIVEFLEET_WAKU_MIN_PEERS" desc:"fewest relay peers on a community's shard to publish (else the announcement waits)"`
+	InstallationID string        `envconfig:"ARCHIVEFLEET_WAKU_INSTALLATION_ID" desc:"installation id in the ProtocolMessage wrapper"`
+	Receive        bool          `envconfig:"ARCHIVEFLEET_WAKU_RECEIVE" desc:"archive what the peer hears on the registered communities' chats (through ingest)"`
+	MaxPeers       int           `envconfig:"ARCHIVEFLEET_WAKU_MAX_PEERS" desc:"connection limit (static peers are never trimmed)"`
+	LightPushNodes string        `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_NODES" desc:"lightpush v3 service nodes every announcement is also pushed to: multiaddrs with /p2p/<id>, comma-separated"`
+	LightPushServe bool          `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_SERVICE" desc:"serve lightpush v3: relay what light clients push on our shards"`
+	StoreNodes     string        `envconfig:"ARCHIVEFLEET_WAKU_STORE_NODES" desc:"Store v3 nodes back-fill asks (the union of what they hold is ingested): multiaddrs with /p2p/<id>, comma-separated"`
+	BackfillWindow time.Duration `envconfig:"ARCHIVEFLEET_WAKU_BACKFILL_WINDOW" desc:"how far back a community's first back-fill reaches (store nodes keep about 30 days)"`
+	ShardKeys      string        `envconfig:"ARCHIVEFLEET_WAKU_PROTECTED_SHARD_KEYS" desc:"protected shards' private keys, shard=hex key, comma-separated: messages there carry the meta signature" secret:"true"`
 }
 
 // WakuConfig configures cmd/waku.
@@ -223,7 +226,7 @@ func DefaultSchedulerConfig() SchedulerConfig {
 func DefaultWaku() Waku {
 	return Waku{Listen: DefaultWakuListen, KeyFile: DefaultWakuKeyFile, Cluster: DefaultWakuCluster, Shards: DefaultWakuShards,
 		MinPeers: DefaultWakuMinPeers, InstallationID: DefaultWakuInstallationID, MaxPeers: DefaultWakuMaxPeers,
-		Receive: DefaultWakuReceive}
+		Receive: DefaultWakuReceive, BackfillWindow: DefaultWakuBackfillWindow}
 }
 
 // DefaultWakuConfig returns the Waku edge service's defaults.
@@ -265,6 +268,12 @@ func (c WakuConfig) Validate() error {
 // Validate checks the Waku settings.
 func (w Waku) Validate() error {
 	errs := []error{natsconf.NonEmpty("WAKU_LISTEN", w.Listen), natsconf.NotNegative("WAKU_MIN_PEERS", w.MinPeers)}
+	if w.BackfillWindow <= 0 {
+		errs = append(errs, natsconf.Bad("WAKU_BACKFILL_WINDOW", w.BackfillWindow.String(), "must be positive"))
+	}
+	if w.StoreNodes != "" && !w.Receive {
+		errs = append(errs, natsconf.Bad("WAKU_STORE_NODES", w.StoreNodes, "back-fill ingests what it fetches: it needs WAKU_RECEIVE=true"))
+	}
 	if w.MaxPeers < 1 {
 		errs = append(errs, natsconf.Bad("WAKU_MAX_PEERS", strconv.Itoa(w.MaxPeers), "must be at least 1"))
 	}
@@ -280,14 +289,14 @@ func (w Waku) Validate() error {
 		}
 	}
 	for _, v := range []struct{ name, val string }{{"WAKU_LISTEN", w.Listen}, {"WAKU_ANNOUNCE", w.Announce}, {"WAKU_STATIC_PEERS", w.StaticPeers},
-		{"WAKU_LIGHTPUSH_NODES", w.LightPushNodes}} {
+		{"WAKU_LIGHTPUSH_NODES", w.LightPushNodes}, {"WAKU_STORE_NODES", w.StoreNodes}} {
 		for _, a := range splitList(v.val) {
 			m, err := ma.NewMultiaddr(a)
 			if err != nil {
 				errs = append(errs, natsconf.Bad(v.name, a, "not a multiaddr: "+err.Error()))
 				continue
 			}
-			if v.name == "WAKU_STATIC_PEERS" || v.name == "WAKU_LIGHTPUSH_NODES" {
+			if v.name != "WAKU_LISTEN" && v.name != "WAKU_ANNOUNCE" {
 				if _, err := peer.AddrInfoFromP2pAddr(m); err != nil {
 					errs = append(errs, natsconf.Bad(v.name, a, "needs /p2p/<peer id>"))
 				}
@@ -322,11 +331,21 @@ func (w Waku) ShardKeyMap() (map[uint16]*secp256k1.PrivateKey, error) {
 
 // LightPushPeers parses WAKU_LIGHTPUSH_NODES.
 func (w Waku) LightPushPeers() ([]peer.AddrInfo, error) {
+	return addrInfos("WAKU_LIGHTPUSH_NODES", w.LightPushNodes)
+}
+
+// StorePeers parses WAKU_STORE_NODES.
+func (w Waku) StorePeers() ([]peer.AddrInfo, error) {
+	return addrInfos("WAKU_STORE_NODES", w.StoreNodes)
+}
+
+// addrInfos parses a comma-separated list of multiaddrs with /p2p/<id>.
+func addrInfos(name, list string) ([]peer.AddrInfo, error) {
 	var out []peer.AddrInfo
-	for _, a := range splitList(w.LightPushNodes) {
+	for _, a := range splitList(list) {
 		ai, err := peer.AddrInfoFromString(a)
 		if err != nil {
-			return nil, natsconf.Bad("WAKU_LIGHTPUSH_NODES", a, "needs a multiaddr with /p2p/<peer id>")
+			return nil, natsconf.Bad(name, a, "needs a multiaddr with /p2p/<peer id>")
 		}
 		out = append(out, *ai)
 	}

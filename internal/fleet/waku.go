@@ -70,6 +70,10 @@ func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, ingest
 	if err != nil {
 		return nil, nil, err
 	}
+	storeNodes, err := w.StorePeers()
+	if err != nil {
+		return nil, nil, err
+	}
 	nodeKey, err := wakupeer.LoadOrCreateKey(keyFile)
 	if err != nil {
 		return nil, nil, err
@@ -93,6 +97,7 @@ func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, ingest
 			Signer: secp256k1.PrivKeyFromBytes(raw), LightPushNodes: pushNodes, ShardKeys: shardKeys}}
 	if w.Receive {
 		svc.Listen, svc.Ingest = peer, ingest
+		svc.StoreClient, svc.Config.StoreNodes, svc.Config.BackfillWindow = peer, storeNodes, w.BackfillWindow
 	}
 	edge, err := wakuedge.New(svc, reg)
 	if err != nil {

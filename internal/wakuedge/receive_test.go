@@ -2,13 +2,20 @@ package wakuedge
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/store"
+	"github.com/archivefleet/archivefleet/internal/testenv"
+	"github.com/archivefleet/archivefleet/internal/wakupeer"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -65,5 +72,111 @@ func TestRecord(t *testing.T) {
 				t.Fatalf("record does not validate: %v", err)
 			}
 		})
+	}
+}
+
+// TestBackfill: messages relayed while the edge was not there are on two
+// Store v3 nodes (our wakupeer's store service: not an independent
+// implementation; js-waku's store client is its independent test, in
+// internal/wakupeer): A heard 150 (more than a page), B only one, which A
+// never saw. The edge back-fills the community from both and ingests the
+// union; a second back-fill starts near the first one's end and stores
+// nothing new; with A down the back-fill fails and the progress stays.
+func TestBackfill(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{Memory: true})
+	reg := registry.New(b.Communities)
+	com, _ := community(t, reg, nil)
+	legacy := com.ID.String() + "0b8f5f1e-2d6c-4c41-9d67-2b7f0c1a9e55"
+	com.Chats = []string{legacy}
+	com.Since = uint64(time.Now().Add(-3 * time.Hour).Unix())
+	if err := reg.Put(t.Context(), com); err != nil {
+		t.Fatal(err)
+	}
+	topic := wakuwire.DefaultCommunityShard
+	storeA := startPeer(t, wakupeer.Config{StoreService: true})
+	publisher := startPeer(t, wakupeer.Config{StaticPeers: []string{p2pAddr(storeA)}})
+	storeB := startPeer(t, wakupeer.Config{StoreService: true}) // alone
+	waitFor(t, "publisher and store A meshed", func() bool { return storeA.MeshPeers(topic) == 1 })
+
+	member, _ := secp256k1.GeneratePrivateKey()
+	want := map[string]bool{}
+	publish := func(p *wakupeer.Peer, chat string, at time.Time) {
+		payload, err := wakuwire.SealSymmetric([]byte("hello "+at.String()), wakuwire.ChatKey(chat), member)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := p.Publish(t.Context(), topic, &wakuwire.Message{Payload: payload, ContentTopic: wakuwire.ChatContentTopic(chat),
+			Version: 1, Timestamp: at.UnixNano()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[hexHash(h)] = true
+	}
+	// Store nodes take only messages stamped within 20 s of their clock
+	// (nwaku's MaxMessageTimestampVariance, which ours follows).
+	base := time.Now()
+	for i := range 150 {
+		chat := registry.UniversalChatID(com.ID)
+		if i%3 == 0 {
+			chat = legacy
+		}
+		publish(publisher, chat, base.Add(time.Duration(i)*time.Millisecond))
+	}
+	publish(storeB, registry.UniversalChatID(com.ID), base.Add(time.Second))
+
+	st := &store.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
+	edgePeer := startPeer(t, wakupeer.Config{})
+	signer, _ := secp256k1.GeneratePrivateKey()
+	nodes := []peer.AddrInfo{{ID: storeA.ID(), Addrs: storeA.Host().Addrs()}, {ID: storeB.ID(), Addrs: storeB.Host().Addrs()}}
+	s, err := New(Service{Bus: b, Registry: reg, Peer: edgePeer, Listen: edgePeer, Ingest: st, StoreClient: edgePeer, Logger: testenv.Logger(),
+		Config: Config{Signer: signer, StoreNodes: nodes}}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := com.ID.String()
+	var stored int
+	waitFor(t, "both stores hold their messages, and back-fill takes the union", func() bool {
+		bf, rev, err := s.State.GetBackfill(t.Context(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.backfillCommunity(t.Context(), com, bf, rev, time.Now()); err != nil {
+			t.Fatalf("back-fill: %v", err)
+		}
+		bf, _, _ = s.State.GetBackfill(t.Context(), c)
+		stored += bf.Stored
+		return stored == len(want)
+	})
+	bf, rev, _ := s.State.GetBackfill(t.Context(), c)
+	if bf.Pages < 3 || bf.Messages < len(want) {
+		t.Fatalf("progress %+v: want at least 3 pages (150 on A at 100 a page, 1 on B) and %d messages", bf, len(want))
+	}
+	if err := s.backfillCommunity(t.Context(), com, bf, rev, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	again, rev, _ := s.State.GetBackfill(t.Context(), c)
+	if again.Stored != 0 || !again.Upto.After(bf.Upto) {
+		t.Fatalf("second back-fill %+v after %+v: want nothing new and a later end", again, bf)
+	}
+
+	storeA.Close()
+	if err := s.backfillCommunity(t.Context(), com, again, rev, time.Now()); err == nil {
+		t.Fatal("back-fill with store node A down succeeded")
+	}
+	if bf3, _, _ := s.State.GetBackfill(t.Context(), c); !bf3.Upto.Equal(again.Upto) {
+		t.Fatalf("a failed back-fill moved the progress: %+v", bf3)
+	}
+	n := 0
+	for m, err := range st.Source(com.ID).Messages(t.Context(), com.Since, uint64(time.Now().Add(time.Hour).Unix())) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !want[hex.EncodeToString(m.Hash)] {
+			t.Fatalf("stored a message nobody published: %x", m.Hash)
+		}
+		n++
+	}
+	if n != len(want) {
+		t.Fatalf("stored %d messages, published %d", n, len(want))
 	}
 }

@@ -106,6 +106,18 @@ type Config struct {
 	// MaxPending bounds received messages waiting for ingest. Default
 	// DefaultMaxPending.
 	MaxPending int
+	// StoreNodes are the Store v3 nodes back-fill asks (all of them: the
+	// union of what they hold is ingested).
+	StoreNodes []peer.AddrInfo
+	// BackfillWindow is how far back a first back-fill reaches. Default
+	// DefaultBackfillWindow.
+	BackfillWindow time.Duration
+	// BackfillCheck is how often communities are checked for a due
+	// back-fill. Default DefaultBackfillCheck.
+	BackfillCheck time.Duration
+	// BackfillRetry is the wait after a failed back-fill. Default
+	// DefaultNoPeersSnooze.
+	BackfillRetry time.Duration
 }
 
 // Service is the Waku edge.
@@ -118,8 +130,11 @@ type Service struct {
 	// communities' chats and archive what it receives.
 	Listen Listener
 	Ingest Ingester
-	Config Config
-	Logger *slog.Logger
+	// StoreClient, with Config.StoreNodes and Ingest set, back-fills the
+	// communities from Store v3 nodes.
+	StoreClient StoreQuerier
+	Config      Config
+	Logger      *slog.Logger
 	// Now is the clock source; tests may pin it.
 	Now func() time.Time
 
@@ -130,10 +145,15 @@ type Service struct {
 	pushes    *prometheus.CounterVec
 	received  *prometheus.CounterVec
 	keyUses   *prometheus.CounterVec
-	worker    *bus.WorkerMetrics
 
-	keys   *keyCache
-	routes *routes
+	backfills     *prometheus.CounterVec
+	backfilled    *prometheus.CounterVec
+	backfillPages prometheus.Counter
+	worker        *bus.WorkerMetrics
+
+	keys            *keyCache
+	routes          *routes
+	registryChanged chan struct{}
 }
 
 // keyCache holds ChatKey per chat id, derived once (slow by design).
@@ -165,6 +185,18 @@ func New(s Service, reg prometheus.Registerer) (*Service, error) {
 	if s.Config.MaxPending <= 0 {
 		s.Config.MaxPending = DefaultMaxPending
 	}
+	if s.Config.BackfillWindow <= 0 {
+		s.Config.BackfillWindow = DefaultBackfillWindow
+	}
+	if s.Config.BackfillCheck <= 0 {
+		s.Config.BackfillCheck = DefaultBackfillCheck
+	}
+	if s.Config.BackfillRetry <= 0 {
+		s.Config.BackfillRetry = DefaultNoPeersSnooze
+	}
+	if len(s.Config.StoreNodes) > 0 && (s.StoreClient == nil || s.Ingest == nil) {
+		return nil, errors.New("wakuedge: store nodes need a StoreClient and Ingest")
+	}
 	if (s.Listen == nil) != (s.Ingest == nil) {
 		return nil, errors.New("wakuedge: Listen and Ingest go together")
 	}
@@ -194,8 +226,15 @@ func New(s Service, reg prometheus.Registerer) (*Service, error) {
 		[]string{"outcome"})
 	s.keyUses = f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_waku_chat_keys_total",
 		Help: "Chat key look-ups: hit (cached) or derived (PBKDF2, 65,356 rounds)."}, []string{"result"})
+	s.backfills = f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_waku_backfills_total",
+		Help: "Community back-fills from Store v3 nodes, by result (done, failed)."}, []string{"result"})
+	s.backfilled = f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_waku_backfill_messages_total",
+		Help: "Messages back-filled from store nodes, by outcome (as archivefleet_waku_received_total)."}, []string{"outcome"})
+	s.backfillPages = f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_waku_backfill_pages_total",
+		Help: "Store v3 pages read by back-fill."})
 	s.worker = bus.NewWorkerMetrics(reg)
 	s.keys = &keyCache{m: map[string][]byte{}}
+	s.registryChanged = make(chan struct{}, 1)
 	s.routes = &routes{byCommunity: map[string][]route{}, byTopic: map[string][]route{}}
 	return &s, nil
 }
@@ -210,7 +249,7 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 3)
+	errs := make([]error, 4)
 	run := func(i int, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -229,6 +268,12 @@ func (s *Service) Run(ctx context.Context) error {
 		run(1, s.watchRegistry)
 		run(2, s.receive)
 	}
+	if len(s.Config.StoreNodes) > 0 {
+		if s.Listen == nil {
+			run(1, s.watchRegistry)
+		}
+		run(3, s.backfill)
+	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
@@ -238,6 +283,10 @@ func (s *Service) watchRegistry(ctx context.Context) error {
 	return s.Registry.Watch(ctx, func(id string, c *registry.Community) {
 		rs := s.routesFor(c)
 		s.routes.set(id, rs)
+		select {
+		case s.registryChanged <- struct{}{}:
+		default:
+		}
 		s.Logger.Debug("waku receive routes", "community", id, "chats", len(rs))
 	})
 }
