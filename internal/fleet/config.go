@@ -157,6 +157,7 @@ type Waku struct {
 	Receive        bool          `envconfig:"ARCHIVEFLEET_WAKU_RECEIVE" desc:"archive what the peer hears on the registered communities' chats (through ingest)"`
 	MaxPeers       int           `envconfig:"ARCHIVEFLEET_WAKU_MAX_PEERS" desc:"connection limit (static peers are never trimmed)"`
 	LightPushNodes string        `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_NODES" desc:"lightpush v3 service nodes every announcement is also pushed to: multiaddrs with /p2p/<id>, comma-separated"`
+	StoreServe     bool          `envconfig:"ARCHIVEFLEET_WAKU_STORE_SERVICE" desc:"serve Store v3 from memory (what the peer relays, 30 days, at most 1,000,000 messages; lost on restart): for a local node or tests"`
 	LightPushServe bool          `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_SERVICE" desc:"serve lightpush v3: relay what light clients push on our shards"`
 	StoreNodes     string        `envconfig:"ARCHIVEFLEET_WAKU_STORE_NODES" desc:"Store v3 nodes back-fill asks (the union of what they hold is ingested): multiaddrs with /p2p/<id>, comma-separated"`
 	BackfillWindow time.Duration `envconfig:"ARCHIVEFLEET_WAKU_BACKFILL_WINDOW" desc:"how far back a community's first back-fill reaches (store nodes keep about 30 days)"`

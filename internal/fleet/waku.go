@@ -83,7 +83,7 @@ func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, ingest
 		return nil, nil, err
 	}
 	peer, err := wakupeer.New(ctx, wakupeer.Config{ListenAddrs: splitList(w.Listen), AnnounceAddrs: splitList(w.Announce), KeyFile: keyFile,
-		StaticPeers: splitList(w.StaticPeers), DNSDiscovery: splitList(w.DNSDiscovery), ClusterID: w.Cluster, Shards: shards, MaxPeers: w.MaxPeers, LightPushService: w.LightPushServe,
+		StaticPeers: splitList(w.StaticPeers), DNSDiscovery: splitList(w.DNSDiscovery), ClusterID: w.Cluster, Shards: shards, MaxPeers: w.MaxPeers, LightPushService: w.LightPushServe, StoreService: w.StoreServe,
 		Registerer: reg, Logger: log})
 	if err != nil {
 		return nil, nil, err
