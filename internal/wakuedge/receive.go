@@ -228,9 +228,18 @@ func (s *Service) flushLoop(ctx context.Context, buf *received) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// One last flush, bounded: what a graceful stop has heard is kept.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
 			buf.mu.Lock()
-			left := buf.n
+			batch := buf.pending
+			buf.pending, buf.n = map[archive.CommunityID][]archive.Message{}, 0
 			buf.mu.Unlock()
+			left := 0
+			for c, msgs := range batch {
+				retry, _ := s.ingest(fctx, c, msgs)
+				left += len(retry)
+			}
 			if left > 0 {
 				s.Logger.Warn("waku receive stopping with messages not ingested; back-fill from store nodes fetches them at the next start",
 					"messages", left)

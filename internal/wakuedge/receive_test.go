@@ -2,15 +2,19 @@ package wakuedge
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/store"
@@ -178,5 +182,96 @@ func TestBackfill(t *testing.T) {
 	}
 	if n != len(want) {
 		t.Fatalf("stored %d messages, published %d", n, len(want))
+	}
+}
+
+// flakyIngest fails its first calls as an outage would (the real store
+// behind it, on a real NATS, takes the rest).
+type flakyIngest struct {
+	Ingester
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *flakyIngest) Ingest(ctx context.Context, c archive.CommunityID, msgs []archive.Message) (store.IngestResult, error) {
+	f.mu.Lock()
+	fail := f.fails > 0
+	f.fails--
+	f.mu.Unlock()
+	if fail {
+		return store.IngestResult{}, errors.New("nats: no responders available for request")
+	}
+	return f.Ingester.Ingest(ctx, c, msgs)
+}
+
+// TestReceiveLive: the running edge hears a community's chats from a relay
+// peer and ingests each message once, through an ingest outage (retried
+// with back-off, nothing lost); a message for an unregistered chat and an
+// unsigned one are counted, not stored; a chat added to the registry while
+// running is heard at once.
+func TestReceiveLive(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{Memory: true})
+	reg := registry.New(b.Communities)
+	com, _ := community(t, reg, nil)
+	com.Since = uint64(time.Now().Add(-time.Hour).Unix())
+	if err := reg.Put(t.Context(), com); err != nil {
+		t.Fatal(err)
+	}
+	topic := wakuwire.DefaultCommunityShard
+	edgePeer := startPeer(t, wakupeer.Config{})
+	member := startPeer(t, wakupeer.Config{StaticPeers: []string{p2pAddr(edgePeer)}})
+	waitFor(t, "meshed", func() bool { return edgePeer.MeshPeers(topic) == 1 })
+	st := &store.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
+	signer, _ := secp256k1.GeneratePrivateKey()
+	metrics := prometheus.NewRegistry()
+	s, err := New(Service{Bus: b, Registry: reg, Peer: edgePeer, Listen: edgePeer, Ingest: &flakyIngest{Ingester: st, fails: 2},
+		Logger: testenv.Logger(), Config: Config{Signer: signer, MinPeers: 1}}, metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "routes loaded", func() bool {
+		return len(s.routes.lookup(wakuwire.ChatContentTopic(registry.UniversalChatID(com.ID)))) == 1
+	})
+
+	key, _ := secp256k1.GeneratePrivateKey()
+	send := func(chat string, signed bool) {
+		var k *secp256k1.PrivateKey
+		if signed {
+			k = key
+		}
+		payload, err := wakuwire.SealSymmetric([]byte("m "+chat), wakuwire.ChatKey(chat), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := member.Publish(t.Context(), topic, &wakuwire.Message{Payload: payload, ContentTopic: wakuwire.ChatContentTopic(chat),
+			Version: 1, Timestamp: time.Now().UnixNano()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 {
+		send(registry.UniversalChatID(com.ID), true)
+	}
+	legacy := com.ID.String() + "5d0c1f7e-9a3b-4e2d-8c6f-1b2a3c4d5e6f"
+	send(legacy, true) // not registered yet: foreign
+	send(registry.UniversalChatID(com.ID), false)
+	outcome := func(o string) float64 { return testutil.ToFloat64(s.received.WithLabelValues(o)) }
+	waitFor(t, "20 stored through the outage", func() bool { return outcome("stored") == 20 })
+	if outcome("foreign") != 1 || outcome("unsigned") != 1 {
+		t.Fatalf("foreign %v unsigned %v, want 1 each", outcome("foreign"), outcome("unsigned"))
+	}
+
+	com.Chats = []string{legacy}
+	if err := reg.Put(t.Context(), com); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new chat routed", func() bool { return len(s.routes.lookup(wakuwire.ChatContentTopic(legacy))) == 1 })
+	send(legacy, true)
+	waitFor(t, "the new chat's message stored", func() bool { return outcome("stored") == 21 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
