@@ -71,31 +71,34 @@ type JSRelayLine struct {
 	At time.Time `json:"-"`
 }
 
-// JSRelay is a running relay.mjs: a js-waku relay node, an independent peer.
-type JSRelay struct {
-	// Ready is its first line: the "ready" event with its peer id and
-	// listen addresses (at least one).
-	Ready JSRelayLine
-	// Events carries the event lines after Ready, in order.
-	Events <-chan JSRelayLine
+// NodeScript is a running script of interop/js-relay that speaks JSON
+// lines: its first line is {"event":"ready",...}, later lines with an
+// "event" key are events, and each request written to its stdin gets one
+// reply line, in order.
+type NodeScript struct {
+	// Ready is the first line.
+	Ready json.RawMessage
+	// Events carries the event lines after Ready, in order. A test that
+	// does not read them loses the oldest past 4096, never stalls replies.
+	Events <-chan json.RawMessage
 
 	t       testing.TB
+	name    string
 	in      io.WriteCloser
-	replies chan JSRelayLine
+	replies chan json.RawMessage
 	stderr  *Buffer
 }
 
-// StartJSRelay runs `node --import ./polyfill.mjs relay.mjs` in
-// interop/js-relay with NODE_ENV=test and env ("KEY=value", e.g.
-// WAKU_SYM_CHATS or WAKU_CLUSTER_ID; see relay.mjs) added to the
-// environment, and waits for its ready line. It
-// skips with -short and fails if node or node_modules is missing (see
-// NodeInterop). The node stops with the test (relay.mjs exits on stdin EOF;
-// killed after 5 s); its stderr is logged if the test failed.
-func StartJSRelay(t testing.TB, env ...string) *JSRelay {
+// StartNodeScript runs `node --import ./polyfill.mjs <script>` in
+// interop/js-relay with NODE_ENV=test and env ("KEY=value") added to the
+// environment, and waits up to readyWithin for its ready line. It skips
+// with -short and fails if node or node_modules is missing (see
+// NodeInterop). The script stops with the test (it must exit on stdin EOF;
+// it is killed after 5 s); its stderr is logged if the test failed.
+func StartNodeScript(t testing.TB, script string, readyWithin time.Duration, env ...string) *NodeScript {
 	t.Helper()
-	node, dir := NodeInterop(t, "js-waku relay interop", "js-relay", "@waku/sdk")
-	cmd := exec.Command(node, "--import", "./polyfill.mjs", "relay.mjs")
+	node, dir := NodeInterop(t, "js-waku interop ("+script+")", "js-relay", "@waku/sdk")
+	cmd := exec.Command(node, "--import", "./polyfill.mjs", script)
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "NODE_ENV=test"), env...)
 	in, err := cmd.StdinPipe()
@@ -106,32 +109,43 @@ func StartJSRelay(t testing.TB, env ...string) *JSRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events := make(chan JSRelayLine, 64)
-	j := &JSRelay{Events: events, t: t, in: in, replies: make(chan JSRelayLine, 16), stderr: &Buffer{}}
-	cmd.Stderr = j.stderr
+	events := make(chan json.RawMessage, 4096)
+	n := &NodeScript{Events: events, t: t, name: script, in: in, replies: make(chan json.RawMessage, 16), stderr: &Buffer{}}
+	cmd.Stderr = n.stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("js-waku relay interop: starting node relay.mjs: %v", err)
+		t.Fatalf("starting node %s: %v", script, err)
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer close(events)
 		sc := bufio.NewScanner(stdout)
-		sc.Buffer(nil, 1<<20)
+		sc.Buffer(nil, 64<<20)
 		for sc.Scan() {
-			var l JSRelayLine
-			if json.Unmarshal(sc.Bytes(), &l) != nil {
+			var head struct {
+				Event string `json:"event"`
+			}
+			if json.Unmarshal(sc.Bytes(), &head) != nil {
 				continue // console noise
 			}
-			l.At = time.Now()
-			if l.Event != "" {
-				events <- l
-			} else {
-				j.replies <- l
+			line := json.RawMessage(append([]byte(nil), sc.Bytes()...))
+			if head.Event == "" {
+				n.replies <- line
+				continue
+			}
+			for {
+				select {
+				case events <- line:
+				default:
+					<-events // full: drop the oldest
+					continue
+				}
+				break
 			}
 		}
 	}()
 	t.Cleanup(func() {
-		in.Close() // relay.mjs stops its node and exits on stdin EOF
+		in.Close()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
@@ -140,40 +154,87 @@ func StartJSRelay(t testing.TB, env ...string) *JSRelay {
 		}
 		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("relay.mjs stderr:\n%s", j.stderr)
+			t.Logf("%s stderr:\n%s", script, n.stderr)
 		}
 	})
 	select {
 	case l := <-events:
-		if l.Event != "ready" || len(l.Addrs) == 0 {
-			t.Fatalf("relay.mjs: first line %+v, want ready with listen addresses", l)
-		}
-		j.Ready = l
-	case <-time.After(30 * time.Second):
-		t.Fatalf("relay.mjs did not start within 30 s; stderr:\n%s", j.stderr)
+		n.Ready = l
+	case <-time.After(readyWithin):
+		t.Fatalf("%s did not start within %v; stderr:\n%s", script, readyWithin, n.stderr)
 	}
+	return n
+}
+
+// Call sends req and decodes its reply into out, failing the test on a
+// reply with an "error" or none within timeout.
+func (n *NodeScript) Call(req map[string]any, out any, timeout time.Duration) {
+	n.t.Helper()
+	b, err := json.Marshal(req)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if _, err := n.in.Write(append(b, '\n')); err != nil {
+		n.t.Fatal(err)
+	}
+	select {
+	case l := <-n.replies:
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(l, &e) == nil && e.Error != "" {
+			n.t.Fatalf("%s %v: %s", n.name, req["op"], e.Error)
+		}
+		if err := json.Unmarshal(l, out); err != nil {
+			n.t.Fatalf("%s %v: reply %s: %v", n.name, req["op"], l, err)
+		}
+	case <-time.After(timeout):
+		n.t.Fatalf("%s %v: no reply within %v; stderr:\n%s", n.name, req["op"], timeout, n.stderr)
+	}
+}
+
+// JSRelay is a running relay.mjs: a js-waku relay node, an independent peer.
+type JSRelay struct {
+	// Ready is its first line: the "ready" event with its peer id and
+	// listen addresses (at least one).
+	Ready JSRelayLine
+	// Events carries the event lines after Ready, in order, stamped with
+	// the time they were read.
+	Events <-chan JSRelayLine
+
+	n *NodeScript
+}
+
+// StartJSRelay runs relay.mjs (StartNodeScript) with env (e.g.
+// WAKU_SYM_CHATS or WAKU_CLUSTER_ID; see relay.mjs) and waits for its ready
+// line.
+func StartJSRelay(t testing.TB, env ...string) *JSRelay {
+	t.Helper()
+	n := StartNodeScript(t, "relay.mjs", 30*time.Second, env...)
+	j := &JSRelay{n: n}
+	if err := json.Unmarshal(n.Ready, &j.Ready); err != nil || j.Ready.Event != "ready" || len(j.Ready.Addrs) == 0 {
+		t.Fatalf("relay.mjs: first line %s, want ready with listen addresses", n.Ready)
+	}
+	events := make(chan JSRelayLine, 4096)
+	j.Events = events
+	go func() {
+		for raw := range n.Events {
+			var l JSRelayLine
+			if json.Unmarshal(raw, &l) == nil {
+				l.At = time.Now()
+				events <- l
+			}
+		}
+	}()
 	return j
 }
 
 // Call sends req (e.g. {"op":"peers"}) and returns its reply, failing the
 // test on an error reply or none within 10 s.
 func (j *JSRelay) Call(req map[string]any) JSRelayLine {
-	j.t.Helper()
-	b, err := json.Marshal(req)
-	if err != nil {
-		j.t.Fatal(err)
-	}
-	if _, err := j.in.Write(append(b, '\n')); err != nil {
-		j.t.Fatal(err)
-	}
-	select {
-	case l := <-j.replies:
-		if l.Error != "" {
-			j.t.Fatalf("relay.mjs %v: %s", req["op"], l.Error)
-		}
-		return l
-	case <-time.After(10 * time.Second):
-		j.t.Fatalf("relay.mjs %v: no reply; stderr:\n%s", req["op"], j.stderr)
-	}
-	return JSRelayLine{}
+	j.n.t.Helper()
+	var l JSRelayLine
+	j.n.Call(req, &l, 10*time.Second)
+	l.At = time.Now()
+	return l
 }

@@ -6,15 +6,11 @@ package wakupeer
 // js-waku relay node (relay.mjs) and from our own peer's publications.
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"sync"
@@ -42,10 +38,7 @@ type jsStoreReply struct {
 }
 
 type jsStoreClient struct {
-	t       *testing.T
-	in      io.WriteCloser
-	lines   chan jsStoreReply
-	stderr  *testenv.Buffer
+	n       *testenv.NodeScript
 	started jsStoreReply
 }
 
@@ -53,80 +46,18 @@ type jsStoreClient struct {
 // multiaddr with /p2p) and waits until it is ready to query.
 func startJSStoreClient(t *testing.T, addr string) *jsStoreClient {
 	t.Helper()
-	node, dir := testenv.NodeInterop(t, "js-waku store interop", "js-relay", "@waku/sdk")
-	cmd := exec.Command(node, "--import", "./polyfill.mjs", "store-client.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "NODE_ENV=test", "STORE_PEER="+addr)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &jsStoreClient{t: t, in: in, lines: make(chan jsStoreReply, 16), stderr: &testenv.Buffer{}}
-	cmd.Stderr = c.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting store-client.mjs: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(nil, 16<<20)
-		for sc.Scan() {
-			var l jsStoreReply
-			if json.Unmarshal(sc.Bytes(), &l) == nil {
-				c.lines <- l
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		in.Close() // store-client.mjs stops its node and exits on stdin EOF
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("store-client.mjs stderr:\n%s", c.stderr)
-		}
-	})
-	select {
-	case l := <-c.lines:
-		if l.Event != "ready" {
-			t.Fatalf("store-client.mjs: first line %+v; stderr:\n%s", l, c.stderr)
-		}
-		c.started = l
-	case <-time.After(40 * time.Second):
-		t.Fatalf("store-client.mjs not ready within 40 s; stderr:\n%s", c.stderr)
+	c := &jsStoreClient{n: testenv.StartNodeScript(t, "store-client.mjs", 40*time.Second, "STORE_PEER="+addr)}
+	if err := json.Unmarshal(c.n.Ready, &c.started); err != nil || c.started.Event != "ready" {
+		t.Fatalf("store-client.mjs: first line %s, want ready", c.n.Ready)
 	}
 	return c
 }
 
 func (c *jsStoreClient) query(req map[string]any) jsStoreReply {
-	c.t.Helper()
 	req["op"] = "query"
-	b, err := json.Marshal(req)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if _, err := c.in.Write(append(b, '\n')); err != nil {
-		c.t.Fatal(err)
-	}
-	select {
-	case l := <-c.lines:
-		if l.Error != "" {
-			c.t.Fatalf("js-waku store query %v: %s", req, l.Error)
-		}
-		return l
-	case <-time.After(30 * time.Second):
-		c.t.Fatalf("js-waku store query %v: no reply; stderr:\n%s", req, c.stderr)
-	}
-	return jsStoreReply{}
+	var l jsStoreReply
+	c.n.Call(req, &l, 30*time.Second)
+	return l
 }
 
 // servedLog is a slog.Handler that passes records on and records, for every
