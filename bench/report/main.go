@@ -39,6 +39,9 @@ func benchLines(path string) map[string]map[string]float64 {
 		}
 		name := strings.TrimSuffix(fields[0], "-2")
 		m := map[string]float64{}
+		if n, err := strconv.ParseFloat(fields[1], 64); err == nil {
+			m["iterations"] = n
+		}
 		for i := 2; i+1 < len(fields); i += 2 {
 			v, err := strconv.ParseFloat(fields[i], 64)
 			if err == nil {
@@ -182,6 +185,7 @@ func main() {
 		fmt.Fprintf(&sb, "| %s | %.0f MB |\n", k, fl.PeakRSS[k])
 	}
 	fmt.Fprintf(&sb, "\nThe seeder ends up seeding all %d torrents in one client.\n", fl.Communities)
+	sb.WriteString(wakuSection(*dir))
 	if err := os.WriteFile(*md, []byte(sb.String()), 0o644); err != nil {
 		log.Fatal(err)
 	}
