@@ -46,12 +46,21 @@ const (
 	// deliveries: snoozes come back without counting), keyed
 	// "<consumer>.<stream seq>"; see Work.
 	BucketFailures = "worker-failures"
+	// BucketTrackerPeers holds the tracker's swarm, one key per peer of a
+	// torrent, "<infohash hex>.<peer id>" (see internal/tracker).
+	BucketTrackerPeers = "tracker-peers"
 )
 
 // FailuresMaxAge is how long a failure count outlives its last update: an
 // event acked or dead-lettered deletes its key, so only orphans (an event
 // purged by hand, say) ever reach it.
 const FailuresMaxAge = 30 * 24 * time.Hour
+
+// TrackerPeersTTL is how long a tracker peer outlives its last announce:
+// three announce intervals (internal/tracker tells clients a third of it),
+// so a peer that misses one announce is not forgotten, and one gone
+// without a "stopped" leaves the swarm by itself.
+const TrackerPeersTTL = 30 * time.Minute
 
 // Subject builders.
 func SubjectDue(c string) string       { return "archive.due." + c }
@@ -115,7 +124,9 @@ type Bus struct {
 	Objects     jetstream.ObjectStore
 	// Failures holds the failure counts of events being retried.
 	Failures jetstream.KeyValue
-	Config   Config
+	// TrackerPeers is the tracker's swarm (keys expire after TrackerPeersTTL).
+	TrackerPeers jetstream.KeyValue
+	Config       Config
 }
 
 // Setup creates or updates every stream, consumer and bucket. It is
@@ -186,6 +197,10 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 	if b.Failures, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketFailures, Storage: storage,
 		Replicas: cfg.Replicas, History: 1, TTL: FailuresMaxAge}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", BucketFailures, err)
+	}
+	if b.TrackerPeers, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketTrackerPeers, Storage: storage,
+		Replicas: cfg.Replicas, History: 1, TTL: TrackerPeersTTL}); err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", BucketTrackerPeers, err)
 	}
 	if b.Objects, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: BucketObjects, Storage: storage, Replicas: cfg.Replicas}); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", BucketObjects, err)

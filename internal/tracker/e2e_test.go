@@ -1,0 +1,238 @@
+package tracker
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	g "github.com/anacrolix/generics"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/archivefleet/archivefleet/internal/testenv"
+)
+
+// btClient is an anacrolix client on 127.0.0.1 that finds peers only
+// through trackers: no DHT, no PEX, no port forwarding, no IPv6.
+func btClient(t *testing.T, dir string, seed bool) *torrent.Client {
+	t.Helper()
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.ListenHost = func(string) string { return "127.0.0.1" }
+	cfg.ListenPort = 0
+	cfg.NoDHT, cfg.DisablePEX, cfg.DisableTrackers = true, true, false
+	cfg.NoDefaultPortForwarding, cfg.DisableIPv6 = true, true
+	cfg.Seed = seed
+	cfg.DataDir = dir
+	cfg.Slogger = slog.New(slog.DiscardHandler)
+	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: dir, UsePartFiles: g.Some(false),
+		PieceCompletion: storage.NewMapPieceCompletion()})
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		t.Fatalf("torrent client: %v", err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// seeded is a torrent an anacrolix client seeds, found through one tracker.
+type seeded struct {
+	infoHash metainfo.Hash
+	name     string
+	data     []byte
+	magnet   string // xt and tr only: no x.pe, no other tracker
+}
+
+// seedThrough seeds 3 MiB of random bytes with announceURL as the only
+// tracker, and waits until the tracker lists the seeder as one.
+func seedThrough(t *testing.T, tt *testTracker, announceURL string) seeded {
+	t.Helper()
+	dir := t.TempDir()
+	s := seeded{name: "payload.bin", data: make([]byte, 3<<20+12345)}
+	crand.Read(s.data)
+	if err := os.WriteFile(filepath.Join(dir, s.name), s.data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	info := metainfo.Info{PieceLength: 256 << 10}
+	if err := info.BuildFromFilePath(filepath.Join(dir, s.name)); err != nil {
+		t.Fatal(err)
+	}
+	mi := &metainfo.MetaInfo{}
+	var err error
+	if mi.InfoBytes, err = bencode.Marshal(info); err != nil {
+		t.Fatal(err)
+	}
+	cl := btClient(t, dir, true)
+	tor, err := cl.AddTorrent(mi) // no trackers yet: announce once verified, as a seeder
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tor.VerifyData(); err != nil {
+		t.Fatal(err)
+	}
+	// The last piece states settle just after VerifyData returns.
+	for deadline := time.Now().Add(20 * time.Second); !tor.Complete().Bool(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("seeder's data incomplete after verification: %d of %d bytes", tor.BytesCompleted(), tor.Length())
+		}
+	}
+	tor.AddTrackers([][]string{{announceURL}})
+	s.infoHash = mi.HashInfoBytes()
+	s.magnet = "magnet:?xt=urn:btih:" + s.infoHash.HexString() + "&tr=" + url.QueryEscape(announceURL)
+	self := "127.0.0.1:" + strconv.Itoa(cl.LocalPort())
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		peers, err := tt.reg.Peers(context.Background(), s.infoHash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(peers) == 1 && peers[0].Addr.String() == self && peers[0].Seeder {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("seeder %s not registered as a seeder through %s within 20 s: registry has %+v", self, announceURL, peers)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAnacrolixDownloadsThroughTracker: one anacrolix client seeds, another
+// given only a magnet naming our tracker (no x.pe, no DHT, no PEX) must
+// download the torrent from the peers the tracker gave it, over HTTP and
+// over UDP.
+func TestAnacrolixDownloadsThroughTracker(t *testing.T) {
+	tt := newTestTracker(t, Config{})
+	for _, tc := range []struct{ transport, url string }{{"http", tt.announce}, {"udp", tt.udp}} {
+		t.Run(tc.transport, func(t *testing.T) {
+			s := seedThrough(t, tt, tc.url)
+			dir := t.TempDir()
+			tor, err := btClient(t, dir, false).AddMagnet(s.magnet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			sources := map[torrent.PeerSource]int{}
+			see := func() {
+				for _, pc := range tor.PeerConns() {
+					sources[pc.Discovery]++
+				}
+			}
+			select {
+			case <-tor.GotInfo():
+			case <-ctx.Done():
+				t.Fatalf("no metadata within 60 s (known swarm %v)", tor.KnownSwarm())
+			}
+			tor.DownloadAll()
+			for !tor.Complete().Bool() {
+				see()
+				select {
+				case <-ctx.Done():
+					st := tor.Stats()
+					t.Fatalf("download incomplete: %d of %d bytes (%d active peers, known swarm %v)", tor.BytesCompleted(), tor.Length(), st.ActivePeers, tor.KnownSwarm())
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			see()
+			got, err := os.ReadFile(filepath.Join(dir, s.name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, s.data) {
+				t.Fatal("downloaded bytes differ from the seeded ones")
+			}
+			if len(sources) != 1 || sources[torrent.PeerSourceTracker] == 0 {
+				t.Fatalf("peer connections by source %v, want only the tracker's (%q)", sources, torrent.PeerSourceTracker)
+			}
+		})
+	}
+}
+
+// aria2c returns the aria2c binary. With -short it skips, as the js-waku
+// interop tests do; a missing aria2c is a failure, never a skip, as a
+// missing redis-server is.
+func aria2c(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("aria2c interop: skipped with -short")
+	}
+	bin, err := exec.LookPath("aria2c")
+	if err != nil {
+		t.Fatal("aria2c not found: the tracker's aria2c interop test needs it; install it (Debian/Ubuntu: apt-get install aria2) or run with -short")
+	}
+	return bin
+}
+
+// TestAria2cDownloadsThroughTracker: aria2c, given a magnet naming only our
+// tracker, with PEX and local peer discovery off, downloads from the
+// anacrolix seeder the tracker names, over HTTP and over UDP.
+//
+// aria2c speaks UDP trackers only through its DHT socket ("udp is not
+// supported yet" with DHT off), so the UDP run turns DHT on with no entry
+// point and an empty routing table: it finds nobody there.
+func TestAria2cDownloadsThroughTracker(t *testing.T) {
+	bin := aria2c(t)
+	tt := newTestTracker(t, Config{})
+	for _, tc := range []struct {
+		transport, url string
+		dht            bool
+	}{{"http", tt.announce, false}, {"udp", tt.udp, true}} {
+		t.Run(tc.transport, func(t *testing.T) {
+			s := seedThrough(t, tt, tc.url)
+			before := testutilCount(tt, tc.transport, "started")
+			out := t.TempDir()
+			logPath := filepath.Join(t.TempDir(), "aria2c.log")
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "--dir="+out, "--seed-time=0",
+				"--enable-dht="+strconv.FormatBool(tc.dht), "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
+				"--dht-file-path="+filepath.Join(t.TempDir(), "dht.dat"), "--dht-listen-port="+strconv.Itoa(testenv.FreePort(t)),
+				"--listen-port="+strconv.Itoa(testenv.FreePort(t)), "--disable-ipv6=true",
+				"--bt-tracker-connect-timeout=5", "--bt-tracker-timeout=10", "--bt-stop-timeout=60",
+				"--bt-save-metadata=false", "--file-allocation=none", "--console-log-level=warn", "--summary-interval=0",
+				"--log="+logPath, "--log-level=info", s.magnet)
+			var console bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &console, &console
+			if err := cmd.Run(); err != nil {
+				logs, _ := os.ReadFile(logPath)
+				t.Fatalf("aria2c: %v\n%s\n--- aria2c log:\n%s", err, console.String(), tail(logs, 8000))
+			}
+			got, err := os.ReadFile(filepath.Join(out, s.name))
+			if err != nil {
+				t.Fatalf("aria2c exited 0 but: %v\n%s", err, console.String())
+			}
+			if !bytes.Equal(got, s.data) {
+				t.Fatal("aria2c's bytes differ from the seeded ones")
+			}
+			// One for the metadata (a magnet), one for the files.
+			if n := testutilCount(tt, tc.transport, "started") - before; n < 1 {
+				t.Fatalf("no started announce from aria2c over %s", tc.transport)
+			}
+			if os.Getenv("TRACKER_TEST_LOG") != "" {
+				logs, _ := os.ReadFile(logPath)
+				t.Logf("aria2c log:\n%s", logs)
+			}
+		})
+	}
+}
+
+func testutilCount(tt *testTracker, transport, event string) float64 {
+	return testutil.ToFloat64(tt.metrics.announces.WithLabelValues(transport, event, "ok"))
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
