@@ -111,6 +111,7 @@ type ArchiverConfig struct {
 	Slots       int           `envconfig:"ARCHIVEFLEET_SLOTS" desc:"events handled in parallel"`
 	LockTTL     time.Duration `envconfig:"ARCHIVEFLEET_LOCK_TTL" desc:"lock lease, renewed every third"`
 	Trackers    string        `envconfig:"ARCHIVEFLEET_TRACKERS" desc:"default (status-go's), none, or a comma list of announce URLs"`
+	TrackerURL  string        `envconfig:"ARCHIVEFLEET_TRACKER_URL" desc:"the fleet tracker's public announce URLs (http://host:port/announce, udp://host:port), comma-separated: the first tier of every torrent's announce list and the magnet's first tr="`
 	CreatedBy   string        `envconfig:"ARCHIVEFLEET_CREATED_BY" desc:"torrent created-by"`
 	IngestToken string        `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"bearer token the HTTP ingest endpoint requires" secret:"true"`
 	BufferedIO  bool          `envconfig:"ARCHIVEFLEET_BUFFERED_IO" desc:"write archive data through the page cache (default: O_DIRECT where possible)"`
@@ -125,6 +126,9 @@ type SeederConfig struct {
 	PublicAddr string `envconfig:"ARCHIVEFLEET_BT_PUBLIC_ADDR" desc:"host:port peers reach (added to magnets as x.pe); default: the listen address if specific"`
 	DHT        bool   `envconfig:"ARCHIVEFLEET_BT_DHT" desc:"announce on the DHT"`
 	Trackers   bool   `envconfig:"ARCHIVEFLEET_BT_TRACKERS" desc:"announce to trackers"`
+	// The seeder always lists itself on the fleet tracker's shared swarm;
+	// TrackerListen also makes this replica answer announces.
+	TrackerListen string `envconfig:"ARCHIVEFLEET_TRACKER_LISTEN" desc:"serve the fleet tracker (HTTP /announce and UDP, same port) here; empty: off"`
 }
 
 // AnnouncerConfig configures cmd/announcer.

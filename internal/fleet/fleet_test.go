@@ -53,6 +53,8 @@ type cluster struct {
 	conns  []*nats.Conn
 	// archiverStore is the message store of the last archiver started.
 	archiverStore *store.Store
+	// trackerURL, when set, is the fleet tracker archivers put first.
+	trackerURL string
 }
 
 // bus connects a service; its connection closes only after every service
@@ -115,7 +117,7 @@ func (c *cluster) archiver() *store.Store {
 	rc := redis.NewClient(&redis.Options{Addr: c.redis})
 	c.t.Cleanup(func() { rc.Close() })
 	svc, st := newArchiver(b, &lock.Redis{Client: rc, Prefix: "test:"}, ArchiverConfig{WorkDir: c.t.TempDir(), Slots: 2,
-		LockTTL: 10 * time.Second, Trackers: "none"}, c.logger("archiver"), prometheus.NewRegistry())
+		LockTTL: 10 * time.Second, Trackers: "none", TrackerURL: c.trackerURL}, c.logger("archiver"), prometheus.NewRegistry())
 	c.run("archiver", svc.Run)
 	sub, err := st.ServeNATS(c.ctx)
 	if err != nil {

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/archivefleet/archivefleet/internal/announce"
+	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/archiver"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/lock"
@@ -20,17 +22,28 @@ import (
 	"github.com/archivefleet/archivefleet/internal/seed"
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/store"
+	"github.com/archivefleet/archivefleet/internal/tracker"
 )
 
 // AnnounceList parses the TRACKERS setting.
-func AnnounceList(s string) [][]string {
+func AnnounceList(s string, fleet ...string) [][]string {
+	var out [][]string
+	if len(fleet) > 0 {
+		// The fleet's own tracker first, all its URLs one tier.
+		out = append(out, slices.Clone(fleet))
+	}
 	switch strings.TrimSpace(s) {
 	case "", "default":
-		return nil
+		if out == nil {
+			return nil // the archive's default: status-go's list
+		}
+		return append(out, archive.DefaultAnnounceList...)
 	case "none":
-		return [][]string{}
+		if out == nil {
+			return [][]string{}
+		}
+		return out
 	}
-	var out [][]string
 	for _, t := range strings.Split(s, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			out = append(out, []string{t})
@@ -157,7 +170,7 @@ func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *sl
 	svc := archiver.New(archiver.Service{
 		Bus: b, Registry: registryStore, State: &state.Store{KV: b.State}, Sources: st, Locker: locker, Logger: log,
 		Config: archiver.Config{WorkDir: cfg.WorkDir, Slots: cfg.Slots, LockTTL: cfg.LockTTL, Settle: cfg.Settle,
-			AnnounceList: AnnounceList(cfg.Trackers), CreatedBy: cfg.CreatedBy, BufferedIO: cfg.BufferedIO},
+			AnnounceList: AnnounceList(cfg.Trackers, splitList(cfg.TrackerURL)...), CreatedBy: cfg.CreatedBy, BufferedIO: cfg.BufferedIO},
 	}, reg)
 	return svc, st
 }
@@ -169,12 +182,26 @@ func RunSeeder(ctx context.Context, cfg SeederConfig) error {
 	}
 	return runService(ctx, cfg.Common, "seeder", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
 		svc := newSeeder(b, cfg, log, reg)
-		return &service{run: svc.Run, checks: map[string]observe.Check{"torrent": svc.Ready}}, nil
+		run := svc.Run
+		if cfg.TrackerListen != "" {
+			ts, err := newTrackerServer(b, cfg.TrackerListen, log, reg)
+			if err != nil {
+				return nil, err
+			}
+			run = func(ctx context.Context) error {
+				g, gctx := errgroup.WithContext(ctx)
+				g.Go(func() error { return ts.run(gctx) })
+				g.Go(func() error { return svc.Run(gctx) })
+				return g.Wait()
+			}
+		}
+		return &service{run: run, checks: map[string]observe.Check{"torrent": svc.Ready}}, nil
 	})
 }
 
 func newSeeder(b *bus.Bus, cfg SeederConfig, log *slog.Logger, reg prometheus.Registerer) *seed.Service {
 	return seed.New(seed.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State}, Logger: log,
+		Swarm: tracker.NewRegistry(b),
 		Config: seed.Config{ID: cfg.ID, DataDir: cfg.DataDir, ListenAddr: cfg.Listen, PublicAddr: cfg.PublicAddr,
 			DHT: cfg.DHT, Trackers: cfg.Trackers}}, reg)
 }

@@ -110,6 +110,10 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 			return fmt.Errorf("recycle torrent client: %w", err)
 		}
 	}
+	s.joinSwarm(ctx, t.InfoHash())
+	if old != nil && old.InfoHash() != t.InfoHash() {
+		s.leaveSwarm(old.InfoHash())
+	}
 	s.Logger.Info("seeding", "community", c, "infohash", st.InfoHash, "data_bytes", dataLen, "fetched_bytes", tailLen,
 		"replaced", old != nil)
 	ev := bus.SeedingEvent{Community: c, InfoHash: st.InfoHash, Magnet: st.Magnet, Seeder: s.Config.ID, Peer: s.Config.PublicAddr}

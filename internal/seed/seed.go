@@ -41,6 +41,9 @@ type Config struct {
 	PublicAddr string // host:port members reach; added to magnets as x.pe
 	DHT        bool   // announce to the mainline DHT
 	Trackers   bool   // announce to the torrents' trackers
+	// SwarmEvery is how often the seeder refreshes its fleet-tracker
+	// entries (Service.Swarm). 0 means DefaultSwarmEvery.
+	SwarmEvery time.Duration
 	// RecycleAfter replaces the torrent client after this many dropped
 	// torrents, a safety valve for anacrolix/torrent v1.61, which can keep
 	// dropped torrents until the client closes (fixed in v1.62). Seeding
@@ -56,6 +59,9 @@ type Service struct {
 	State    *state.Store
 	Config   Config
 	Logger   *slog.Logger
+	// Swarm, when set, lists this seeder on the fleet's tracker for every
+	// torrent it seeds.
+	Swarm Swarm
 
 	*live
 	metrics *metrics
@@ -164,6 +170,12 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	close(s.ready)
+	if s.Swarm != nil {
+		if s.Config.SwarmEvery <= 0 {
+			s.Config.SwarmEvery = DefaultSwarmEvery
+		}
+		go s.keepInSwarm(ctx)
+	}
 	s.Logger.Info("seeder started", "id", s.Config.ID, "listen", s.client.ListenAddrs(), "public", s.Config.PublicAddr, "data_dir", s.Config.DataDir)
 	return s.follow(ctx)
 }
@@ -357,6 +369,7 @@ func (s *Service) drop(c, why string) {
 	s.mu.Unlock()
 	if t != nil {
 		t.Drop()
+		s.leaveSwarm(t.InfoHash())
 		s.Logger.Info("unseeded", "community", c, "infohash", t.InfoHash().HexString(), "reason", why)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -158,21 +157,6 @@ func TestAnacrolixDownloadsThroughTracker(t *testing.T) {
 	}
 }
 
-// aria2c returns the aria2c binary. With -short it skips, as the js-waku
-// interop tests do; a missing aria2c is a failure, never a skip, as a
-// missing redis-server is.
-func aria2c(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("aria2c interop: skipped with -short")
-	}
-	bin, err := exec.LookPath("aria2c")
-	if err != nil {
-		t.Fatal("aria2c not found: the tracker's aria2c interop test needs it; install it (Debian/Ubuntu: apt-get install aria2) or run with -short")
-	}
-	return bin
-}
-
 // TestAria2cDownloadsThroughTracker: aria2c, given a magnet naming only our
 // tracker, with PEX and local peer discovery off, downloads from the
 // anacrolix seeder the tracker names, over HTTP and over UDP.
@@ -181,7 +165,6 @@ func aria2c(t *testing.T) string {
 // supported yet" with DHT off), so the UDP run turns DHT on with no entry
 // point and an empty routing table: it finds nobody there.
 func TestAria2cDownloadsThroughTracker(t *testing.T) {
-	bin := aria2c(t)
 	tt := newTestTracker(t, Config{})
 	for _, tc := range []struct {
 		transport, url string
@@ -191,25 +174,10 @@ func TestAria2cDownloadsThroughTracker(t *testing.T) {
 			s := seedThrough(t, tt, tc.url)
 			before := testutilCount(tt, tc.transport, "started")
 			out := t.TempDir()
-			logPath := filepath.Join(t.TempDir(), "aria2c.log")
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, bin, "--dir="+out, "--seed-time=0",
-				"--enable-dht="+strconv.FormatBool(tc.dht), "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
-				"--dht-file-path="+filepath.Join(t.TempDir(), "dht.dat"), "--dht-listen-port="+strconv.Itoa(testenv.FreePort(t)),
-				"--listen-port="+strconv.Itoa(testenv.FreePort(t)), "--disable-ipv6=true",
-				"--bt-tracker-connect-timeout=5", "--bt-tracker-timeout=10", "--bt-stop-timeout=60",
-				"--bt-save-metadata=false", "--file-allocation=none", "--console-log-level=warn", "--summary-interval=0",
-				"--log="+logPath, "--log-level=info", s.magnet)
-			var console bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &console, &console
-			if err := cmd.Run(); err != nil {
-				logs, _ := os.ReadFile(logPath)
-				t.Fatalf("aria2c: %v\n%s\n--- aria2c log:\n%s", err, console.String(), tail(logs, 8000))
-			}
+			testenv.Aria2cDownload(t, s.magnet, out, tc.dht, 90*time.Second)
 			got, err := os.ReadFile(filepath.Join(out, s.name))
 			if err != nil {
-				t.Fatalf("aria2c exited 0 but: %v\n%s", err, console.String())
+				t.Fatalf("aria2c exited 0 but: %v", err)
 			}
 			if !bytes.Equal(got, s.data) {
 				t.Fatal("aria2c's bytes differ from the seeded ones")
@@ -218,21 +186,10 @@ func TestAria2cDownloadsThroughTracker(t *testing.T) {
 			if n := testutilCount(tt, tc.transport, "started") - before; n < 1 {
 				t.Fatalf("no started announce from aria2c over %s", tc.transport)
 			}
-			if os.Getenv("TRACKER_TEST_LOG") != "" {
-				logs, _ := os.ReadFile(logPath)
-				t.Logf("aria2c log:\n%s", logs)
-			}
 		})
 	}
 }
 
 func testutilCount(tt *testTracker, transport, event string) float64 {
 	return testutil.ToFloat64(tt.metrics.announces.WithLabelValues(transport, event, "ok"))
-}
-
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }

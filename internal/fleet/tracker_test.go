@@ -1,0 +1,87 @@
+package fleet
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/archivefleet/archivefleet/internal/testenv"
+	"github.com/archivefleet/archivefleet/internal/tracker"
+)
+
+// TestAria2cFetchesAnnouncedMagnet (#12): the fleet serves its tracker and
+// puts it first in every torrent; two seeders list themselves there. The
+// fleet announces; aria2c (a client nobody here wrote), with DHT, PEX and
+// local discovery off and given only the announced magnet (aria2c ignores
+// x.pe), downloads the torrent through the tracker, and the folder
+// verifies and extracts to the ingested messages. With one seeder killed
+// (its swarm entry left behind, as after a crash), aria2c still completes.
+func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
+	c := newCluster(t)
+	serve, err := newTrackerServer(c.bus(), "127.0.0.1:0", c.logger("tracker"), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.run("tracker", serve.run)
+	c.trackerURL = serve.announceURL
+	const iv = 3 * time.Second
+	now := uint64(time.Now().Unix())
+	since := now - 2*uint64(iv/time.Second)
+	com := c.register(iv, since)
+	st := c.archiver()
+	msgs := messages(com, 80, since, now)
+	if res, err := st.Ingest(context.Background(), com.ID, msgs); err != nil || res.Stored != len(msgs) {
+		t.Fatalf("ingest: %+v %v", res, err)
+	}
+	c.scheduler()
+	c.announcer()
+	keep := c.seeder("s1")
+	sctx, kill := context.WithCancel(c.ctx)
+	other := newSeeder(c.bus(), SeederConfig{ID: "s2", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, c.logger("seeder2"), prometheus.NewRegistry())
+	done := make(chan struct{})
+	go func() { other.Run(sctx); close(done) }()
+	t.Cleanup(func() { kill(); <-done })
+
+	var v = c.waitAnnounced(com, 0, 60*time.Second)
+	m, err := metainfo.ParseMagnetUri(v.Magnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Trackers) == 0 || m.Trackers[0] != serve.announceURL {
+		t.Fatalf("magnet trackers %v: want ours (%s) first", m.Trackers, serve.announceURL)
+	}
+	swarm := tracker.NewRegistry(c.ctl)
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		peers, err := swarm.Peers(context.Background(), m.InfoHash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seeders := slices.DeleteFunc(peers, func(p tracker.Peer) bool { return !p.Seeder }); len(seeders) == 2 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the tracker knows %d peers of %s, want both seeders", len(peers), m.InfoHash.HexString())
+		}
+	}
+	if keep.Seeding(com.ID.String()) != m.InfoHash.HexString() {
+		t.Fatal("seeder s1 does not seed the announced torrent")
+	}
+
+	fetch := func(what string) {
+		out := t.TempDir()
+		testenv.Aria2cDownload(t, v.Magnet, out, false, 90*time.Second)
+		got, _ := readFolder(t, filepath.Join(out, com.ID.String()), nil)
+		if !slices.Equal(hashesOf(got), hashesOf(msgs)) {
+			t.Fatalf("%s: aria2c's folder holds %d messages, %d ingested", what, len(got), len(msgs))
+		}
+	}
+	fetch("both seeders")
+	kill()
+	<-done
+	fetch("one seeder killed")
+}
