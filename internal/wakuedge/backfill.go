@@ -49,7 +49,43 @@ func (s *Service) backfill(ctx context.Context) error {
 	t := time.NewTicker(s.Config.BackfillCheck)
 	defer t.Stop()
 	retry := map[string]time.Time{}
+	// The first pass runs at once, before relay peers know our
+	// subscription: a message sent in between is in neither path. So once
+	// the relay is live (and a second later, for subscriptions to spread)
+	// every community gets one more pass; it reads from just before the
+	// first one's end, so it costs little.
+	var probeC <-chan time.Time
+	var liveAt time.Time
+	if s.Listen != nil {
+		probe := time.NewTicker(200 * time.Millisecond)
+		defer probe.Stop()
+		probeC = probe.C
+	}
+	pass := true
 	for {
+		if probeC != nil {
+			switch {
+			case liveAt.IsZero() && s.relayLive():
+				liveAt = s.Now().Add(time.Second)
+			case !liveAt.IsZero() && !s.Now().Before(liveAt):
+				clear(done)
+				probeC, pass = nil, true
+				s.Logger.Debug("back-fill: relay live; one more pass for every community")
+			}
+		}
+		if !pass {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				pass = true
+			case <-s.registryChanged:
+				pass = true
+			case <-probeC:
+			}
+			continue
+		}
+		pass = false
 		coms, err := s.Registry.List(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.Logger.Warn("back-fill: registry unreadable; trying again", "err", err)
@@ -85,13 +121,18 @@ func (s *Service) backfill(ctx context.Context) error {
 			done[c] = com.UpdatedAt
 			s.backfills.WithLabelValues("done").Inc()
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-s.registryChanged:
+	}
+}
+
+// relayLive reports whether some pubsub topic the edge hears has a relay
+// peer.
+func (s *Service) relayLive() bool {
+	for _, topic := range s.Listen.PubsubTopics() {
+		if s.Peer.TopicPeers(topic) > 0 {
+			return true
 		}
 	}
+	return false
 }
 
 // backfillDue: never back-filled by this process for this registration,
