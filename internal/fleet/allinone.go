@@ -71,7 +71,7 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	reg := observe.NewRegistry("fleet")
 
 	ac := DefaultArchiverConfig()
-	ac.Common, ac.WorkDir = cfg.Common, filepath.Join(cfg.DataDir, "archiver")
+	ac.Common, ac.WorkDir, ac.TrackerURL = cfg.Common, filepath.Join(cfg.DataDir, "archiver"), cfg.TrackerURL
 	sc := DefaultSeederConfig()
 	sc.Common, sc.ID, sc.DataDir, sc.Listen, sc.PublicAddr = cfg.Common, "fleet", filepath.Join(cfg.DataDir, "seeder"), cfg.BTListen, cfg.BTPublic
 	sc.DHT, sc.Trackers = false, false // peers reach a local fleet through the magnet's x.pe
@@ -83,6 +83,15 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	logs := map[string]*slog.Logger{}
 	for _, n := range []string{"archiver", "seeder", "announcer", "scheduler", "waku", "demo"} {
 		logs[n] = cfg.NewLoggerTo(cfg.logOut, n)
+	}
+	var ts *trackerServer
+	if cfg.TrackerListen != "" {
+		if ts, err = newTrackerServer(b, cfg.TrackerListen, logs["seeder"], reg); err != nil {
+			return err
+		}
+		if ac.TrackerURL == "" {
+			ac.TrackerURL = ts.announceURL
+		}
 	}
 	arch, st := newArchiver(b, locker, ac, logs["archiver"], reg)
 	seeder := newSeeder(b, sc, logs["seeder"], reg)
@@ -139,6 +148,9 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	g.Go(func() error { return srv.Serve(gctx) })
 	part("archiver", arch.Run)
 	part("seeder", seeder.Run)
+	if ts != nil {
+		part("seeder", ts.run)
+	}
 	part("announcer", ann.Run)
 	part("scheduler", sched.Run)
 	part("waku", edge.Run)

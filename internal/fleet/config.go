@@ -178,15 +178,17 @@ type WakuConfig struct {
 // embedded NATS server, with no external service needed.
 type AllInOneConfig struct {
 	Common
-	DataDir     string        `envconfig:"ARCHIVEFLEET_DATA_DIR" desc:"all-in-one state"`
-	NATSPort    int           `envconfig:"ARCHIVEFLEET_EMBEDDED_NATS_PORT" desc:"embedded NATS port on 127.0.0.1 (-1: random)"`
-	MaxPayload  ByteSize      `envconfig:"ARCHIVEFLEET_EMBEDDED_NATS_MAX_PAYLOAD" desc:"embedded NATS max message size (bytes or e.g. 8MiB; at most 64MiB)"`
-	BTListen    string        `envconfig:"ARCHIVEFLEET_BT_LISTEN" desc:"BitTorrent TCP/uTP address"`
-	BTPublic    string        `envconfig:"ARCHIVEFLEET_BT_PUBLIC_ADDR" desc:"host:port peers reach (added to magnets as x.pe)"`
-	Tick        time.Duration `envconfig:"ARCHIVEFLEET_TICK" desc:"due-check period"`
-	Republish   time.Duration `envconfig:"ARCHIVEFLEET_REPUBLISH" desc:"magnet republish cadence (0 disables)"`
-	WebhookURL  string        `envconfig:"ARCHIVEFLEET_WEBHOOK_URL" desc:"also POST announcements as JSON here"`
-	IngestToken string        `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"bearer token the HTTP ingest endpoint requires" secret:"true"`
+	DataDir       string        `envconfig:"ARCHIVEFLEET_DATA_DIR" desc:"all-in-one state"`
+	NATSPort      int           `envconfig:"ARCHIVEFLEET_EMBEDDED_NATS_PORT" desc:"embedded NATS port on 127.0.0.1 (-1: random)"`
+	MaxPayload    ByteSize      `envconfig:"ARCHIVEFLEET_EMBEDDED_NATS_MAX_PAYLOAD" desc:"embedded NATS max message size (bytes or e.g. 8MiB; at most 64MiB)"`
+	BTListen      string        `envconfig:"ARCHIVEFLEET_BT_LISTEN" desc:"BitTorrent TCP/uTP address"`
+	BTPublic      string        `envconfig:"ARCHIVEFLEET_BT_PUBLIC_ADDR" desc:"host:port peers reach (added to magnets as x.pe)"`
+	TrackerListen string        `envconfig:"ARCHIVEFLEET_TRACKER_LISTEN" desc:"serve the fleet tracker (HTTP /announce and UDP, same port) here; empty: off"`
+	TrackerURL    string        `envconfig:"ARCHIVEFLEET_TRACKER_URL" desc:"the tracker's public announce URLs, first in every torrent and magnet (default with TRACKER_LISTEN: http://<listen address>/announce)"`
+	Tick          time.Duration `envconfig:"ARCHIVEFLEET_TICK" desc:"due-check period"`
+	Republish     time.Duration `envconfig:"ARCHIVEFLEET_REPUBLISH" desc:"magnet republish cadence (0 disables)"`
+	WebhookURL    string        `envconfig:"ARCHIVEFLEET_WEBHOOK_URL" desc:"also POST announcements as JSON here"`
+	IngestToken   string        `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"bearer token the HTTP ingest endpoint requires" secret:"true"`
 	Waku
 	Demo      bool          `envconfig:"ARCHIVEFLEET_DEMO" desc:"register a generated demo community and ingest messages as time passes"`
 	DemoEvery time.Duration `envconfig:"ARCHIVEFLEET_DEMO_INTERVAL" desc:"the demo community's archive interval"`
