@@ -14,8 +14,9 @@ import (
 // TorrentClient is an anacrolix client on 127.0.0.1 with no DHT, trackers or
 // port forwarding, so it finds peers only through x.pe or explicit peers.
 // Like status-go's v1.41 client it writes files in place (no .part files)
-// under dir/<torrent name>, with piece completion kept in memory.
-func TorrentClient(t testing.TB, dir string, seed bool) *torrent.Client {
+// under dir/<torrent name>, with piece completion kept in memory. tune
+// adjusts the configuration before the client starts.
+func TorrentClient(t testing.TB, dir string, seed bool, tune ...func(*torrent.ClientConfig)) *torrent.Client {
 	t.Helper()
 	cfg := torrent.NewDefaultClientConfig()
 	cfg.ListenHost = func(string) string { return "127.0.0.1" }
@@ -25,6 +26,9 @@ func TorrentClient(t testing.TB, dir string, seed bool) *torrent.Client {
 	cfg.DataDir = dir
 	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: dir, UsePartFiles: g.Some(false),
 		PieceCompletion: storage.NewMapPieceCompletion()})
+	for _, f := range tune {
+		f(cfg)
+	}
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
 		t.Fatalf("torrent client: %v", err)

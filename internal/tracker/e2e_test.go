@@ -12,11 +12,9 @@ import (
 	"testing"
 	"time"
 
-	g "github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
-	"github.com/anacrolix/torrent/storage"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/archivefleet/archivefleet/internal/testenv"
@@ -26,22 +24,10 @@ import (
 // through trackers: no DHT, no PEX, no port forwarding, no IPv6.
 func btClient(t *testing.T, dir string, seed bool) *torrent.Client {
 	t.Helper()
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.ListenHost = func(string) string { return "127.0.0.1" }
-	cfg.ListenPort = 0
-	cfg.NoDHT, cfg.DisablePEX, cfg.DisableTrackers = true, true, false
-	cfg.NoDefaultPortForwarding, cfg.DisableIPv6 = true, true
-	cfg.Seed = seed
-	cfg.DataDir = dir
-	cfg.Slogger = slog.New(slog.DiscardHandler)
-	cfg.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{ClientBaseDir: dir, UsePartFiles: g.Some(false),
-		PieceCompletion: storage.NewMapPieceCompletion()})
-	cl, err := torrent.NewClient(cfg)
-	if err != nil {
-		t.Fatalf("torrent client: %v", err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	return cl
+	return testenv.TorrentClient(t, dir, seed, func(cfg *torrent.ClientConfig) {
+		cfg.DisablePEX, cfg.DisableTrackers = true, false
+		cfg.Slogger = slog.New(slog.DiscardHandler)
+	})
 }
 
 // seeded is a torrent an anacrolix client seeds, found through one tracker.
