@@ -56,18 +56,8 @@ func (f workerFigures) String() string {
 
 func (p *proc) workerFigures(t *testing.T, consumer string) workerFigures {
 	t.Helper()
-	m := listenAddr.FindStringSubmatch(p.log.String())
-	if m == nil {
-		t.Fatalf("%s: no http listening line", p.name)
-	}
-	resp, err := http.Get("http://" + m[1] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	var f workerFigures
-	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc := bufio.NewScanner(strings.NewReader(p.metrics(t)))
 	for sc.Scan() {
 		line := sc.Text()
 		if !strings.Contains(line, `consumer="`+consumer+`"`) {
@@ -305,4 +295,24 @@ func TestTriggerWaitsForSettle(t *testing.T) {
 	}
 	t.Logf("FIGURES trigger with SETTLE=%v: built %v after the window end, %d archives; %v",
 		settle, started.Sub(time.Unix(int64(now), 0)).Round(100*time.Millisecond), len(b.Archives), f)
+}
+
+// metrics is the text of a service's /metrics (its listen address is in
+// its log).
+func (p *proc) metrics(t *testing.T) string {
+	t.Helper()
+	m := listenAddr.FindStringSubmatch(p.log.String())
+	if m == nil {
+		t.Fatalf("%s: no http listening line", p.name)
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -326,18 +324,8 @@ func archivedMessages(t *testing.T, e *env, com *registry.Community, b *state.Bu
 // line contains label (e.g. `outcome="stored"`).
 func procCounter(t *testing.T, p *proc, name, label string) float64 {
 	t.Helper()
-	m := listenAddr.FindStringSubmatch(p.log.String())
-	if m == nil {
-		t.Fatalf("%s: no http listening line", p.name)
-	}
-	resp, err := http.Get("http://" + m[1] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	var sum float64
-	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc := bufio.NewScanner(strings.NewReader(p.metrics(t)))
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, name+"{") && strings.Contains(line, label) {
