@@ -75,6 +75,7 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	sc := DefaultSeederConfig()
 	sc.Common, sc.ID, sc.DataDir, sc.Listen, sc.PublicAddr = cfg.Common, "fleet", filepath.Join(cfg.DataDir, "seeder"), cfg.BTListen, cfg.BTPublic
 	sc.DHT, sc.Trackers = false, false // peers reach a local fleet through the magnet's x.pe
+	sc.SnapshotGrace = cfg.SnapshotGrace
 	nc := DefaultAnnouncerConfig()
 	nc.Common, nc.WebhookURL = cfg.Common, cfg.WebhookURL
 	hc := DefaultSchedulerConfig()

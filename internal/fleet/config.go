@@ -77,6 +77,10 @@ const (
 	DefaultRepublish  = 24 * time.Hour
 	DefaultRetryAfter = time.Minute
 
+	// DefaultSnapshotGrace is how long a seeder keeps serving a superseded
+	// torrent: twice the default republish cadence.
+	DefaultSnapshotGrace = 2 * DefaultRepublish
+
 	DefaultDataDir         = ".fleet"
 	DefaultFleetBTListen   = "127.0.0.1:0"
 	DefaultEmbeddedPort    = 4222 // NATS's standard port, where archivectl looks by default
@@ -126,6 +130,8 @@ type SeederConfig struct {
 	PublicAddr string `envconfig:"ARCHIVEFLEET_BT_PUBLIC_ADDR" desc:"host:port peers reach (added to magnets as x.pe); default: the listen address if specific"`
 	DHT        bool   `envconfig:"ARCHIVEFLEET_BT_DHT" desc:"announce on the DHT"`
 	Trackers   bool   `envconfig:"ARCHIVEFLEET_BT_TRACKERS" desc:"announce to trackers"`
+	// SnapshotGrace keeps superseded magnets working this long (0: off).
+	SnapshotGrace time.Duration `envconfig:"ARCHIVEFLEET_SNAPSHOT_GRACE" desc:"keep serving a superseded torrent this long after its replacement (0 disables)"`
 	// The seeder always lists itself on the fleet tracker's shared swarm;
 	// TrackerListen also makes this replica answer announces.
 	TrackerListen string `envconfig:"ARCHIVEFLEET_TRACKER_LISTEN" desc:"serve the fleet tracker (HTTP /announce and UDP, same port) here; empty: off"`
@@ -187,6 +193,7 @@ type AllInOneConfig struct {
 	TrackerURL    string        `envconfig:"ARCHIVEFLEET_TRACKER_URL" desc:"the tracker's public announce URLs, first in every torrent and magnet (default with TRACKER_LISTEN: http://<listen address>/announce)"`
 	Tick          time.Duration `envconfig:"ARCHIVEFLEET_TICK" desc:"due-check period"`
 	Republish     time.Duration `envconfig:"ARCHIVEFLEET_REPUBLISH" desc:"magnet republish cadence (0 disables)"`
+	SnapshotGrace time.Duration `envconfig:"ARCHIVEFLEET_SNAPSHOT_GRACE" desc:"keep serving a superseded torrent this long after its replacement (0 disables)"`
 	WebhookURL    string        `envconfig:"ARCHIVEFLEET_WEBHOOK_URL" desc:"also POST announcements as JSON here"`
 	IngestToken   string        `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"bearer token the HTTP ingest endpoint requires" secret:"true"`
 	Waku
@@ -210,7 +217,8 @@ func DefaultArchiverConfig() ArchiverConfig {
 // DefaultSeederConfig returns the seeder's defaults; its id is the host name.
 func DefaultSeederConfig() SeederConfig {
 	host, _ := os.Hostname()
-	c := SeederConfig{Common: natsconf.DefaultCommon(), ID: host, DataDir: DefaultSeedDir, Listen: DefaultBTListen, DHT: true, Trackers: true}
+	c := SeederConfig{Common: natsconf.DefaultCommon(), ID: host, DataDir: DefaultSeedDir, Listen: DefaultBTListen, DHT: true, Trackers: true,
+		SnapshotGrace: DefaultSnapshotGrace}
 	c.HTTPAddr = DefaultSeederHTTP
 	return c
 }
@@ -251,7 +259,7 @@ func DefaultAllInOneConfig() AllInOneConfig {
 	w.Listen, w.KeyFile, w.MinPeers = DefaultFleetWakuListen, "", 0
 	c := AllInOneConfig{Common: natsconf.DefaultCommon(), DataDir: DefaultDataDir, NATSPort: DefaultEmbeddedPort,
 		MaxPayload: DefaultEmbeddedPayload, BTListen: DefaultFleetBTListen, Tick: DefaultTick, Republish: DefaultRepublish,
-		Waku: w, Demo: true, DemoEvery: DefaultDemoInterval}
+		SnapshotGrace: DefaultSnapshotGrace, Waku: w, Demo: true, DemoEvery: DefaultDemoInterval}
 	c.HTTPAddr = DefaultFleetHTTP
 	c.Settle = SettleAuto
 	return c
@@ -404,7 +412,7 @@ func (r Redis) Validate() error {
 // Validate checks the seeder's settings.
 func (c SeederConfig) Validate() error {
 	return errors.Join(c.Common.Validate(), natsconf.NonEmpty("SEEDER_ID", c.ID), natsconf.NonEmpty("SEED_DIR", c.DataDir),
-		natsconf.NonEmpty("BT_LISTEN", c.Listen), natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr))
+		natsconf.NonEmpty("BT_LISTEN", c.Listen), natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr), natsconf.NotNegative("SNAPSHOT_GRACE", c.SnapshotGrace))
 }
 
 // Validate checks the announcer's settings.
@@ -436,7 +444,7 @@ func (c AllInOneConfig) Validate() error {
 	if c.MaxPayload < 1024 || c.MaxPayload > MaxEmbeddedPayload {
 		errs = append(errs, natsconf.Bad("EMBEDDED_NATS_MAX_PAYLOAD", c.MaxPayload, "must be between 1KiB and 64MiB"))
 	}
-	errs = append(errs, validateSchedule(c.Tick, c.Republish), c.Waku.Validate())
+	errs = append(errs, validateSchedule(c.Tick, c.Republish), natsconf.NotNegative("SNAPSHOT_GRACE", c.SnapshotGrace), c.Waku.Validate())
 	if c.Demo && (c.DemoEvery < 2*time.Second || c.DemoEvery%time.Second != 0) {
 		errs = append(errs, natsconf.Bad("DEMO_INTERVAL", c.DemoEvery, "must be a whole number of seconds, at least 2s"))
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -200,10 +201,23 @@ func RunSeeder(ctx context.Context, cfg SeederConfig) error {
 }
 
 func newSeeder(b *bus.Bus, cfg SeederConfig, log *slog.Logger, reg prometheus.Registerer) *seed.Service {
+	var swarm seed.Swarm
+	if b.TrackerPeers != nil { // a bare Bus in the metrics test has none
+		swarm = tracker.NewRegistry(b)
+	}
 	return seed.New(seed.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State}, Logger: log,
-		Swarm: tracker.NewRegistry(b),
+		Swarm: swarm,
 		Config: seed.Config{ID: cfg.ID, DataDir: cfg.DataDir, ListenAddr: cfg.Listen, PublicAddr: cfg.PublicAddr,
-			DHT: cfg.DHT, Trackers: cfg.Trackers}}, reg)
+			DHT: cfg.DHT, Trackers: cfg.Trackers, SnapshotGrace: snapshotGrace(cfg.SnapshotGrace)}}, reg)
+}
+
+// snapshotGrace maps SNAPSHOT_GRACE (0 disables) to seed.Config's (0 is the
+// default, negative disables).
+func snapshotGrace(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 // RunAnnouncer runs the announcer service.

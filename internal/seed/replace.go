@@ -22,8 +22,10 @@ func (s *Service) markPath(c string) string {
 }
 
 // replace stages the new torrent's missing bytes, verifies them against its
-// piece hashes, drops the old torrent, moves the verified bytes into place
-// and seeds the new torrent. Files change only while no torrent uses them.
+// piece hashes, drops the old torrent (keeping it served as a snapshot for
+// SnapshotGrace), moves the verified bytes into place and seeds the new
+// torrent. Files change only while no torrent uses them through the file
+// storage; snapshots read only bytes that do not change.
 func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state.Build) error {
 	c := id.String()
 	cm, err := state.FetchCommitted(ctx, s.Bus.Objects, c, st)
@@ -71,9 +73,28 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 		return fmt.Errorf("staged bytes fail verification: %w", err)
 	}
 
-	// Swap: nothing reads the files between Drop and Add.
+	// The old torrent stays served as a snapshot for its grace. Snapshots
+	// read the data file below their length only: all of them must lie in
+	// the prefix kept in place, and none may be the torrent about to be
+	// seeded.
 	s.mu.Lock()
-	old := s.seeding[c]
+	old, oldMI := s.seeding[c], s.meta[c]
+	s.dropSnapshotsLocked(c, "its data is not in the verified prefix, or it is current again", func(_ int, sn *snapshot) bool {
+		return sn.dataLen > trusted || sn.ih == mi.HashInfoBytes()
+	})
+	s.mu.Unlock()
+	var snap *snapshot
+	if old != nil && oldMI != nil && s.snapshotsOn() && old.InfoHash() != mi.HashInfoBytes() {
+		if snap, err = s.saveSnapshot(c, oldMI, trusted, time.Now()); err != nil {
+			s.Logger.Warn("superseded torrent not kept: its magnet stops working now", "community", c,
+				"infohash", old.InfoHash().HexString(), "err", err)
+		}
+	}
+
+	// Swap: nothing reads the files through the file storage between Drop
+	// and Add; the snapshot reads the data below its length and its own
+	// index, which the swap does not touch.
+	s.mu.Lock()
 	delete(s.seeding, c)
 	delete(s.meta, c)
 	if old != nil {
@@ -81,7 +102,20 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 		s.dropped++
 		s.metrics.replaced.Inc()
 	}
+	if snap != nil {
+		if err := s.openSnapshotLocked(snap); err != nil {
+			s.Logger.Warn("superseded torrent not kept: its magnet stops working now", "community", c,
+				"infohash", snap.ih.HexString(), "err", err)
+			os.RemoveAll(snap.dir)
+			snap = nil
+		} else {
+			s.snaps[c] = append(s.snaps[c], snap)
+		}
+	}
 	s.mu.Unlock()
+	if snap != nil {
+		s.expireSnapshots(time.Now()) // at most SnapshotMax
+	}
 	if err := appendFile(dataPath, trusted, tail); err != nil {
 		return err
 	}
@@ -111,11 +145,11 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 		}
 	}
 	s.joinSwarm(ctx, t.InfoHash())
-	if old != nil && old.InfoHash() != t.InfoHash() {
+	if old != nil && old.InfoHash() != t.InfoHash() && snap == nil {
 		s.leaveSwarm(old.InfoHash())
 	}
 	s.Logger.Info("seeding", "community", c, "infohash", st.InfoHash, "data_bytes", dataLen, "fetched_bytes", tailLen,
-		"replaced", old != nil)
+		"replaced", old != nil, "superseded_kept", snap != nil)
 	ev := bus.SeedingEvent{Community: c, InfoHash: st.InfoHash, Magnet: st.Magnet, Seeder: s.Config.ID, Peer: s.Config.PublicAddr}
 	if _, err := s.Bus.Publish(ctx, bus.SubjectSeeding(c), ev.MsgID(), ev); err != nil {
 		return fmt.Errorf("publish seeding-started: %w", err)

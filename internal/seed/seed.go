@@ -50,6 +50,14 @@ type Config struct {
 	// pauses for the moment the client takes to reopen; torrents come back
 	// from their verified files without hashing. 0 means 500; negative never.
 	RecycleAfter int
+	// SnapshotGrace is how long a superseded torrent is still served (its
+	// old index and the prefix of the current data file; see snapshot.go).
+	// 0 means DefaultSnapshotGrace (48h, twice the default republish
+	// cadence); negative serves no superseded torrent.
+	SnapshotGrace time.Duration
+	// SnapshotMax bounds the superseded torrents served per community, the
+	// oldest going first. 0 means DefaultSnapshotMax (4); negative none.
+	SnapshotMax int
 }
 
 // Service is the seeder.
@@ -74,9 +82,12 @@ type live struct {
 	mu      sync.Mutex
 	seeding map[string]*torrent.Torrent // community -> current torrent
 	meta    map[string]*metainfo.MetaInfo
-	dropped int // since the client started
-	port    int
-	ready   chan struct{}
+	snaps   map[string][]*snapshot // community -> superseded torrents served, oldest first
+	// snapUploaded is what snapshots no longer in the client uploaded.
+	snapUploaded int64
+	dropped      int // since the client started
+	port         int
+	ready        chan struct{}
 }
 
 type metrics struct {
@@ -86,6 +97,10 @@ type metrics struct {
 	peers    prometheus.GaugeFunc
 	fetched  prometheus.Counter
 	failures prometheus.Counter
+
+	snapshots    prometheus.GaugeFunc
+	snapUploaded prometheus.CounterFunc
+	expired      prometheus.Counter
 }
 
 // New builds the seeder and registers its metrics on reg.
@@ -93,9 +108,16 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	if s.Logger == nil {
 		s.Logger = slog.Default()
 	}
-	s.live = &live{seeding: map[string]*torrent.Torrent{}, meta: map[string]*metainfo.MetaInfo{}, ready: make(chan struct{})}
+	s.live = &live{seeding: map[string]*torrent.Torrent{}, meta: map[string]*metainfo.MetaInfo{}, snaps: map[string][]*snapshot{},
+		ready: make(chan struct{})}
 	if s.Config.RecycleAfter == 0 {
 		s.Config.RecycleAfter = 500
+	}
+	if s.Config.SnapshotGrace == 0 {
+		s.Config.SnapshotGrace = DefaultSnapshotGrace
+	}
+	if s.Config.SnapshotMax == 0 {
+		s.Config.SnapshotMax = DefaultSnapshotMax
 	}
 	f := promauto.With(reg)
 	sv := &s
@@ -113,8 +135,36 @@ func New(s Service, reg prometheus.Registerer) *Service {
 			}),
 		fetched:  f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_seed_fetched_bytes_total", Help: "Bytes fetched from the object store."}),
 		failures: f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_seed_failures_total", Help: "Failed attempts to seed a community's torrent."}),
+		snapshots: f.NewGaugeFunc(prometheus.GaugeOpts{Name: "archivefleet_seed_snapshots", Help: "Superseded torrents still served (within their grace)."},
+			func() float64 {
+				sv.mu.Lock()
+				defer sv.mu.Unlock()
+				n := 0
+				for _, l := range sv.snaps {
+					n += len(l)
+				}
+				return float64(n)
+			}),
+		snapUploaded: f.NewCounterFunc(prometheus.CounterOpts{Name: "archivefleet_seed_snapshot_upload_bytes_total", Help: "Payload bytes of superseded torrents uploaded to peers."},
+			func() float64 { sv.mu.Lock(); defer sv.mu.Unlock(); return float64(sv.snapUploadedLocked()) }),
+		expired: f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_seed_snapshots_expired_total", Help: "Superseded torrents no longer served (grace over, too many, or community gone)."}),
 	}
 	return sv
+}
+
+// snapUploadedLocked is every payload byte snapshots uploaded. Call with
+// s.mu held.
+func (s *Service) snapUploadedLocked() int64 {
+	n := s.snapUploaded
+	for _, l := range s.snaps {
+		for _, sn := range l {
+			if sn.t != nil {
+				st := sn.t.Stats()
+				n += st.BytesWrittenData.Int64()
+			}
+		}
+	}
+	return n
 }
 
 func (s *Service) stat(f func(torrent.TorrentStats) int64) int64 {
@@ -170,6 +220,10 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	close(s.ready)
+	s.loadSnapshots(ctx)
+	if s.snapshotsOn() {
+		go s.keepSnapshotsFresh(ctx)
+	}
 	if s.Swarm != nil {
 		if s.Config.SwarmEvery <= 0 {
 			s.Config.SwarmEvery = DefaultSwarmEvery
@@ -231,6 +285,8 @@ func (s *Service) recycle(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	host, _, _ := net.SplitHostPort(s.Config.ListenAddr)
+	// A new client starts its torrents' statistics from zero.
+	s.snapUploaded = s.snapUploadedLocked()
 	s.client.Close()
 	s.storage.Close()
 	// The old client's sockets take a moment to free the port.
@@ -255,6 +311,15 @@ func (s *Service) recycle(ctx context.Context) error {
 		if err := waitComplete(ctx, t); err != nil {
 			return fmt.Errorf("re-add %s: %w", c, err)
 		}
+	}
+	for c := range s.snaps {
+		for _, sn := range s.snaps[c] {
+			sn.t = nil
+			if err := s.openSnapshotLocked(sn); err != nil {
+				s.Logger.Warn("superseded torrent not re-added after recycling", "community", c, "infohash", sn.ih.HexString(), "err", err)
+			}
+		}
+		s.dropSnapshotsLocked(c, "not re-added after recycling", func(_ int, sn *snapshot) bool { return sn.t == nil })
 	}
 	s.Logger.Info("torrent client recycled", "torrents", len(s.seeding))
 	return nil
@@ -366,6 +431,7 @@ func (s *Service) drop(c, why string) {
 	if t != nil {
 		s.dropped++
 	}
+	s.dropSnapshotsLocked(c, why, func(int, *snapshot) bool { return true })
 	s.mu.Unlock()
 	if t != nil {
 		t.Drop()

@@ -92,7 +92,8 @@ func (s *Service) leaveSwarm(ih metainfo.Hash) {
 	}
 }
 
-// keepInSwarm refreshes the entries of every seeded torrent until ctx ends.
+// keepInSwarm refreshes the entries of every seeded torrent, superseded ones
+// still served included, until ctx ends.
 func (s *Service) keepInSwarm(ctx context.Context) {
 	t := time.NewTicker(s.Config.SwarmEvery)
 	defer t.Stop()
@@ -106,6 +107,11 @@ func (s *Service) keepInSwarm(ctx context.Context) {
 		var hs []metainfo.Hash
 		for _, tt := range s.seeding {
 			hs = append(hs, tt.InfoHash())
+		}
+		for _, l := range s.snaps {
+			for _, sn := range l {
+				hs = append(hs, sn.ih)
+			}
 		}
 		s.mu.Unlock()
 		for _, ih := range hs {
