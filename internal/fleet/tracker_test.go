@@ -10,6 +10,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/tracker"
 )
@@ -19,7 +20,9 @@ import (
 // fleet announces; aria2c (a client nobody here wrote), with DHT, PEX and
 // local discovery off and given only the announced magnet (aria2c ignores
 // x.pe), downloads the torrent through the tracker, and the folder
-// verifies and extracts to the ingested messages. With one seeder killed
+// verifies and extracts to the ingested messages. A new build supersedes
+// it; aria2c still fetches the old magnet (a member who saw last week's
+// link), which extracts to the old messages only. With one seeder killed
 // (its swarm entry left behind, as after a crash), aria2c still completes.
 func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 	c := newCluster(t)
@@ -40,9 +43,12 @@ func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 	}
 	c.scheduler()
 	c.announcer()
-	keep := c.seeder("s1")
+	keep := newSeeder(c.bus(), SeederConfig{ID: "s1", DataDir: t.TempDir(), Listen: "127.0.0.1:0", SnapshotGrace: time.Minute},
+		c.logger("seeder"), prometheus.NewRegistry())
+	c.run("seeder", keep.Run)
 	sctx, kill := context.WithCancel(c.ctx)
-	other := newSeeder(c.bus(), SeederConfig{ID: "s2", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}, c.logger("seeder2"), prometheus.NewRegistry())
+	other := newSeeder(c.bus(), SeederConfig{ID: "s2", DataDir: t.TempDir(), Listen: "127.0.0.1:0", SnapshotGrace: time.Minute},
+		c.logger("seeder2"), prometheus.NewRegistry())
 	done := make(chan struct{})
 	go func() { other.Run(sctx); close(done) }()
 	t.Cleanup(func() { kill(); <-done })
@@ -72,16 +78,30 @@ func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 		t.Fatal("seeder s1 does not seed the announced torrent")
 	}
 
-	fetch := func(what string) {
+	fetch := func(what, magnet string, want []archive.Message) {
 		out := t.TempDir()
-		testenv.Aria2cDownload(t, v.Magnet, out, false, 90*time.Second)
+		testenv.Aria2cDownload(t, magnet, out, false, 90*time.Second)
 		got, _ := readFolder(t, filepath.Join(out, com.ID.String()), nil)
-		if !slices.Equal(hashesOf(got), hashesOf(msgs)) {
-			t.Fatalf("%s: aria2c's folder holds %d messages, %d ingested", what, len(got), len(msgs))
+		if !slices.Equal(hashesOf(got), hashesOf(want)) {
+			t.Fatalf("%s: aria2c's folder holds %d messages, want %d", what, len(got), len(want))
 		}
 	}
-	fetch("both seeders")
+	fetch("both seeders", v.Magnet, msgs)
+
+	// A later window's messages: a new build supersedes the magnet.
+	later := messages(com, 20, now+2*uint64(iv/time.Second), now+3*uint64(iv/time.Second))
+	if res, err := st.Ingest(context.Background(), com.ID, later); err != nil || res.Stored != len(later) {
+		t.Fatalf("ingest: %+v %v", res, err)
+	}
+	v2 := c.waitAnnounced(com, v.Clock, 60*time.Second)
+	for end := time.Now().Add(30 * time.Second); keep.Seeding(com.ID.String()) == m.InfoHash.HexString(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("seeder s1 never moved to the new build")
+		}
+	}
+	fetch("superseded magnet", v.Magnet, msgs)
+	fetch("new magnet", v2.Magnet, append(slices.Clone(msgs), later...))
 	kill()
 	<-done
-	fetch("one seeder killed")
+	fetch("one seeder killed", v2.Magnet, append(slices.Clone(msgs), later...))
 }
