@@ -275,3 +275,62 @@ func TestReceiveLive(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestReceiveReplicas: two edge replicas hear the same messages; each is
+// stored once, the other replica's copy is a duplicate, nothing else.
+func TestReceiveReplicas(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{Memory: true})
+	reg := registry.New(b.Communities)
+	com, _ := community(t, reg, nil)
+	com.Since = uint64(time.Now().Add(-time.Hour).Unix())
+	if err := reg.Put(t.Context(), com); err != nil {
+		t.Fatal(err)
+	}
+	topic := wakuwire.DefaultCommunityShard
+	member := startPeer(t, wakupeer.Config{})
+	st := &store.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
+	var edges []*Service
+	for range 2 {
+		p := startPeer(t, wakupeer.Config{StaticPeers: []string{p2pAddr(member)}})
+		signer, _ := secp256k1.GeneratePrivateKey()
+		s, err := New(Service{Bus: b, Registry: reg, Peer: p, Listen: p, Ingest: st, Logger: testenv.Logger(),
+			Config: Config{Signer: signer}}, prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { s.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		edges = append(edges, s)
+	}
+	chat := registry.UniversalChatID(com.ID)
+	waitFor(t, "both replicas meshed and routed", func() bool {
+		return member.MeshPeers(topic) == 2 && len(edges[0].routes.lookup(wakuwire.ChatContentTopic(chat))) == 1 &&
+			len(edges[1].routes.lookup(wakuwire.ChatContentTopic(chat))) == 1
+	})
+	key, _ := secp256k1.GeneratePrivateKey()
+	const n = 30
+	for i := range n {
+		payload, err := wakuwire.SealSymmetric([]byte{byte(i)}, wakuwire.ChatKey(chat), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := member.Publish(t.Context(), topic, &wakuwire.Message{Payload: payload, ContentTopic: wakuwire.ChatContentTopic(chat),
+			Version: 1, Timestamp: time.Now().UnixNano()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := func(o string) float64 {
+		return testutil.ToFloat64(edges[0].received.WithLabelValues(o)) + testutil.ToFloat64(edges[1].received.WithLabelValues(o))
+	}
+	waitFor(t, "every message stored once and seen twice", func() bool { return sum("stored")+sum("duplicate") == 2*n })
+	if sum("stored") != n || sum("duplicate") != n {
+		t.Fatalf("stored %v, duplicates %v; want %d each", sum("stored"), sum("duplicate"), n)
+	}
+	for _, o := range []string{"failed", "refused", "foreign", "overflow"} {
+		if v := sum(o); v != 0 {
+			t.Fatalf("%s: %v", o, v)
+		}
+	}
+}
