@@ -33,6 +33,7 @@ var commands = []command{
 	{"inspect", "list the archives of a torrent or archive folder", runInspect},
 	{"extract", "write the messages of archives as JSON lines", runExtract},
 	{"fetch", "download a magnet's archives as a status-go member does; append new messages to JSON lines", runFetch},
+	{"probe", "fetch every community's announced magnet as a new member would, every -every; export times and failures", runProbe},
 	{"sample", "write synthetic JSON-lines messages (demos and tests)", runSample},
 	{"keygen", "make a community key pair and, optionally, a hash-ratchet key file", runKeygen},
 	{"community", "manage the fleet's communities: add, list, disable, enable, remove", runCommunity},

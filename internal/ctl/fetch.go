@@ -120,13 +120,9 @@ func runFetch(ctx context.Context, env Env, args []string) error {
 			return fmt.Errorf("-peer %q: %v", p, err)
 		}
 	}
-	listenHost, listenPort, err := net.SplitHostPort(*listen)
+	listenHost, port, err := parseListen(*listen)
 	if err != nil {
-		return fmt.Errorf("-listen %q: %v", *listen, err)
-	}
-	port, err := strconv.Atoi(listenPort)
-	if err != nil || port < 0 || port > 65535 {
-		return fmt.Errorf("-listen %q: bad port", *listen)
+		return err
 	}
 	timed, untimed, err := parseRatchetKeys(ratchetKeys)
 	if err != nil {
@@ -178,6 +174,10 @@ type fetcher struct {
 	timedKeys   []archive.RatchetKey
 	untimedKeys [][]byte
 	progress    *progressLine
+	// onStage, when set, is called as run reaches a stage: "metadata" (the
+	// torrent's info arrived) and "index" (the index is downloaded and
+	// decoded). The prober times them.
+	onStage func(stage string)
 
 	cl    *torrent.Client
 	store storage.ClientImplCloser
@@ -262,6 +262,7 @@ wait:
 			}
 		}
 	}
+	f.stage("metadata")
 	info := t.Info()
 	name := info.BestName()
 	c, err := archive.ParseCommunityID(name)
@@ -327,6 +328,7 @@ wait:
 	case err != nil:
 		return nil, fmt.Errorf("index: %w", err)
 	}
+	f.stage("index")
 	seen := make(map[string]bool, len(rec.Archives))
 	for _, id := range rec.Archives {
 		seen[id] = true
@@ -394,6 +396,12 @@ wait:
 		return res, fmt.Errorf("%d of %d archives not imported (see skipped); a later run fetches them again", n, len(missing))
 	}
 	return res, nil
+}
+
+func (f *fetcher) stage(s string) {
+	if f.onStage != nil {
+		f.onStage(s)
+	}
 }
 
 // readFetched reads and decodes a downloaded archive, checking that it is the
@@ -684,6 +692,19 @@ func (c freshCompletion) Get(k metainfo.PieceKey) (storage.Completion, error) {
 
 // Persistent tells anacrolix not to flush files each time a piece completes.
 func (freshCompletion) Persistent() bool { return false }
+
+// parseListen reads a -listen host:port (port 0: any).
+func parseListen(s string) (string, int, error) {
+	host, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("-listen %q: %v", s, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("-listen %q: bad port", s)
+	}
+	return host, port, nil
+}
 
 func checkHostPort(s string) error {
 	host, port, err := net.SplitHostPort(s)

@@ -12,7 +12,7 @@ import (
 
 // subcommands is every archivectl command line that takes flags.
 var subcommands = [][]string{
-	{"build"}, {"inspect"}, {"extract"}, {"fetch"}, {"sample"}, {"keygen"},
+	{"build"}, {"inspect"}, {"extract"}, {"fetch"}, {"probe"}, {"sample"}, {"keygen"},
 	{"community", "add"}, {"community", "list"}, {"community", "disable"}, {"community", "enable"}, {"community", "remove"},
 	{"backfill"}, {"trigger"}, {"dlq", "list"}, {"dlq", "retry"},
 }

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/ctl"
 	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/observe"
 	"github.com/archivefleet/archivefleet/internal/registry"
@@ -180,9 +181,9 @@ func (d *descRecorder) MustRegister(cs ...prometheus.Collector) {
 }
 func (d *descRecorder) Unregister(prometheus.Collector) bool { return true }
 
-// TestDashboardMetrics checks every metric the Grafana dashboard queries is
-// exported by a service, so a renamed metric cannot leave a panel empty.
-func TestDashboardMetrics(t *testing.T) {
+// exportedMetrics returns the name of every metric a service or the
+// prober (archivectl probe) exports.
+func exportedMetrics(t *testing.T) map[string]bool {
 	rec := &descRecorder{names: map[string]bool{}}
 	b := &bus.Bus{}
 	newArchiver(b, nil, ArchiverConfig{}, testenv.Logger(), rec)
@@ -198,6 +199,24 @@ func TestDashboardMetrics(t *testing.T) {
 	for _, mf := range mfs {
 		rec.names[mf.GetName()] = true
 	}
+	ctl.NewProbeMetrics(rec)
+	return rec.names
+}
+
+// queriedMetric finds the metric names in a PromQL expression.
+var queriedMetric = regexp.MustCompile(`(archivefleet_[a-z_]+|process_[a-z_]+)`)
+
+// isExported tells whether a queried name is an exported metric or one of
+// a histogram's series.
+func isExported(names map[string]bool, name string) bool {
+	base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+	return names[base] || names[name]
+}
+
+// TestDashboardMetrics checks every metric the Grafana dashboard queries is
+// exported by a service, so a renamed metric cannot leave a panel empty.
+func TestDashboardMetrics(t *testing.T) {
+	names := exportedMetrics(t)
 	raw, err := os.ReadFile("../../deployments/grafana/archivefleet.json")
 	if err != nil {
 		t.Fatal(err)
@@ -211,13 +230,11 @@ func TestDashboardMetrics(t *testing.T) {
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatal(err)
 	}
-	metric := regexp.MustCompile(`(archivefleet_[a-z_]+|process_[a-z_]+)`)
 	checked := 0
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
-			for _, name := range metric.FindAllString(tg.Expr, -1) {
-				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
-				if !rec.names[base] && !rec.names[name] {
+			for _, name := range queriedMetric.FindAllString(tg.Expr, -1) {
+				if !isExported(names, name) {
 					t.Errorf("panel %q queries %s, which no service exports", p.Title, name)
 				}
 				checked++
@@ -226,6 +243,65 @@ func TestDashboardMetrics(t *testing.T) {
 	}
 	if checked < 15 {
 		t.Fatalf("only %d metric references checked", checked)
+	}
+}
+
+// TestAlertRules checks every metric the Prometheus alert rules query is
+// exported by a service or the prober, so a renamed metric cannot silence
+// an alert; with promtool installed, it also has promtool check the rules
+// and run their unit tests (deployments/prometheus/alerts_test.yaml).
+func TestAlertRules(t *testing.T) {
+	names := exportedMetrics(t)
+	raw, err := os.ReadFile("../../deployments/prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Groups []struct {
+			Name  string
+			Rules []struct{ Alert, Expr string }
+		}
+	}
+	if err := yaml.Unmarshal(raw, &file); err != nil {
+		t.Fatal(err)
+	}
+	checked, alerts := 0, map[string]bool{}
+	for _, g := range file.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" || r.Expr == "" {
+				t.Errorf("group %s: a rule without alert or expr: %+v", g.Name, r)
+			}
+			alerts[r.Alert] = true
+			for _, name := range queriedMetric.FindAllString(r.Expr, -1) {
+				if !isExported(names, name) {
+					t.Errorf("alert %s queries %s, which no service exports", r.Alert, name)
+				}
+				checked++
+			}
+		}
+	}
+	for _, a := range []string{"MagnetNotFetchable", "ProbeFailing", "WakuNoPeers"} {
+		if !alerts[a] {
+			t.Errorf("no alert %s", a)
+		}
+	}
+	if checked < 6 {
+		t.Fatalf("only %d metric references checked", checked)
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("promtool not installed: scripts/test installs Debian's prometheus package for it")
+		}
+		t.Log("promtool not installed (scripts/test installs it): rule syntax and rule unit tests not checked")
+		return
+	}
+	for _, args := range [][]string{{"check", "rules", "alerts.yaml"}, {"test", "rules", "alerts_test.yaml"}} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = "../../deployments/prometheus"
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 }
 
