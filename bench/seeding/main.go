@@ -33,10 +33,7 @@ import (
 )
 
 func main() {
-	if os.Getenv(burnEnv) == "1" {
-		burn()
-		return
-	}
+	proc.BurnIfAsked()
 	size := flag.Int64("size", 1<<30, "archive data size in bytes")
 	work := flag.String("work", "", "work folder (default: a temp dir, removed afterwards)")
 	nRounds := flag.Int("rounds", 1, "rounds; each times both seeders in every condition, their order alternating")

@@ -40,12 +40,10 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
@@ -56,6 +54,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/sha3"
 
+	"github.com/archivefleet/archivefleet/bench/proc"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/fleet"
@@ -69,13 +68,8 @@ import (
 // this many records are waiting.
 const flushBatch = 1000
 
-// burnEnv makes this binary a CPU burner (see burn).
-const burnEnv = "ARCHIVEFLEET_BENCH_BURN"
-
 func main() {
-	if os.Getenv(burnEnv) == "1" {
-		burn()
-	}
+	proc.BurnIfAsked()
 	n := flag.Int("messages", 10000, "messages per measurement per round")
 	nRounds := flag.Int("rounds", 5, "rounds; each measures every figure quiet, then under load")
 	burners := flag.Int("burners", runtime.NumCPU(), "CPU burner processes for the loaded half of a round; 0: quiet only")
@@ -490,44 +484,6 @@ func (e *env) chatKeys(r, derivations int) (derive, lookup time.Duration) {
 	return derive, time.Since(t0) / lookups
 }
 
-// startBurners starts n copies of this binary spinning on a core each; the
-// returned func kills exactly those processes.
-func startBurners(n int) func() {
-	self, err := os.Executable()
-	check(err)
-	var cmds []*exec.Cmd
-	for range n {
-		cmd := exec.Command(self)
-		cmd.Env = append(os.Environ(), burnEnv+"=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive us
-		check(cmd.Start())
-		cmds = append(cmds, cmd)
-	}
-	time.Sleep(200 * time.Millisecond) // let them reach full speed
-	return func() {
-		for _, c := range cmds {
-			c.Process.Kill()
-			c.Wait()
-		}
-	}
-}
-
-// burn spins one core (like `stress -c 1`) until its parent is gone.
-func burn() {
-	runtime.GOMAXPROCS(1)
-	parent := os.Getppid()
-	x := uint64(1)
-	for {
-		for range 1 << 24 {
-			x = x*6364136223846793005 + 1442695040888963407
-		}
-		sink ^= byte(x)
-		if os.Getppid() != parent {
-			os.Exit(0)
-		}
-	}
-}
-
 // spread is the min, median and max of key over the rounds.
 func spread(rounds []map[string]float64, key string) (lo, med, hi float64) {
 	v := make([]float64, len(rounds))
@@ -575,4 +531,11 @@ func check(err error) {
 	if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// startBurners starts n CPU burners (bench/proc) or exits.
+func startBurners(n int) func() {
+	stop, err := proc.StartBurners(n)
+	check(err)
+	return stop
 }
