@@ -83,7 +83,7 @@ func testMemberDownload(t *testing.T, encrypted bool) {
 		t.Fatal("torrent has no file named index")
 	}
 	indexFile.Download()
-	waitFor(ctx, t, "index", func() bool { return indexFile.BytesCompleted() == indexFile.Length() })
+	testenv.Await(ctx, t, mt, []string{peer}, "index", func() bool { return indexFile.BytesCompleted() == indexFile.Length() })
 
 	raw := readAllFile(t, indexFile)
 	ix, err := DecodeIndex(raw, dec, -1, Limits{})
@@ -97,7 +97,7 @@ func testMemberDownload(t *testing.T, encrypted bool) {
 	chosen := entries[2]
 	start, end := chosen.Pieces()
 	mt.DownloadPieces(start, end)
-	waitFor(ctx, t, "archive pieces", func() bool {
+	testenv.Await(ctx, t, mt, []string{peer}, "archive pieces", func() bool {
 		for i := start; i < end; i++ {
 			if !mt.PieceState(i).Complete {
 				return false

@@ -61,16 +61,27 @@ func Download(t testing.TB, dir, magnet string, timeout time.Duration) *torrent.
 		t.Fatalf("no metadata for %s within %v", magnet, timeout)
 	}
 	tt.DownloadAll()
+	Await(ctx, t, tt, m.Params["x.pe"], "download", func() bool { return tt.Complete().Bool() })
+	return tt
+}
+
+// Await waits until done, failing the test when ctx ends. A client with no
+// DHT or tracker knows its peers only from x.pe: when nothing arrives for
+// 5 s and no peer is connected, it dials them again, as a member's client
+// would rediscover them, and logs that it did (with the peer counts), so a
+// seeder that stops serving still fails the test.
+func Await(ctx context.Context, t testing.TB, tt *torrent.Torrent, xpe []string, what string, done func() bool) {
+	t.Helper()
 	last, since := int64(-1), time.Now()
-	for !tt.Complete().Bool() {
+	for !done() {
 		st := tt.Stats()
 		if n := tt.BytesCompleted(); n != last {
 			last, since = n, time.Now()
 		} else if time.Since(since) > 5*time.Second && st.ActivePeers == 0 && st.HalfOpenPeers == 0 {
-			t.Logf("download of %s stalled at %d bytes with no peer connected (%d pending, %d known): dialling x.pe again",
-				m.InfoHash.HexString(), n, st.PendingPeers, len(tt.KnownSwarm()))
+			t.Logf("%s of %s stalled at %d bytes with no peer connected (%d pending, %d known): dialling x.pe again",
+				what, tt.InfoHash().HexString(), n, st.PendingPeers, len(tt.KnownSwarm()))
 			var peers []torrent.PeerInfo
-			for _, a := range m.Params["x.pe"] {
+			for _, a := range xpe {
 				peers = append(peers, torrent.PeerInfo{Addr: torrent.StringAddr(a), Source: torrent.PeerSourceDirect, Trusted: true})
 			}
 			tt.AddPeers(peers)
@@ -78,10 +89,9 @@ func Download(t testing.TB, dir, magnet string, timeout time.Duration) *torrent.
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("download incomplete: %d of %d bytes (peers: %d active, %d half-open, %d pending, %d seeders, %d known)",
-				tt.BytesCompleted(), tt.Length(), st.ActivePeers, st.HalfOpenPeers, st.PendingPeers, st.ConnectedSeeders, len(tt.KnownSwarm()))
+			t.Fatalf("%s incomplete: %d of %d bytes (peers: %d active, %d half-open, %d pending, %d seeders, %d known)",
+				what, tt.BytesCompleted(), tt.Length(), st.ActivePeers, st.HalfOpenPeers, st.PendingPeers, st.ConnectedSeeders, len(tt.KnownSwarm()))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return tt
 }
