@@ -272,20 +272,24 @@ func seedingRounds(path string) string {
 			log.Fatal(err)
 		}
 		if sb.Len() == 0 {
-			fmt.Fprintf(&sb, "Over %d rounds (each times both seeders back to back, the order alternating; loaded: %d CPU burner processes spin while each seeder serves):\n\n| condition | ours s (min/median/max) | qbittorrent-nox s (min/median/max) | ratio min | ratio median | ratio max | rounds at ≥ 1x |\n|---|---|---|---|---|---|---|\n", raw.Rounds, raw.Load)
+			fmt.Fprintf(&sb, "Over %d rounds (each times both seeders back to back, the order alternating; loaded: %d CPU burner processes spin while each seeder serves):\n\n| condition | ours s (min/median/max) | qbittorrent-nox s (min/median/max) | ratio min | ratio median | ratio max | rounds at ≥ 1x | every round's ratio |\n|---|---|---|---|---|---|---|---|\n", raw.Rounds, raw.Load)
 		}
 		ok1 := 0
+		var each []string
 		for _, r := range c.Rounds {
-			if v, _ := r["ratio_ours_over_qbittorrent"].(float64); v >= 1 {
+			v, _ := r["ratio_ours_over_qbittorrent"].(float64)
+			if v >= 1 {
 				ok1++
 			}
+			each = append(each, fmt.Sprintf("%.2f", v))
 		}
 		name := cond
 		if cond == "load" {
 			name = fmt.Sprintf("loaded (%d burners)", raw.Load)
 		}
-		fmt.Fprintf(&sb, "| %s | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %.2fx | **%.2fx** | %.2fx | %d of %d |\n", name,
-			c.Ours.Min, c.Ours.Median, c.Ours.Max, c.Qbt.Min, c.Qbt.Median, c.Qbt.Max, c.Ratio.Min, c.Ratio.Median, c.Ratio.Max, ok1, len(c.Rounds))
+		fmt.Fprintf(&sb, "| %s | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %.2fx | **%.2fx** | %.2fx | %d of %d | %s |\n", name,
+			c.Ours.Min, c.Ours.Median, c.Ours.Max, c.Qbt.Min, c.Qbt.Median, c.Qbt.Max, c.Ratio.Min, c.Ratio.Median, c.Ratio.Max, ok1, len(c.Rounds),
+			strings.Join(each, ", "))
 	}
 	if sb.Len() > 0 {
 		sb.WriteString("\n")
