@@ -20,7 +20,6 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/fixture"
-	"github.com/archivefleet/archivefleet/internal/fleet"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
@@ -364,22 +363,7 @@ func TestFetchBadInput(t *testing.T) {
 // of the new magnet with its x.pe removed (the seeder found through the
 // fleet tracker) imports only the new archives.
 func TestFetchFromFleet(t *testing.T) {
-	dir := t.TempDir()
-	natsPort, httpPort, trackerPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	cfg := fleet.DefaultAllInOneConfig()
-	cfg.DataDir, cfg.NATSPort, cfg.HTTPAddr = filepath.Join(dir, "fleet"), natsPort, fmt.Sprintf("127.0.0.1:%d", httpPort)
-	cfg.TrackerListen = fmt.Sprintf("127.0.0.1:%d", trackerPort)
-	cfg.Demo, cfg.Settle, cfg.LogLevel, cfg.Tick = false, time.Second, "warn", 200*time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fleet.RunAllInOne(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("fleet: %v", err)
-		}
-	})
-	t.Setenv("ARCHIVEFLEET_NATS_URL", fmt.Sprintf("nats://127.0.0.1:%d", natsPort))
+	cfg, _ := startAllInOne(t, time.Second, true)
 	waitFor(t, 30*time.Second, "the fleet", func() bool {
 		_, _, code := run(t, "", "community", "list")
 		return code == 0
@@ -424,7 +408,7 @@ func TestFetchFromFleet(t *testing.T) {
 	batch1 := fixture.Messages{N: 100, From: now - 300, To: now - 2, Topics: []archive.Topic{topic}, Size: 2000}.Make()
 	ingest(batch1)
 	magnet1, end1 := archived("")
-	if !strings.Contains(magnet1, "x.pe=") || !strings.Contains(magnet1, url.QueryEscape(fmt.Sprintf("http://127.0.0.1:%d/announce", trackerPort))) {
+	if !strings.Contains(magnet1, "x.pe=") || !strings.Contains(magnet1, url.QueryEscape("http://"+cfg.TrackerListen+"/announce")) {
 		t.Fatalf("announced magnet %s lacks x.pe or the fleet tracker", magnet1)
 	}
 	member := t.TempDir()

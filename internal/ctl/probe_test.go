@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/fixture"
-	"github.com/archivefleet/archivefleet/internal/fleet"
 	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/observe"
 	"github.com/archivefleet/archivefleet/internal/registry"
@@ -66,23 +64,7 @@ func emptyDir(t *testing.T, dir string) {
 // torrent nobody seeds, fails at the metadata stage with the reason, exit
 // code 1; disabled, it is skipped again. Temp folders are removed.
 func TestProbeFleet(t *testing.T) {
-	dir := t.TempDir()
-	natsPort, httpPort, trackerPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	cfg := fleet.DefaultAllInOneConfig()
-	cfg.DataDir, cfg.NATSPort, cfg.HTTPAddr = filepath.Join(dir, "fleet"), natsPort, fmt.Sprintf("127.0.0.1:%d", httpPort)
-	cfg.TrackerListen = fmt.Sprintf("127.0.0.1:%d", trackerPort)
-	cfg.Demo, cfg.Settle, cfg.LogLevel, cfg.Tick = false, time.Second, "warn", 200*time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fleet.RunAllInOne(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("fleet: %v", err)
-		}
-	})
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	t.Setenv("ARCHIVEFLEET_NATS_URL", natsURL)
+	cfg, natsURL := startAllInOne(t, time.Second, true)
 	waitFor(t, 30*time.Second, "the fleet", func() bool {
 		_, _, code := run(t, "", "community", "list")
 		return code == 0

@@ -65,22 +65,8 @@ func TestReadmeOperatingIt(t *testing.T) {
 	if len(blocks) < 2 || len(blocks[0]) < 6 {
 		t.Fatalf("README Operating it: %d blocks %v", len(blocks), blocks)
 	}
-	dir := t.TempDir()
-	natsPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
-	cfg := fleet.DefaultAllInOneConfig()
-	cfg.DataDir, cfg.NATSPort, cfg.HTTPAddr = filepath.Join(dir, "fleet"), natsPort, fmt.Sprintf("127.0.0.1:%d", httpPort)
-	cfg.Demo, cfg.Settle, cfg.LogLevel, cfg.Tick = false, 2*time.Second, "warn", 200*time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fleet.RunAllInOne(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("fleet: %v", err)
-		}
-	})
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	t.Setenv("ARCHIVEFLEET_NATS_URL", natsURL)
+	cfg, natsURL := startAllInOne(t, 2*time.Second, false)
+	dir := filepath.Dir(cfg.DataDir)
 	c := natsconf.DefaultCommon()
 	c.NATSURL = natsURL
 	var b interface{ Close() }
@@ -224,4 +210,32 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// startAllInOne runs the all-in-one fleet (no demo, a 200 ms tick, the
+// given settle, the fleet tracker when tracker is set) on free ports under
+// a temp dir until the test ends, and points archivectl at its NATS
+// (ARCHIVEFLEET_NATS_URL). Its config and NATS URL are returned; the fleet
+// may still be starting.
+func startAllInOne(t *testing.T, settle time.Duration, tracker bool) (fleet.AllInOneConfig, string) {
+	t.Helper()
+	natsPort := testenv.FreePort(t)
+	cfg := fleet.DefaultAllInOneConfig()
+	cfg.DataDir, cfg.NATSPort, cfg.HTTPAddr = filepath.Join(t.TempDir(), "fleet"), natsPort, fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	if tracker {
+		cfg.TrackerListen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	}
+	cfg.Demo, cfg.Settle, cfg.LogLevel, cfg.Tick = false, settle, "warn", 200*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fleet.RunAllInOne(ctx, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("fleet: %v", err)
+		}
+	})
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	t.Setenv("ARCHIVEFLEET_NATS_URL", natsURL)
+	return cfg, natsURL
 }
