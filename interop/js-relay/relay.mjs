@@ -57,7 +57,7 @@
 // (js-waku sets minConnections 1) re-dials a peer that hung up at once, in a
 // loop, when it is its only known peer.
 import { createDecipheriv, pbkdf2Sync } from "node:crypto";
-import { createInterface } from "node:readline";
+import { out, serveLines } from "./lines.mjs";
 
 import { yamux } from "@chainsafe/libp2p-yamux";
 import { tcp } from "@libp2p/tcp";
@@ -79,7 +79,6 @@ const contentTopic = process.env.WAKU_CONTENT_TOPIC ?? "/archivefleet/1/relay-in
 
 const hex = (b) => Buffer.from(b ?? []).toString("hex");
 const bytes = (h) => new Uint8Array(Buffer.from(h ?? "", "hex"));
-const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 
 const node = await createRelayNode({
   networkConfig: { clusterId, shards: [shard] },
@@ -222,18 +221,4 @@ function withTimeout(promise, ms) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-// Requests are handled one at a time so replies stay in order.
-let chain = Promise.resolve();
-createInterface({ input: process.stdin }).on("line", (line) => {
-  chain = chain.then(async () => {
-    try {
-      out(await handle(JSON.parse(line)));
-    } catch (e) {
-      out({ error: String(e?.stack ?? e) });
-    }
-  });
-}).on("close", async () => {
-  await chain;
-  await node.stop();
-  process.exit(0);
-});
+serveLines(handle, node);
