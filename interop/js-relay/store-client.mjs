@@ -37,7 +37,7 @@
 // only on a page without messages (or a status >= 300, which it throws); a
 // response frame over 4 MiB cannot be read (it-length-prefixed default).
 // It does not split long time ranges (later js-waku versions split at 24 h).
-import { createInterface } from "node:readline";
+import { out, serveLines } from "./lines.mjs";
 
 import { yamux } from "@chainsafe/libp2p-yamux";
 import { tcp } from "@libp2p/tcp";
@@ -52,7 +52,6 @@ const storePeer = process.env.STORE_PEER;
 if (!storePeer) throw new Error("STORE_PEER not set");
 
 const hex = (b) => Buffer.from(b ?? []).toString("hex");
-const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 
 const node = await createLightNode({
   networkConfig: { clusterId, shards: [shard] },
@@ -68,6 +67,21 @@ await node.start();
 await node.libp2p.dial(multiaddr(storePeer));
 await waitForRemotePeer(node, [Protocols.Store], 20000);
 out({ event: "ready", peerId: node.libp2p.peerId.toString() });
+
+// query, retried for up to 10 s while js-waku says "No peers available":
+// its store peer selection needs the shard info our peer's metadata request
+// leaves in js-waku's peer store, which can land a moment after
+// waitForRemotePeer resolves (seen 1 run in 4).
+async function queryWhenPeered(req) {
+  for (let tries = 0; ; tries++) {
+    try {
+      return await query(req);
+    } catch (e) {
+      if (!String(e?.message).includes("No peers available") || tries >= 50) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
 
 async function query(req) {
   const decoders = (req.contentTopics ?? []).map((ct) => createDecoder(ct, pubsubTopic));
@@ -102,24 +116,10 @@ async function query(req) {
 async function handle(req) {
   switch (req.op) {
     case "query":
-      return await query(req);
+      return await queryWhenPeered(req);
     default:
       throw new Error(`unknown op ${req.op}`);
   }
 }
 
-// Requests are handled one at a time so replies stay in order.
-let chain = Promise.resolve();
-createInterface({ input: process.stdin }).on("line", (line) => {
-  chain = chain.then(async () => {
-    try {
-      out(await handle(JSON.parse(line)));
-    } catch (e) {
-      out({ error: String(e?.stack ?? e) });
-    }
-  });
-}).on("close", async () => {
-  await chain;
-  await node.stop();
-  process.exit(0);
-});
+serveLines(handle, node);
