@@ -247,11 +247,11 @@ func (r *Registry) List(ctx context.Context) ([]*Community, error) {
 	return out, nil
 }
 
-// Watch calls fn for every registered community, then for every change
-// until ctx ends: a put with the community, a removal with nil. A community
-// that does not decode is passed as nil too (it cannot be served). fn runs
-// on Watch's goroutine, in order.
-func (r *Registry) Watch(ctx context.Context, fn func(id string, c *Community)) error {
+// Watch calls fn for every registered community, then ready (if not nil)
+// once, then fn for every change until ctx ends: a put with the community,
+// a removal with nil. A community that does not decode is passed as nil too
+// (it cannot be served). fn and ready run on Watch's goroutine, in order.
+func (r *Registry) Watch(ctx context.Context, fn func(id string, c *Community), ready func()) error {
 	w, err := r.kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("registry: watch: %w", err)
@@ -266,6 +266,10 @@ func (r *Registry) Watch(ctx context.Context, fn func(id string, c *Community)) 
 				return errors.New("registry: watch ended")
 			}
 			if e == nil { // the initial values are all delivered
+				if ready != nil {
+					ready()
+					ready = nil
+				}
 				continue
 			}
 			var c *Community

@@ -155,6 +155,13 @@ func (s *Service) receive(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer cancel()
+			// Subscribed at once, read once every community is routed: a
+			// message heard earlier would be taken for a foreign one.
+			select {
+			case <-s.routesLoaded:
+			case <-ctx.Done():
+				return
+			}
 			for {
 				select {
 				case r, ok := <-ch:

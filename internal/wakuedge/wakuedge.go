@@ -153,6 +153,7 @@ type Service struct {
 
 	keys            *keyCache
 	routes          *routes
+	routesLoaded    chan struct{} // closed once every registered community is routed
 	registryChanged chan struct{}
 }
 
@@ -235,6 +236,7 @@ func New(s Service, reg prometheus.Registerer) (*Service, error) {
 	s.worker = bus.NewWorkerMetrics(reg)
 	s.keys = &keyCache{m: map[string][]byte{}}
 	s.registryChanged = make(chan struct{}, 1)
+	s.routesLoaded = make(chan struct{})
 	s.routes = &routes{byCommunity: map[string][]route{}, byTopic: map[string][]route{}}
 	return &s, nil
 }
@@ -288,7 +290,7 @@ func (s *Service) watchRegistry(ctx context.Context) error {
 		default:
 		}
 		s.Logger.Debug("waku receive routes", "community", id, "chats", len(rs))
-	})
+	}, func() { close(s.routesLoaded) })
 }
 
 // Chats are the chats an announcement goes to, current first.
