@@ -240,11 +240,18 @@ func newEntry(md *pb.WakuMessageArchiveMetadata, offset, size, padding uint64) (
 // whole piece of zeros (a member relies only on size and padding, so this
 // quirk is kept to stay byte-identical).
 func paddedSize(raw int) (size, padding uint64) {
-	r := uint64(raw)
+	return PaddedSize(uint64(raw))
+}
+
+// PaddedSize is the size an archive of raw encoded bytes takes in the data
+// file (a whole number of pieces, as Entry.Size) and its trailing zero
+// padding (Entry.Padding), by status-go's rule. An archive's raw bytes are
+// Size-Padding: a reader holding only those pads them back with zeros.
+func PaddedSize(raw uint64) (size, padding uint64) {
 	if raw > PieceLength {
-		size = r + PieceLength - r%PieceLength
+		size = raw + PieceLength - raw%PieceLength
 	} else {
 		size = PieceLength
 	}
-	return size, size - r
+	return size, size - raw
 }

@@ -96,7 +96,7 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 		}
 		next.InfoHash, next.Magnet, next.DataBytes = res.InfoHash, res.Magnet, res.DataBytes
 		for _, e := range res.Archives {
-			next.Archives = append(next.Archives, state.ArchiveRef{ID: e.ID, Offset: e.Offset, Size: e.Size})
+			next.Archives = append(next.Archives, state.ArchiveRef{ID: e.ID, Offset: e.Offset, Size: e.Size, Padding: e.Padding})
 			s.metrics.bytes.Add(float64(e.Size))
 		}
 		if ratchet != nil {
@@ -179,7 +179,10 @@ func ratchetFor(com *registry.Community, st *state.Build) *archive.HashRatchet {
 
 // upload stores the new archives, index and torrent. Names are content
 // addressed (archive id, infohash), so a redo writes the same names and an
-// abandoned build leaves only unreferenced objects.
+// abandoned build leaves only unreferenced objects. An archive is stored
+// without its trailing zero padding (Size-Padding bytes; readers pad it
+// back, see state.FetchArchives): a small archive costs its own bytes, not
+// a whole 100 KiB piece.
 func (s *Service) upload(ctx context.Context, l archive.Layout, id archive.CommunityID, res *archive.BuildResult) error {
 	c := id.String()
 	dir := l.ArchiveDir(id)
@@ -189,7 +192,10 @@ func (s *Service) upload(ctx context.Context, l archive.Layout, id archive.Commu
 	}
 	defer data.Close()
 	for _, e := range res.Archives {
-		r := io.NewSectionReader(data, int64(e.Offset), int64(e.Size))
+		if err := checkZeros(data, e); err != nil {
+			return err
+		}
+		r := io.NewSectionReader(data, int64(e.Offset), int64(e.Size-e.Padding))
 		if err := putOnce(ctx, s.Bus.Objects, state.ObjectArchive(c, e.ID), r); err != nil {
 			return err
 		}
@@ -206,6 +212,22 @@ func (s *Service) upload(ctx context.Context, l archive.Layout, id archive.Commu
 		return err
 	}
 	return putOnce(ctx, s.Bus.Objects, state.ObjectTorrent(c, res.InfoHash), bytes.NewReader(torrent))
+}
+
+// checkZeros checks that archive e's padding in the data file is zeros, as
+// the readers put it back: otherwise the stored archive would not rebuild
+// the data the torrent hashes.
+func checkZeros(data io.ReaderAt, e archive.Entry) error {
+	pad := make([]byte, e.Padding)
+	if _, err := data.ReadAt(pad, int64(e.Offset+e.Size-e.Padding)); err != nil {
+		return fmt.Errorf("archive %s: read its padding: %w", e.ID, err)
+	}
+	for i, b := range pad {
+		if b != 0 {
+			return fmt.Errorf("archive %s: padding byte %d of %d is not zero", e.ID, i, e.Padding)
+		}
+	}
+	return nil
 }
 
 // putOnce writes an object unless one of that name exists: names are content

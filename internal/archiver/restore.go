@@ -21,8 +21,10 @@ func (s *Service) markPath(c string) string {
 
 // restore brings the local folder to the committed state st: data cut to the
 // part known to be committed, the missing archives fetched from the object
-// store, and the committed index and torrent put back. Whatever an
-// interrupted or foreign build left locally is discarded.
+// store (padded back to their index sizes: objects hold them without their
+// zero padding, or with it if stored before compact objects), and the
+// committed index and torrent put back. Whatever an interrupted or foreign
+// build left locally is discarded.
 func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.CommunityID, st *state.Build) error {
 	c := id.String()
 	dir := l.ArchiveDir(id)
@@ -55,7 +57,7 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	}
 	defer f.Close()
 	if _, err := state.FetchArchives(ctx, s.Bus.Objects, c, st.Archives, keep, f); err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
+		if errors.Is(err, jetstream.ErrObjectNotFound) || errors.Is(err, state.ErrCorruptObject) {
 			return fmt.Errorf("%w: %v", errPermanent, err)
 		}
 		return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/atomicfile"
 )
 
@@ -70,10 +71,13 @@ func OpenTruncated(path string, keep int64) (*os.File, error) {
 	return f, nil
 }
 
-// FetchArchives writes to w, in data order, the stored archives of community
-// c that lie at or past offset from (a committed prefix the caller already
-// has), checking that they follow each other and have their recorded sizes.
-// It returns the bytes written.
+// FetchArchives writes to w, in data order, the archives of community c
+// that lie at or past offset from (a committed prefix the caller already
+// has), checking that they follow each other, and pads each with zeros to
+// its recorded size: an archive object holds the archive without its
+// padding, or (written before compact objects) with it; ObjectPadding tells
+// which. It returns the bytes written, padding included. An object of
+// another size is ErrCorruptObject.
 func FetchArchives(ctx context.Context, objs jetstream.ObjectStore, c string, archives []ArchiveRef, from int64, w io.Writer) (int64, error) {
 	next := from
 	for _, a := range archives {
@@ -83,19 +87,80 @@ func FetchArchives(ctx context.Context, objs jetstream.ObjectStore, c string, ar
 		if int64(a.Offset) != next {
 			return next - from, fmt.Errorf("archive %s at %d does not follow data ending at %d", a.ID, a.Offset, next)
 		}
-		r, err := objs.Get(ctx, ObjectArchive(c, a.ID))
-		if err != nil {
-			return next - from, fmt.Errorf("archive object %s: %w", a.ID, err)
-		}
-		n, err := io.Copy(w, r)
-		r.Close()
-		if err != nil {
-			return next - from, fmt.Errorf("archive object %s: %w", a.ID, err)
-		}
-		if n != int64(a.Size) {
-			return next - from, fmt.Errorf("archive object %s has %d bytes, want %d", a.ID, n, a.Size)
-		}
+		n, err := fetchArchive(ctx, objs, c, a, w)
 		next += n
+		if err != nil {
+			return next - from, err
+		}
 	}
 	return next - from, nil
+}
+
+// fetchArchive writes archive a, padded, to w and returns the bytes written.
+func fetchArchive(ctx context.Context, objs jetstream.ObjectStore, c string, a ArchiveRef, w io.Writer) (int64, error) {
+	r, err := objs.Get(ctx, ObjectArchive(c, a.ID))
+	if err != nil {
+		return 0, fmt.Errorf("archive object %s: %w", a.ID, err)
+	}
+	defer r.Close()
+	info, err := r.Info()
+	if err != nil {
+		return 0, fmt.Errorf("archive object %s: %w", a.ID, err)
+	}
+	pad, err := a.ObjectPadding(c, info.Size)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(w, r)
+	if err != nil {
+		return n, fmt.Errorf("archive object %s: %w", a.ID, err)
+	}
+	if uint64(n) != info.Size {
+		return n, fmt.Errorf("archive object %s: read %d bytes, its info says %d", a.ID, n, info.Size)
+	}
+	for pad > 0 {
+		p, err := w.Write(zeros[:min(pad, uint64(len(zeros)))])
+		n += int64(p)
+		if err != nil {
+			return n, err
+		}
+		pad -= uint64(p)
+	}
+	return n, nil
+}
+
+// zeros is the largest padding status-go's rule gives: a whole piece.
+var zeros [archive.PieceLength]byte
+
+// ObjectPadding returns how many zero bytes follow the objectSize bytes of
+// a's object to make the archive's Size bytes:
+//
+//   - objectSize == Size: the object holds the padding (written before
+//     compact objects, or an archive without padding): none;
+//   - objectSize == Size-Padding: a compact object: Padding;
+//   - a ref without Padding (written before compact objects, when an
+//     upgraded archiver stored the object in a build that did not commit):
+//     Size-objectSize when status-go's padding rule takes objectSize to
+//     Size, that is when it is the length of an archive of this Size.
+//
+// Any other size is ErrCorruptObject, naming community c, the archive and
+// the sizes. The bytes are verified against the torrent's piece hashes
+// afterwards either way.
+func (a ArchiveRef) ObjectPadding(c string, objectSize uint64) (uint64, error) {
+	switch {
+	case objectSize == a.Size:
+		return 0, nil
+	case a.Padding > 0 && a.Padding < a.Size:
+		if objectSize == a.Size-a.Padding {
+			return a.Padding, nil
+		}
+		return 0, fmt.Errorf("%w: archive object %s of community %s has %d bytes: want %d (without its %d bytes of padding) or %d (padded)",
+			ErrCorruptObject, a.ID, c, objectSize, a.Size-a.Padding, a.Padding, a.Size)
+	case a.Padding == 0 && objectSize > 0 && objectSize < a.Size:
+		if size, pad := archive.PaddedSize(objectSize); size == a.Size {
+			return pad, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: archive object %s of community %s has %d bytes: want %d (padded) or the length of an archive padded to it",
+		ErrCorruptObject, a.ID, c, objectSize, a.Size)
 }

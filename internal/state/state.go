@@ -16,12 +16,19 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 )
 
-// ArchiveRef locates one archive in the data file; its bytes are stored as an
-// object named by ObjectArchive.
+// ArchiveRef locates one archive in the data file, as its index entry does;
+// its bytes are stored as an object named by ObjectArchive.
+//
+// The object holds the archive's Size-Padding bytes without the trailing
+// zero padding; objects written before compact objects hold all Size
+// bytes, padding included. Readers (FetchArchives) take either and pad.
 type ArchiveRef struct {
 	ID     string `json:"id"`
 	Offset uint64 `json:"offset"`
-	Size   uint64 `json:"size"`
+	Size   uint64 `json:"size"` // including padding, a whole number of pieces
+	// Padding is the index entry's trailing zero bytes. States written
+	// before compact objects lack it (0).
+	Padding uint64 `json:"padding,omitempty"`
 }
 
 // Build is a community's committed build state (key "<community>").
