@@ -19,6 +19,7 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/placement"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
 )
@@ -101,7 +102,10 @@ type Service struct {
 	State      *state.Store
 	Transports []Transport
 	Slots      int
-	Logger     *slog.Logger
+	// Seeders gives the public addresses of the seeders a community is
+	// placed on, for x.pe; nil follows the seeders' membership on Bus.
+	Seeders Seeders
+	Logger  *slog.Logger
 	// Now is the clock source (ms); tests may pin it.
 	Now     func() time.Time
 	metrics *prometheus.CounterVec
@@ -125,8 +129,22 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	return &s
 }
 
+// Seeders is where a community is seeded (*placement.View is one).
+type Seeders interface {
+	Addrs(community string) []string
+}
+
 // Run consumes seeding-started and republish events until ctx is cancelled.
 func (s *Service) Run(ctx context.Context) error {
+	if s.Seeders == nil {
+		members, _, err := s.Bus.SeederBuckets(ctx)
+		if err != nil {
+			return err
+		}
+		if s.Seeders, err = placement.Watch(ctx, members, s.Logger); err != nil {
+			return err
+		}
+	}
 	s.Logger.Info("announcer started", "transports", len(s.Transports))
 	return bus.Work(ctx, s.Bus, bus.WorkerConfig{Stream: bus.StreamSeeding, Consumer: bus.ConsumerAnnouncer, Kind: "announce",
 		Slots: s.Slots, Logger: s.Logger, Metrics: s.worker}, s.handle)
@@ -215,12 +233,21 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 	case reason == "seeded" && prev.InfoHash == st.InfoHash:
 		return errSkip // another seeder's event for the same torrent
 	default:
+		// x.pe: every seeder the community is placed on, and the one
+		// whose event this is.
+		var peers []string
+		if s.Seeders != nil {
+			peers = s.Seeders.Addrs(c)
+		}
+		if peer != "" {
+			peers = append(peers, peer)
+		}
 		magnet := st.Magnet
-		if reason == "republish" && prev.InfoHash == st.InfoHash {
+		if reason == "republish" && prev.InfoHash == st.InfoHash && len(peers) == 0 {
 			magnet = prev.Magnet // the same link again, with a new clock
-		} else if peer != "" {
-			if magnet, err = WithPeers(magnet, peer); err != nil {
-				return bus.Permanent(fmt.Errorf("magnet with peer %q: %w", peer, err))
+		} else if len(peers) > 0 {
+			if magnet, err = WithPeers(magnet, peers...); err != nil {
+				return bus.Permanent(fmt.Errorf("magnet with peers %q: %w", peers, err))
 			}
 		}
 		// Claim the clock before sending, so that concurrent events for the

@@ -411,6 +411,17 @@ func TestFetchFromFleet(t *testing.T) {
 	if !strings.Contains(magnet1, "x.pe=") || !strings.Contains(magnet1, url.QueryEscape("http://"+cfg.TrackerListen+"/announce")) {
 		t.Fatalf("announced magnet %s lacks x.pe or the fleet tracker", magnet1)
 	}
+	// The all-in-one's seeder is the one the community is placed on, and
+	// serves it.
+	waitFor(t, 10*time.Second, "list showing the seeder serving", func() bool {
+		var row struct{ Seeders, PlacedOn []string }
+		out, _, code := run(t, "", "community", "list", "-json")
+		return code == 0 && json.Unmarshal([]byte(out), &row) == nil && len(row.PlacedOn) == 1 &&
+			slices.Equal(row.Seeders, row.PlacedOn)
+	})
+	if list := mustRun(t, "", "community", "list"); !strings.Contains(list, "SEEDS") || !strings.Contains(list, " 1/1 ") {
+		t.Fatalf("list does not show the one seeder serving: %s", list)
+	}
 	member := t.TempDir()
 	res1, errs, code := fetchRun(t, "-dir", member, magnet1)
 	if code != 0 || len(res1.Imported) == 0 || res1.Messages != len(batch1) {

@@ -320,15 +320,19 @@ func communityList(ctx context.Context, env Env, args []string) error {
 	}
 	st := &state.Store{KV: b.State}
 	msgs := &store.Store{Bus: b}
+	seeders, err := readSeeders(ctx, b)
+	if err != nil {
+		return err
+	}
 	now := time.Now()
 	var notes []string
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	switch {
 	case *wide:
-		fmt.Fprintln(tw, "COMMUNITY\tINTERVAL\tSINCE\tARCHIVED TO\tNEXT END\tARCHIVES\tINFOHASH\tANNOUNCED\tCHATS\tTOPICS\t"+
+		fmt.Fprintln(tw, "COMMUNITY\tINTERVAL\tSINCE\tARCHIVED TO\tNEXT END\tARCHIVES\tINFOHASH\tANNOUNCED\tSEEDERS\tCHATS\tTOPICS\t"+
 			"NEWEST MESSAGE\tWAKU BACKFILL TO\tWAKU BACKFILL AT\tSTATUS\tWAKU BACKFILL ERROR")
 	case !*asJSON:
-		fmt.Fprintln(tw, "COMMUNITY\tINTERVAL\tARCHIVES\tARCHIVED TO (UTC)\tNEXT END\tSTATUS")
+		fmt.Fprintln(tw, "COMMUNITY\tEVERY\tARCHIVES\tARCHIVED TO UTC\tNEXT END\tSEEDS\tSTATUS")
 	}
 	for _, c := range coms {
 		bs, _, err := st.GetBuild(ctx, c.ID.String())
@@ -349,6 +353,10 @@ func communityList(ctx context.Context, env Env, args []string) error {
 				return err
 			}
 		}
+		seeding, err := seeders.of(ctx, c.ID.String(), bs.InfoHash)
+		if err != nil {
+			return err
+		}
 		nextAt, _ := schedule.NextDue(c, bs.LastEnd, time.Now())
 		next := uint64(nextAt.Unix())
 		status := "active"
@@ -365,7 +373,7 @@ func communityList(ctx context.Context, env Env, args []string) error {
 				"chats": append([]string{}, c.Chats...), "topics": c.Topics, "encrypted": c.Encrypted, "lastEnd": bs.LastEnd,
 				"nextEnd": next, "archives": len(bs.Archives), "infoHash": bs.InfoHash, "builtAt": bs.BuiltAt, "magnet": an.Magnet,
 				"announcedClock": an.Clock, "newestMessage": newest, "wakuBackfill": backfill, "disabled": c.Disabled,
-				"wakuShard": wakuShard(c)}); err != nil {
+				"wakuShard": wakuShard(c), "seeders": seeding.Serving, "placedOn": seeding.Placed}); err != nil {
 				return err
 			}
 		case *wide:
@@ -384,12 +392,12 @@ func communityList(ctx context.Context, env Env, args []string) error {
 					backfillErr = bf.LastErrorAt.UTC().Format(time.RFC3339) + " " + backfillErr
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, shortDuration(time.Duration(c.Interval)),
-				ts(c.Since), orDash(tsIf(bs.LastEnd)), ts(next), len(bs.Archives), orDash(bs.InfoHash), announced, len(c.Chats),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, shortDuration(time.Duration(c.Interval)),
+				ts(c.Since), orDash(tsIf(bs.LastEnd)), ts(next), len(bs.Archives), orDash(bs.InfoHash), announced, seeding, len(c.Chats),
 				strings.Join(topics, ","), orDash(tsIf(newest)), timeOrDash(bf.Upto), timeOrDash(bf.At), status, backfillErr)
 		default:
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", shortID(c.ID), shortDuration(time.Duration(c.Interval)), len(bs.Archives),
-				tsShort(bs.LastEnd), relative(time.Unix(int64(next), 0), now), status)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", shortID(c.ID), shortDuration(time.Duration(c.Interval)), len(bs.Archives),
+				tsShort(bs.LastEnd), relative(time.Unix(int64(next), 0), now), seeding.count(), status)
 			if bf.LastError != "" {
 				note := "Waku back-fill of " + shortID(c.ID) + " failing"
 				if !bf.LastErrorAt.IsZero() {

@@ -29,6 +29,7 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/placement"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
 )
@@ -58,6 +59,13 @@ type Config struct {
 	// SnapshotMax bounds the superseded torrents served per community, the
 	// oldest going first. 0 means DefaultSnapshotMax (4); negative none.
 	SnapshotMax int
+	// Replicas is how many seeders seed each community (placement.All:
+	// every seeder seeds every community). The zero value is All; New
+	// does not change it: callers pass DefaultReplicas or a setting.
+	Replicas placement.Factor
+	// HeartbeatEvery is how often the seeder renews its membership. 0
+	// means DefaultHeartbeatEvery.
+	HeartbeatEvery time.Duration
 }
 
 // Service is the seeder.
@@ -73,6 +81,11 @@ type Service struct {
 
 	*live
 	metrics *metrics
+	// Placement: this seeder as a member, the live members, and who serves
+	// what (set by Run).
+	self    placement.Member
+	view    *placement.View
+	serving placement.Serving
 }
 
 // live is the running client and what it seeds.
@@ -101,6 +114,10 @@ type metrics struct {
 	snapshots    prometheus.GaugeFunc
 	snapUploaded prometheus.CounterFunc
 	expired      prometheus.Counter
+
+	owned     prometheus.GaugeFunc
+	diskBytes prometheus.GaugeFunc
+	handoffs  *prometheus.CounterVec
 }
 
 // New builds the seeder and registers its metrics on reg.
@@ -119,6 +136,9 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	if s.Config.SnapshotMax == 0 {
 		s.Config.SnapshotMax = DefaultSnapshotMax
 	}
+	if s.Config.HeartbeatEvery <= 0 {
+		s.Config.HeartbeatEvery = DefaultHeartbeatEvery
+	}
 	f := promauto.With(reg)
 	sv := &s
 	sv.metrics = &metrics{
@@ -133,7 +153,7 @@ func New(s Service, reg prometheus.Registerer) *Service {
 			func() float64 {
 				return float64(sv.stat(func(st torrent.TorrentStats) int64 { return int64(st.ActivePeers) }))
 			}),
-		fetched:  f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_seed_fetched_bytes_total", Help: "Bytes fetched from the object store."}),
+		fetched:  f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_seed_fetched_bytes_total", Help: "Archive data bytes fetched from the object store (the zero padding compact objects leave out counted as fetched)."}),
 		failures: f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_seed_failures_total", Help: "Failed attempts to seed a community's torrent."}),
 		snapshots: f.NewGaugeFunc(prometheus.GaugeOpts{Name: "archivefleet_seed_snapshots", Help: "Superseded torrents still served (within their grace)."},
 			func() float64 {
@@ -148,6 +168,39 @@ func New(s Service, reg prometheus.Registerer) *Service {
 		snapUploaded: f.NewCounterFunc(prometheus.CounterOpts{Name: "archivefleet_seed_snapshot_upload_bytes_total", Help: "Payload bytes of superseded torrents uploaded to peers."},
 			func() float64 { sv.mu.Lock(); defer sv.mu.Unlock(); return float64(sv.snapUploadedLocked()) }),
 		expired: f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_seed_snapshots_expired_total", Help: "Superseded torrents no longer served (grace over, too many, or community gone)."}),
+		owned: f.NewGaugeFunc(prometheus.GaugeOpts{Name: "archivefleet_seed_communities_owned", Help: "Communities placed on this seeder (it may still serve others it is handing off)."},
+			func() float64 {
+				if sv.view == nil {
+					return 0
+				}
+				sv.mu.Lock()
+				cs := make([]string, 0, len(sv.seeding))
+				for c := range sv.seeding {
+					cs = append(cs, c)
+				}
+				sv.mu.Unlock()
+				n := 0
+				for _, c := range cs {
+					if mine, _ := sv.owns(c); mine {
+						n++
+					}
+				}
+				return float64(n)
+			}),
+		diskBytes: f.NewGaugeFunc(prometheus.GaugeOpts{Name: "archivefleet_seed_disk_bytes", Help: "Bytes of the torrents seeded (index and data files; superseded torrents share the data)."},
+			func() float64 {
+				sv.mu.Lock()
+				defer sv.mu.Unlock()
+				var n int64
+				for _, mi := range sv.meta {
+					if info, err := mi.UnmarshalInfo(); err == nil {
+						n += info.TotalLength()
+					}
+				}
+				return float64(n)
+			}),
+		handoffs: f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_seed_handoffs_total", Help: "Communities handed to this seeder (in) or handed off by it once their new owners served them (out)."},
+			[]string{"direction"}),
 	}
 	return sv
 }
@@ -220,6 +273,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	close(s.ready)
+	leave, err := s.joinPlacement(ctx)
+	if err != nil {
+		return err
+	}
+	defer leave()
 	s.loadSnapshots(ctx)
 	if s.snapshotsOn() {
 		go s.keepSnapshotsFresh(ctx)
@@ -339,6 +397,7 @@ func (s *Service) follow(ctx context.Context) error {
 	}
 	defer coms.Stop()
 	pending := map[string]bool{}
+	known := map[string]bool{} // every community key seen
 	retry := time.NewTicker(5 * time.Second)
 	defer retry.Stop()
 	// take records an update; a closed channel means the connection is gone.
@@ -348,6 +407,9 @@ func (s *Service) follow(ctx context.Context) error {
 		}
 		if e != nil {
 			pending[e.Key()] = true
+			if _, err := archive.ParseCommunityID(e.Key()); err == nil {
+				known[e.Key()] = true
+			}
 		}
 		return nil
 	}
@@ -360,6 +422,12 @@ func (s *Service) follow(ctx context.Context) error {
 			err = take(e, ok)
 		case e, ok := <-coms.Updates():
 			err = take(e, ok)
+		case <-s.view.Changes():
+			// Placements move: look at every community again.
+			for c := range known {
+				pending[c] = true
+			}
+			s.Logger.Info("seeders changed; re-placing communities", "members", len(s.members()), "communities", len(known))
 		case <-retry.C:
 		}
 		// Drain what is already queued so bursts coalesce.
@@ -383,7 +451,9 @@ func (s *Service) follow(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if err := s.reconcile(ctx, c); err != nil {
+			if err := s.reconcile(ctx, c); errors.Is(err, errHandOff) {
+				continue // still serving it until its new owners do
+			} else if err != nil {
 				s.metrics.failures.Inc()
 				s.Logger.Warn("seeding failed; will retry", "community", c, "err", err)
 				continue
@@ -414,13 +484,27 @@ func (s *Service) reconcile(ctx context.Context, c string) error {
 	if st.InfoHash == "" {
 		return nil
 	}
+	mine, owners := s.owns(c)
+	if !mine {
+		return s.unowned(ctx, c, st.InfoHash, owners)
+	}
 	s.mu.Lock()
 	cur := s.seeding[c]
 	s.mu.Unlock()
-	if cur != nil && cur.InfoHash().HexString() == st.InfoHash {
-		return nil
+	if cur == nil || cur.InfoHash().HexString() != st.InfoHash {
+		if err := s.replace(ctx, id, st); err != nil {
+			return err
+		}
+		if cur == nil {
+			s.gained(ctx, c)
+		}
 	}
-	return s.replace(ctx, id, st)
+	// Seeding the current torrent: say so, which lets a seeder handing
+	// the community over drop it.
+	if err := s.serving.Set(ctx, c, s.self, st.InfoHash); err != nil {
+		return fmt.Errorf("record serving: %w", err)
+	}
+	return nil
 }
 
 func (s *Service) drop(c, why string) {
@@ -436,6 +520,11 @@ func (s *Service) drop(c, why string) {
 	if t != nil {
 		t.Drop()
 		s.leaveSwarm(t.InfoHash())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.serving.Clear(ctx, c, s.self.ID); err != nil {
+			s.Logger.Debug("serving record not cleared", "community", c, "err", err)
+		}
+		cancel()
 		s.Logger.Info("unseeded", "community", c, "infohash", t.InfoHash().HexString(), "reason", why)
 	}
 }

@@ -6,10 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
+
+	"github.com/archivefleet/archivefleet/internal/placement"
 )
 
 // Swarm is the fleet tracker's peer registry (*tracker.Registry): the
@@ -27,13 +28,7 @@ const DefaultSwarmEvery = 10 * time.Minute
 // swarmID is the seeder's peer id in the tracker registry: its replica id
 // with anything outside the registry's key alphabet replaced.
 func (s *Service) swarmID() string {
-	id := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '=':
-			return r
-		}
-		return '-'
-	}, s.Config.ID)
+	id := placement.Key(s.Config.ID)
 	return "seeder-" + id[:min(len(id), 50)]
 }
 
