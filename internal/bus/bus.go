@@ -11,6 +11,8 @@
 //	archive.announced.<community>  announcer → Waku bridge   ApplicationMetadataMessage bytes
 //	archive.dlq.<kind>             any       → operators     DeadLetter
 //	msgs.<community>.<day>.<hash>  ingest    → archiver      one message (see internal/store)
+//	archive.prune.schedule.<c>     pruner    → (server)      PruneEvent      (a JetStream message schedule)
+//	archive.prune.due.<c>          (server)  → pruner        PruneEvent      (work queue; see SetupPrune)
 package bus
 
 import (
@@ -31,6 +33,9 @@ const (
 	StreamAnnounced = "ARCHIVE_ANNOUNCED"
 	StreamDLQ       = "ARCHIVE_DLQ"
 	StreamMessages  = "MESSAGES"
+	// StreamPrune holds each community's pending prune schedule and the
+	// prune events the server fires from it (SetupPrune).
+	StreamPrune = "MESSAGES_PRUNE"
 
 	ConsumerArchiver  = "archiver"
 	ConsumerAnnouncer = "announcer"
@@ -38,6 +43,10 @@ const (
 	// it starts at new announcements (a first start does not replay the
 	// stream's 30 days).
 	ConsumerWaku = "waku"
+	// ConsumerPruner is the message pruner's durable consumer, on
+	// StreamBuilt (every committed build, to schedule its prune) and on
+	// StreamPrune (the fired schedules).
+	ConsumerPruner = "pruner"
 
 	BucketCommunities = "communities"
 	BucketState       = "community-state"
@@ -69,6 +78,14 @@ func SubjectSeeding(c string) string   { return "archive.seeding." + c }
 func SubjectRepublish(c string) string { return "archive.republish." + c }
 func SubjectAnnounced(c string) string { return "archive.announced." + c }
 func SubjectDLQ(kind string) string    { return "archive.dlq." + kind }
+
+// SubjectPruneSchedule holds a community's pending prune: one JetStream
+// message schedule ("@at"), fired by the server onto SubjectPruneDue.
+func SubjectPruneSchedule(c string) string { return "archive.prune.schedule." + c }
+
+// SubjectPruneDue is where the server publishes a community's prune event
+// when its schedule comes due.
+func SubjectPruneDue(c string) string { return "archive.prune.due." + c }
 
 // SubjectIngest is the core-NATS request subject for ingesting messages.
 func SubjectIngest(c string) string { return "archive.ingest." + c }
@@ -215,4 +232,39 @@ func (b *Bus) Ready(ctx context.Context) error {
 	}
 	_, err := b.JS.AccountInfo(ctx)
 	return err
+}
+
+// SetupPrune creates or updates the message pruner's topology: the
+// StreamPrune work queue, which allows message schedules (nats-server 2.12 or
+// later: an older server refuses the stream, and only the pruner fails), its
+// ConsumerPruner on the fired events, and a ConsumerPruner on StreamBuilt
+// that sees every committed build (a first start replays the last build of
+// every community, so a deployment that kept every message is pruned once
+// its grace has passed). Setup leaves all of it alone, so a fleet that keeps
+// every message runs on any JetStream server. Idempotent.
+func SetupPrune(ctx context.Context, b *Bus) error {
+	cfg := b.Config.withDefaults()
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	// Schedules fire onto archive.prune.due.<c> in the same stream (a
+	// schedule's target must be); the work queue drops a fired event once
+	// the pruner acks it, while the schedules, which no consumer takes,
+	// stay until they fire (the server then removes them).
+	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: StreamPrune,
+		Subjects: []string{SubjectPruneSchedule("*"), SubjectPruneDue("*")}, Retention: jetstream.WorkQueuePolicy,
+		AllowMsgSchedules: true, AllowRollup: true, Storage: storage, Replicas: cfg.Replicas, Duplicates: cfg.DedupWindow}); err != nil {
+		return fmt.Errorf("stream %s (message schedules need nats-server 2.12 or later): %w", StreamPrune, err)
+	}
+	for _, c := range []struct {
+		stream, filter string
+	}{{StreamPrune, SubjectPruneDue("*")}, {StreamBuilt, SubjectBuilt("*")}} {
+		if _, err := b.JS.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{Durable: ConsumerPruner,
+			FilterSubject: c.filter, AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1,
+			MaxAckPending: 1000}); err != nil {
+			return fmt.Errorf("consumer %s on %s: %w", ConsumerPruner, c.stream, err)
+		}
+	}
+	return nil
 }

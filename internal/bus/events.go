@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,6 +59,19 @@ type RepublishEvent struct {
 
 // MsgID identifies one cadence slot.
 func (e RepublishEvent) MsgID() string { return fmt.Sprintf("republish:%s:%d", e.Community, e.Slot) }
+
+// PruneEvent asks for the MESSAGES records a committed build archived to be
+// removed: every record of Community with a stream sequence at most Seq (the
+// build's watermark) and a timestamp before End (its committed end). BuiltAt
+// is when that state was committed; the prune is due the pruner's grace
+// after it. It is published as a message schedule on SubjectPruneSchedule,
+// and the server fires it onto SubjectPruneDue (see internal/store's Pruner).
+type PruneEvent struct {
+	Community string    `json:"community"`
+	End       uint64    `json:"end"`
+	Seq       uint64    `json:"seq"`
+	BuiltAt   time.Time `json:"builtAt"`
+}
 
 // DeadLetter keeps a failed event's payload and why it failed.
 type DeadLetter struct {

@@ -95,6 +95,7 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 		}
 	}
 	arch, st := newArchiver(b, locker, ac, logs["archiver"], reg)
+	pruner := newPruner(st, cfg.PruneGrace, logs["archiver"], reg)
 	seeder := newSeeder(b, sc, logs["seeder"], reg)
 	ann := newAnnouncer(b, nc, logs["announcer"], reg)
 	sched := newScheduler(b, hc, logs["scheduler"], reg)
@@ -148,6 +149,7 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	}
 	g.Go(func() error { return srv.Serve(gctx) })
 	part("archiver", arch.Run)
+	part("archiver", pruner.Run)
 	part("seeder", seeder.Run)
 	if ts != nil {
 		part("seeder", ts.run)

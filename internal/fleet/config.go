@@ -27,6 +27,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/archivefleet/archivefleet/internal/natsconf"
+	"github.com/archivefleet/archivefleet/internal/placement"
+	"github.com/archivefleet/archivefleet/internal/seed"
+	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 // Prefix is the environment prefix of every variable.
@@ -119,6 +122,8 @@ type ArchiverConfig struct {
 	CreatedBy   string        `envconfig:"ARCHIVEFLEET_CREATED_BY" desc:"torrent created-by"`
 	IngestToken string        `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"bearer token the HTTP ingest endpoint requires" secret:"true"`
 	BufferedIO  bool          `envconfig:"ARCHIVEFLEET_BUFFERED_IO" desc:"write archive data through the page cache (default: O_DIRECT where possible)"`
+	// PruneGrace bounds the MESSAGES stream (see store.Pruner).
+	PruneGrace time.Duration `envconfig:"ARCHIVEFLEET_MESSAGE_PRUNE_GRACE" desc:"remove archived messages from MESSAGES this long after their window's build is committed (0 keeps every message)"`
 }
 
 // SeederConfig configures cmd/seeder.
@@ -135,6 +140,9 @@ type SeederConfig struct {
 	// The seeder always lists itself on the fleet tracker's shared swarm;
 	// TrackerListen also makes this replica answer announces.
 	TrackerListen string `envconfig:"ARCHIVEFLEET_TRACKER_LISTEN" desc:"serve the fleet tracker (HTTP /announce and UDP, same port) here; empty: off"`
+	// Replicas places each community on this many seeders (rendezvous
+	// hashing over the live seeders); "all" seeds everything everywhere.
+	Replicas placement.Factor `envconfig:"ARCHIVEFLEET_SEED_REPLICAS" desc:"seeders per community (a count, or all: every seeder seeds every community)"`
 }
 
 // AnnouncerConfig configures cmd/announcer.
@@ -194,6 +202,7 @@ type AllInOneConfig struct {
 	Tick          time.Duration `envconfig:"ARCHIVEFLEET_TICK" desc:"due-check period"`
 	Republish     time.Duration `envconfig:"ARCHIVEFLEET_REPUBLISH" desc:"magnet republish cadence (0 disables)"`
 	SnapshotGrace time.Duration `envconfig:"ARCHIVEFLEET_SNAPSHOT_GRACE" desc:"keep serving a superseded torrent this long after its replacement (0 disables)"`
+	PruneGrace    time.Duration `envconfig:"ARCHIVEFLEET_MESSAGE_PRUNE_GRACE" desc:"remove archived messages from MESSAGES this long after their window's build is committed (0 keeps every message)"`
 	WebhookURL    string        `envconfig:"ARCHIVEFLEET_WEBHOOK_URL" desc:"also POST announcements as JSON here"`
 	IngestToken   string        `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"bearer token the HTTP ingest endpoint requires" secret:"true"`
 	Waku
@@ -209,7 +218,7 @@ func DefaultRedis() Redis { return Redis{Addr: DefaultRedisAddr} }
 // DefaultArchiverConfig returns the archiver's defaults.
 func DefaultArchiverConfig() ArchiverConfig {
 	c := ArchiverConfig{Common: natsconf.DefaultCommon(), Redis: DefaultRedis(), WorkDir: DefaultWorkDir, Slots: DefaultSlots,
-		LockTTL: DefaultLockTTL, Trackers: DefaultTrackers}
+		LockTTL: DefaultLockTTL, Trackers: DefaultTrackers, PruneGrace: store.DefaultPruneGrace}
 	c.HTTPAddr = DefaultArchiverHTTP
 	return c
 }
@@ -218,7 +227,7 @@ func DefaultArchiverConfig() ArchiverConfig {
 func DefaultSeederConfig() SeederConfig {
 	host, _ := os.Hostname()
 	c := SeederConfig{Common: natsconf.DefaultCommon(), ID: host, DataDir: DefaultSeedDir, Listen: DefaultBTListen, DHT: true, Trackers: true,
-		SnapshotGrace: DefaultSnapshotGrace}
+		SnapshotGrace: DefaultSnapshotGrace, Replicas: seed.DefaultReplicas}
 	c.HTTPAddr = DefaultSeederHTTP
 	return c
 }
@@ -259,7 +268,7 @@ func DefaultAllInOneConfig() AllInOneConfig {
 	w.Listen, w.KeyFile, w.MinPeers = DefaultFleetWakuListen, "", 0
 	c := AllInOneConfig{Common: natsconf.DefaultCommon(), DataDir: DefaultDataDir, NATSPort: DefaultEmbeddedPort,
 		MaxPayload: DefaultEmbeddedPayload, BTListen: DefaultFleetBTListen, Tick: DefaultTick, Republish: DefaultRepublish,
-		SnapshotGrace: DefaultSnapshotGrace, Waku: w, Demo: true, DemoEvery: DefaultDemoInterval}
+		SnapshotGrace: DefaultSnapshotGrace, PruneGrace: store.DefaultPruneGrace, Waku: w, Demo: true, DemoEvery: DefaultDemoInterval}
 	c.HTTPAddr = DefaultFleetHTTP
 	c.Settle = SettleAuto
 	return c
@@ -398,7 +407,7 @@ func splitList(s string) []string {
 func (c ArchiverConfig) Validate() error {
 	return errors.Join(c.Common.Validate(), c.Redis.Validate(), natsconf.NonEmpty("WORK_DIR", c.WorkDir),
 		natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr), natsconf.AtLeast("SLOTS", c.Slots, 1),
-		natsconf.AtLeast("LOCK_TTL", c.LockTTL, time.Second))
+		natsconf.AtLeast("LOCK_TTL", c.LockTTL, time.Second), natsconf.NotNegative("MESSAGE_PRUNE_GRACE", c.PruneGrace))
 }
 
 // Validate checks the Redis settings.
@@ -437,7 +446,7 @@ func (c AllInOneConfig) Validate() error {
 	com := c.Common
 	com.Settle = c.settle()
 	errs := []error{com.Validate(), natsconf.NonEmpty("DATA_DIR", c.DataDir), natsconf.NonEmpty("BT_LISTEN", c.BTListen),
-		natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr)}
+		natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr), natsconf.NotNegative("MESSAGE_PRUNE_GRACE", c.PruneGrace)}
 	if c.NATSPort < -1 || c.NATSPort > 65535 {
 		errs = append(errs, natsconf.Bad("EMBEDDED_NATS_PORT", c.NATSPort, "must be a port, 0 or -1 (random)"))
 	}

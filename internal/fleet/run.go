@@ -156,13 +156,26 @@ func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
 		if err != nil {
 			return nil, err
 		}
+		pruner := newPruner(st, cfg.PruneGrace, log, reg)
 		run := func(ctx context.Context) error {
 			defer sub.Drain()
-			return svc.Run(ctx)
+			g, gctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return svc.Run(gctx) })
+			g.Go(func() error { return pruner.Run(gctx) })
+			return g.Wait()
 		}
 		return &service{run: run, checks: map[string]observe.Check{"redis": locker.Ping},
 			handlers: map[string]http.Handler{store.IngestPath: st.Handler(cfg.IngestToken)}}, nil
 	})
+}
+
+// newPruner bounds MESSAGES: MESSAGE_PRUNE_GRACE 0 keeps every message
+// (store.PruneOff), as status-go's control node keeps its table.
+func newPruner(st *store.Store, grace time.Duration, log *slog.Logger, reg prometheus.Registerer) *store.Pruner {
+	if grace <= 0 {
+		grace = store.PruneOff
+	}
+	return store.NewPruner(st, store.PrunerConfig{Grace: grace}, log, reg)
 }
 
 func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *slog.Logger, reg prometheus.Registerer) (*archiver.Service, *store.Store) {
@@ -208,7 +221,7 @@ func newSeeder(b *bus.Bus, cfg SeederConfig, log *slog.Logger, reg prometheus.Re
 	return seed.New(seed.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State}, Logger: log,
 		Swarm: swarm,
 		Config: seed.Config{ID: cfg.ID, DataDir: cfg.DataDir, ListenAddr: cfg.Listen, PublicAddr: cfg.PublicAddr,
-			DHT: cfg.DHT, Trackers: cfg.Trackers, SnapshotGrace: snapshotGrace(cfg.SnapshotGrace)}}, reg)
+			DHT: cfg.DHT, Trackers: cfg.Trackers, SnapshotGrace: snapshotGrace(cfg.SnapshotGrace), Replicas: cfg.Replicas}}, reg)
 }
 
 // snapshotGrace maps SNAPSHOT_GRACE (0 disables) to seed.Config's (0 is the
