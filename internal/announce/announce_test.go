@@ -3,6 +3,7 @@ package announce
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +129,40 @@ func TestHandleOutcomes(t *testing.T) {
 				t.Fatalf("err %v, want %s with %q", err, tt.outcome, tt.want)
 			}
 		})
+	}
+}
+
+type seeders []string
+
+func (s *seeders) Addrs(string) []string { return *s }
+
+// TestPeersOfEveryOwner: an announcement's x.pe lists every seeder the
+// community is placed on (each once, the event's seeder included), and a
+// republish after the placement moved lists the new owners.
+func TestPeersOfEveryOwner(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	ctx := context.Background()
+	com, st := committed(t, b)
+	tr := &capture{}
+	owners := seeders{"10.0.0.1:9025", "10.0.0.2:9025"}
+	s := New(Service{Bus: b, Registry: registry.New(b.Communities), State: st, Transports: []Transport{tr}, Seeders: &owners},
+		prometheus.NewRegistry())
+	if err := s.announce(ctx, com.ID, "seeded", ih, "10.0.0.2:9025"); err != nil {
+		t.Fatal(err)
+	}
+	owners = seeders{"10.0.0.2:9025", "10.0.0.3:9025"}
+	if err := s.announce(ctx, com.ID, "republish", ih, ""); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]string{{"10.0.0.1:9025", "10.0.0.2:9025"}, {"10.0.0.2:9025", "10.0.0.3:9025"}} {
+		got := strings.Count(tr.sent[i].Magnet, "x.pe=")
+		for _, p := range want {
+			if strings.Count(tr.sent[i].Magnet, "x.pe="+url.QueryEscape(p)) != 1 {
+				t.Fatalf("announcement %d: %s lacks x.pe=%s once", i, tr.sent[i].Magnet, p)
+			}
+		}
+		if got != len(want) {
+			t.Fatalf("announcement %d: %d x.pe in %s, want %d", i, got, tr.sent[i].Magnet, len(want))
+		}
 	}
 }
