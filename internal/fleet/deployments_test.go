@@ -25,6 +25,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/observe"
 	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/wakuedge"
 	"github.com/archivefleet/archivefleet/internal/wakupeer"
@@ -186,7 +187,8 @@ func (d *descRecorder) Unregister(prometheus.Collector) bool { return true }
 func exportedMetrics(t *testing.T) map[string]bool {
 	rec := &descRecorder{names: map[string]bool{}}
 	b := &bus.Bus{}
-	newArchiver(b, nil, ArchiverConfig{}, testenv.Logger(), rec)
+	_, st := newArchiver(b, nil, ArchiverConfig{}, testenv.Logger(), rec)
+	newPruner(st, store.DefaultPruneGrace, testenv.Logger(), rec)
 	newSeeder(b, SeederConfig{}, testenv.Logger(), rec)
 	newAnnouncer(b, AnnouncerConfig{}, testenv.Logger(), rec)
 	newScheduler(b, SchedulerConfig{}, testenv.Logger(), rec)
