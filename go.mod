@@ -167,3 +167,8 @@ require (
 	modernc.org/sqlite v1.21.1 // indirect
 	zombiezen.com/go/sqlite v0.13.1 // indirect
 )
+
+// anacrolix/torrent v1.61.0 with one fix: its per-connection writer could
+// miss a wake-up and leave a peer's requests unanswered until the 60 s
+// keep-alive (third_party/README.md). Upstream master has the same code.
+replace github.com/anacrolix/torrent v1.61.0 => ./third_party/anacrolix-torrent
