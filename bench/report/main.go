@@ -187,6 +187,7 @@ func main() {
 	}
 	fmt.Fprintf(&sb, "\nThe seeder ends up seeding all %d torrents in one client.\n", fl.Communities)
 	sb.WriteString(wakuSection(*dir))
+	sb.WriteString(scaleSection(*dir))
 	if err := os.WriteFile(*md, []byte(sb.String()), 0o644); err != nil {
 		log.Fatal(err)
 	}
