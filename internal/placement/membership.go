@@ -17,12 +17,14 @@ import (
 )
 
 // Heartbeat writes self into the members bucket now, then every `every`
-// until ctx ends, and then removes it so the others take over at once
-// rather than after the key expires. The first write's error is returned
-// (the caller is not a member yet); later failures are logged and retried:
-// missing heartbeats for the bucket's TTL makes the others take this
-// seeder's communities over, which is what should happen to a seeder cut
-// off from NATS.
+// until ctx ends or stop is called. It does not remove the entry when it
+// stops: a seeder restarted within the bucket's TTL (an upgrade, a node
+// drain) comes back to the same communities and nothing is handed off and
+// back; one that stays away is replaced once its entry expires. The first
+// write's error is returned (the caller is not a member yet); later
+// failures are logged and retried: missing heartbeats for the TTL makes
+// the others take this seeder's communities over, which is what should
+// happen to a seeder cut off from NATS.
 func Heartbeat(ctx context.Context, kv jetstream.KeyValue, self Member, every time.Duration, log *slog.Logger) (stop func(), err error) {
 	b, err := json.Marshal(self)
 	if err != nil {
@@ -41,11 +43,6 @@ func Heartbeat(ctx context.Context, kv jetstream.KeyValue, self Member, every ti
 		for {
 			select {
 			case <-ctx.Done():
-				dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if err := kv.Delete(dctx, self.ID); err != nil {
-					log.Warn("leaving the seeders failed; the others take over when the entry expires", "err", err)
-				}
-				dcancel()
 				return
 			case <-t.C:
 			}

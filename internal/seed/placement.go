@@ -49,8 +49,9 @@ func (s *Service) owns(c string) (bool, []placement.Member) {
 }
 
 // joinPlacement makes the seeder a member and starts following the others.
-// It returns the function that leaves.
-func (s *Service) joinPlacement(ctx context.Context) (leave func(), err error) {
+// It returns the function that stops the heartbeat (the entry then
+// expires: a restart within its TTL keeps this seeder's communities).
+func (s *Service) joinPlacement(ctx context.Context) (stopHeartbeat func(), err error) {
 	members, serving, err := s.Bus.SeederBuckets(ctx)
 	if err != nil {
 		return nil, err

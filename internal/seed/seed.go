@@ -273,11 +273,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	close(s.ready)
-	leave, err := s.joinPlacement(ctx)
+	stopHeartbeat, err := s.joinPlacement(ctx)
 	if err != nil {
 		return err
 	}
-	defer leave()
+	defer stopHeartbeat()
 	s.loadSnapshots(ctx)
 	if s.snapshotsOn() {
 		go s.keepSnapshotsFresh(ctx)
