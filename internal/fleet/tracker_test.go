@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -43,11 +44,14 @@ func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 	}
 	c.scheduler()
 	c.announcer()
-	keep := newSeeder(c.bus(), SeederConfig{ID: "s1", DataDir: t.TempDir(), Listen: "127.0.0.1:0", SnapshotGrace: time.Minute},
+	// The superseded magnet is fetched right after its replacement, well
+	// inside this grace, and tried again once it is over.
+	const grace = 30 * time.Second
+	keep := newSeeder(c.bus(), SeederConfig{ID: "s1", DataDir: t.TempDir(), Listen: "127.0.0.1:0", SnapshotGrace: grace},
 		c.logger("seeder"), prometheus.NewRegistry())
 	c.run("seeder", keep.Run)
 	sctx, kill := context.WithCancel(c.ctx)
-	other := newSeeder(c.bus(), SeederConfig{ID: "s2", DataDir: t.TempDir(), Listen: "127.0.0.1:0", SnapshotGrace: time.Minute},
+	other := newSeeder(c.bus(), SeederConfig{ID: "s2", DataDir: t.TempDir(), Listen: "127.0.0.1:0", SnapshotGrace: grace},
 		c.logger("seeder2"), prometheus.NewRegistry())
 	done := make(chan struct{})
 	go func() { other.Run(sctx); close(done) }()
@@ -104,4 +108,19 @@ func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 	kill()
 	<-done
 	fetch("one seeder killed", v2.Magnet, append(slices.Clone(msgs), later...))
+
+	// After the grace the superseded magnet is no longer served: aria2c,
+	// given only it, gets nothing.
+	for end := time.Now().Add(2 * grace); len(keep.Snapshots(com.ID.String())) > 0; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("superseded torrent still served %v after its replacement (grace %v)", 2*grace, grace)
+		}
+	}
+	out := t.TempDir()
+	if err := testenv.Aria2cTry(t, v.Magnet, out, false, 45*time.Second, 10*time.Second); err == nil {
+		t.Fatal("aria2c fetched the superseded magnet after its grace")
+	}
+	if fi, err := os.Stat(filepath.Join(out, com.ID.String(), archive.DataFile)); err == nil && fi.Size() > 0 {
+		t.Fatalf("aria2c wrote %d bytes of the superseded torrent's data after its grace", fi.Size())
+	}
 }

@@ -21,6 +21,16 @@ import (
 // fails the test with aria2c's output and the end of its log.
 func Aria2cDownload(t testing.TB, magnet, dir string, dht bool, timeout time.Duration) {
 	t.Helper()
+	if err := Aria2cTry(t, magnet, dir, dht, timeout, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Aria2cTry is Aria2cDownload returning aria2c's failure (with its output
+// and the end of its log) instead of failing the test; aria2c gives up
+// after stall with nothing downloaded.
+func Aria2cTry(t testing.TB, magnet, dir string, dht bool, timeout, stall time.Duration) error {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("aria2c interop: skipped with -short")
 	}
@@ -35,7 +45,7 @@ func Aria2cDownload(t testing.TB, magnet, dir string, dht bool, timeout time.Dur
 		"--enable-dht="+strconv.FormatBool(dht), "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
 		"--dht-file-path="+filepath.Join(t.TempDir(), "dht.dat"), "--dht-listen-port="+strconv.Itoa(FreePort(t)),
 		"--listen-port="+strconv.Itoa(FreePort(t)), "--disable-ipv6=true",
-		"--bt-tracker-connect-timeout=5", "--bt-tracker-timeout=10", "--bt-stop-timeout=60",
+		"--bt-tracker-connect-timeout=5", "--bt-tracker-timeout=10", "--bt-stop-timeout="+strconv.Itoa(int(stall/time.Second)),
 		"--bt-save-metadata=false", "--file-allocation=none", "--console-log-level=warn", "--summary-interval=0",
 		"--log="+logPath, "--log-level=info", magnet)
 	var console bytes.Buffer
@@ -45,10 +55,11 @@ func Aria2cDownload(t testing.TB, magnet, dir string, dht bool, timeout time.Dur
 		if len(logs) > 8000 {
 			logs = logs[len(logs)-8000:]
 		}
-		t.Fatal(fmt.Sprintf("aria2c: %v\n%s\n--- aria2c log (end):\n%s", err, console.String(), logs))
+		return fmt.Errorf("aria2c: %v\n%s\n--- aria2c log (end):\n%s", err, console.String(), logs)
 	}
 	if os.Getenv("ARIA2C_TEST_LOG") != "" {
 		logs, _ := os.ReadFile(logPath)
 		t.Logf("aria2c log:\n%s", logs)
 	}
+	return nil
 }
