@@ -25,6 +25,8 @@ import (
 //   - Permanent(err), or any error wrapping ErrMalformed: the event can never
 //     succeed; it goes to the dead-letter stream now;
 //   - RetryAfter(d, err): a failure, retried after d;
+//   - an error IsTransient accepts (no responders, a timeout, a cluster
+//     between leaders: see retry.go): a short snooze, not a failure;
 //   - any other error: a failure, retried after a jittered exponential
 //     back-off chosen by the worker.
 //
@@ -211,7 +213,11 @@ type worker struct {
 }
 
 func (b *Bus) work(ctx context.Context, cfg WorkerConfig, call func(context.Context, jetstream.Msg, Delivery) error) error {
-	cons, err := b.JS.Consumer(ctx, cfg.Stream, cfg.Consumer)
+	// A service starting while its consumer's leader moves would otherwise
+	// exit.
+	cons, err := RetryValue(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		return b.JS.Consumer(ctx, cfg.Stream, cfg.Consumer)
+	})
 	if err != nil {
 		return fmt.Errorf("consumer %s/%s: %w", cfg.Stream, cfg.Consumer, err)
 	}
@@ -244,7 +250,11 @@ func (b *Bus) work(ctx context.Context, cfg WorkerConfig, call func(context.Cont
 				if err != nil {
 					if ctx.Err() == nil {
 						w.log.Warn("fetch failed", "consumer", cfg.Consumer, "err", err)
-						sleep(ctx, time.Second)
+						if IsTransient(err) {
+							sleep(ctx, transientSnooze(1))
+						} else {
+							sleep(ctx, time.Second)
+						}
 					}
 					continue
 				}
@@ -328,7 +338,9 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.count("ack")
 		actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := msg.DoubleAck(actx); err != nil {
+		// A repeat after an ack lost on its way is harmless; after an ack
+		// whose reply was lost the server has already removed the event.
+		if err := quick.Do(actx, msg.DoubleAck); err != nil {
 			w.log.Warn("ack failed; the event will be redelivered and found done", "subject", d.Subject, "err", err)
 			return
 		}
@@ -345,6 +357,16 @@ func (w *worker) handle(ctx context.Context, msg jetstream.Msg) {
 	case ctx.Err() != nil:
 		// Shutting down: whatever failed, hand the event back at once.
 		w.snooze(msg, d, 0, "worker shutting down: "+err.Error())
+	case IsTransient(err) && !errors.As(err, new(*retryError)):
+		// NATS hiccuped (a node restarting, a leader moving, a subscription
+		// not yet known cluster-wide): the next attempt, a moment later,
+		// most likely succeeds. Counted as a failure, it would back off
+		// exponentially although each attempt is as likely to work as the
+		// first — see transientSnooze.
+		delay := transientSnooze(d.Deliveries)
+		w.log.Info("transient error; retrying shortly (not counted as a failure)", "subject", d.Subject,
+			"delivery", d.Deliveries, "in", delay, "err", err)
+		w.snooze(msg, d, delay, "transient: "+err.Error())
 	default:
 		w.fail(msg, d, key, err)
 	}
@@ -412,9 +434,13 @@ func (w *worker) failures(key string) (int, uint64, error) {
 	if w.b.Failures == nil {
 		return 0, 0, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	e, err := w.b.Failures.Get(ctx, key)
+	var e jetstream.KeyValueEntry
+	err := quick.Do(ctx, func(ctx context.Context) (err error) {
+		e, err = w.b.Failures.Get(ctx, key)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, 0, nil
 	}
@@ -434,7 +460,7 @@ func (w *worker) addFailure(key string) (int, error) {
 	if w.b.Failures == nil {
 		return 0, errors.New("no failure bucket")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
 		n, rev, err := w.failures(key)
@@ -442,11 +468,19 @@ func (w *worker) addFailure(key string) (int, error) {
 			return 0, err
 		}
 		val := []byte(strconv.Itoa(n + 1))
-		if rev == 0 {
-			_, err = w.b.Failures.Create(ctx, key, val)
-		} else {
-			_, err = w.b.Failures.Update(ctx, key, val, rev)
-		}
+		// Repeated over transient errors. A write that took effect but whose
+		// reply was lost comes back as a conflict: re-read below, and the
+		// count may then go up by two (an event dead-lettered one failure
+		// early at worst, never a failure lost).
+		err = quick.Do(ctx, func(ctx context.Context) error {
+			var err error
+			if rev == 0 {
+				_, err = w.b.Failures.Create(ctx, key, val)
+			} else {
+				_, err = w.b.Failures.Update(ctx, key, val, rev)
+			}
+			return err
+		})
 		if err == nil {
 			return n + 1, nil
 		}
@@ -462,9 +496,9 @@ func (w *worker) forget(key string) {
 	if w.b.Failures == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := w.b.Failures.Delete(ctx, key); err != nil {
+	if err := quick.Do(ctx, func(ctx context.Context) error { return w.b.Failures.Delete(ctx, key) }); err != nil {
 		w.log.Debug("failure count not deleted; it expires by itself", "key", key, "err", err)
 	}
 }
@@ -474,9 +508,13 @@ func (w *worker) forget(key string) {
 // reports whether the event was dead-lettered.
 func (w *worker) deadLetter(msg jetstream.Msg, d Delivery, reason string) bool {
 	dl := DeadLetter{Subject: d.Subject, Stream: w.cfg.Stream, StreamSeq: d.StreamSeq, Deliveries: d.Deliveries, Reason: reason, Payload: msg.Data()}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := w.b.Publish(ctx, SubjectDLQ(w.cfg.Kind), fmt.Sprintf("dlq:%s:%d", w.cfg.Stream, dl.StreamSeq), dl); err != nil {
+	// The message id makes a repeat harmless.
+	if err := quick.Do(ctx, func(ctx context.Context) error {
+		_, err := w.b.Publish(ctx, SubjectDLQ(w.cfg.Kind), fmt.Sprintf("dlq:%s:%d", w.cfg.Stream, dl.StreamSeq), dl)
+		return err
+	}); err != nil {
 		w.log.Error("dead-letter publish failed; leaving the event for redelivery", "subject", d.Subject, "err", err)
 		msg.NakWithDelay(30 * time.Second)
 		return false
@@ -494,6 +532,23 @@ func truncateReason(s string) string {
 		return s[:200]
 	}
 	return s
+}
+
+// quick repeats the worker's own small requests (failure counts, acks,
+// dead letters) over transient errors, each attempt bounded so that a
+// request lost with a node that went down is repeated after 2 s rather
+// than after the caller's whole timeout.
+var quick = RetryPolicy{First: 20 * time.Millisecond, Max: time.Second, Budget: 5 * time.Second, Attempt: 2 * time.Second}
+
+// transientSnooze is how long an event whose handler met a transient error
+// waits: 250–500 ms on its first delivery, doubling with each further
+// delivery up to 2.5–5 s, so a cluster that stays unavailable is not
+// hammered. Such an error says nothing about the event: a failure's
+// exponential back-off (with its count toward MAX_DELIVER) is for events
+// that fail however often they are tried.
+func transientSnooze(deliveries uint64) time.Duration {
+	d := min(500*time.Millisecond<<min(max(deliveries, 1)-1, 4), 5*time.Second)
+	return d/2 + rand.N(d/2+1)
 }
 
 // backoff grows with failures, jittered, capped at 5 minutes.

@@ -467,7 +467,7 @@ func (s *Store) decode(ctx context.Context, r jetstream.Msg) (archive.Message, e
 		return m, fmt.Errorf("%w: %v", errUndecodable, err)
 	}
 	if name := r.Headers().Get(headerBody); name != "" {
-		payload, err := s.Bus.Objects.GetBytes(ctx, name)
+		payload, err := bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) { return s.Bus.Objects.GetBytes(ctx, name) })
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			// Retrying cannot bring it back; failing would stop the
 			// community's builds for good.
@@ -486,6 +486,16 @@ func (s *Store) decode(ctx context.Context, r jetstream.Msg) (archive.Message, e
 // sequence) it reads until it meets the fence, however long the serving
 // replica takes to catch up (up to fenceWait without progress); unbounded,
 // it stops once it has seen what was pending when it started.
+//
+// On a cluster, opening the consumer and each fetch are retried over
+// transient errors (bus.IsTransient) for a few seconds: the consumer is
+// created on one of the stream's nodes, and a pull request that reaches
+// another node before that node has learnt of the new consumer's
+// subscription gets "no responders" (a few percent of reads on an R3
+// stream, never when the consumer is on the client's own node); a node going
+// down or a leader moving gives timeouts. A repeated fetch resumes after the
+// last record delivered (the ordered consumer's cursor), so no record is
+// skipped or delivered twice; an error from fn ends the read at once.
 func (s *Store) read(ctx context.Context, c string, subjects []string, after, upto uint64, headersOnly bool, fn func(jetstream.Msg) error) error {
 	bounded := upto != math.MaxUint64
 	fence := fenceSubject(c)
@@ -497,71 +507,88 @@ func (s *Store) read(ctx context.Context, c string, subjects []string, after, up
 			subjects = append(slices.Clip(subjects), fence)
 		}
 	}
+	// One attempt per consumer (re)creation: the library's own reset loop
+	// retries for ever, deaf to ctx; bus.Retry bounds it here.
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy,
-		HeadersOnly: headersOnly, InactiveThreshold: 30 * time.Second}
+		HeadersOnly: headersOnly, InactiveThreshold: 30 * time.Second, MaxResetAttempts: 1}
 	if after > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
 	}
 	// Every read makes a server-side consumer; delete it when done, or the
 	// stream reaches its consumer limit under load. The short inactivity
 	// threshold cleans up after a reader that died mid-read.
-	cons, err := s.Bus.JS.OrderedConsumer(ctx, bus.StreamMessages, cfg)
-	if err != nil {
-		return fmt.Errorf("read messages: %w", err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("read messages: %w", err)
-	}
-	defer func() {
-		if ci := cons.CachedInfo(); ci != nil {
-			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			s.Bus.JS.DeleteConsumer(dctx, bus.StreamMessages, ci.Name)
+	var cons jetstream.Consumer
+	var pending uint64
+	err := bus.Retry(ctx, func(ctx context.Context) error {
+		oc, err := s.Bus.JS.OrderedConsumer(ctx, bus.StreamMessages, cfg)
+		if err != nil {
+			return err
 		}
-	}()
-	pending := info.NumPending
+		info, err := oc.Info(ctx)
+		if err != nil {
+			s.deleteReader(oc)
+			return err
+		}
+		cons, pending = oc, info.NumPending
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read messages: %w", err)
+	}
+	defer s.deleteReader(cons)
 	idleSince := time.Now()
 	for got := uint64(0); bounded || got < pending; {
-		// Ask for what is pending (a pull request is answered early only when
-		// full); past it, one at a time while waiting for the fence.
-		want := int(min(max(pending, got+1)-got, 1000))
-		batch, err := cons.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return fmt.Errorf("read messages: %w", err)
-		}
 		n, done := 0, false
-		for msg := range batch.Messages() {
-			n++
-			if done {
-				continue
-			}
-			meta, err := msg.Metadata()
+		err := bus.Retry(ctx, func(context.Context) error {
+			// Ask for what is pending (a pull request is answered early only
+			// when full); past it, one at a time while waiting for the fence.
+			want := int(min(max(pending, got+1)-got, 1000))
+			batch, err := cons.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
 			if err != nil {
-				return fmt.Errorf("read messages: %w", err)
-			}
-			// In sequence order: past upto, or at the build's fence, the read is complete.
-			seq, isFence := meta.Sequence.Stream, msg.Subject() == fence
-			if seq > upto || isFence && seq == upto {
-				done = true
-				continue
-			}
-			if isFence {
-				continue
-			}
-			s.scanned.Add(1)
-			if err := fn(msg); err != nil {
 				return err
 			}
+			for msg := range batch.Messages() {
+				if done {
+					continue
+				}
+				n++
+				got++
+				meta, err := msg.Metadata()
+				if err != nil {
+					return &readAbort{fmt.Errorf("read messages: %w", err)}
+				}
+				// In sequence order: past upto, or at the build's fence, the read is complete.
+				seq, isFence := meta.Sequence.Stream, msg.Subject() == fence
+				if seq > upto || isFence && seq == upto {
+					done = true
+					continue
+				}
+				if isFence {
+					continue
+				}
+				s.scanned.Add(1)
+				if err := fn(msg); err != nil {
+					return &readAbort{err}
+				}
+			}
+			if done {
+				return nil
+			}
+			if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+				return err
+			}
+			return nil
+		})
+		if ab := (*readAbort)(nil); errors.As(err, &ab) {
+			return ab.err
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		if err != nil {
 			return fmt.Errorf("read messages: %w", err)
 		}
 		if done {
 			return nil
 		}
 		if n > 0 {
-			got += uint64(n)
 			idleSince = time.Now()
 			continue
 		}
@@ -576,6 +603,24 @@ func (s *Store) read(ctx context.Context, c string, subjects []string, after, up
 		}
 	}
 	return nil
+}
+
+// readAbort carries an error that ends a read without a retry: fn's, or a
+// record's unreadable metadata. It does not unwrap, so bus.Retry does not
+// take a transient error fn returned for its own (a repeated fetch would
+// resume past the record fn failed on).
+type readAbort struct{ err error }
+
+func (e *readAbort) Error() string { return e.err.Error() }
+
+// deleteReader deletes a read's ordered consumer (its current server-side
+// consumer; the library deletes the ones it replaced).
+func (s *Store) deleteReader(cons jetstream.Consumer) {
+	if ci := cons.CachedInfo(); ci != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Bus.JS.DeleteConsumer(dctx, bus.StreamMessages, ci.Name)
+	}
 }
 
 // fenceWait is how long a bounded read waits without progress for the
