@@ -334,4 +334,33 @@ func TestNATSConfigs(t *testing.T) {
 	if !bytes.Contains(compose, []byte("./nats/nats.conf:/etc/nats/nats.conf")) || !bytes.Contains(compose, []byte(`"-c", "/etc/nats/nats.conf"`)) {
 		t.Error("compose.yaml does not run NATS with deployments/nats/nats.conf")
 	}
+	// k8s runs the cluster with cluster.conf verbatim in a ConfigMap.
+	conf, err := os.ReadFile("../../deployments/nats/cluster.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("../../deployments/k8s/nats.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	found := false
+	for {
+		var doc struct {
+			Kind string
+			Data map[string]string
+		}
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		if doc.Kind == "ConfigMap" {
+			found = true
+			if doc.Data["nats.conf"] != string(conf) {
+				t.Error("k8s/nats.yaml's ConfigMap nats.conf differs from deployments/nats/cluster.conf")
+			}
+		}
+	}
+	if !found {
+		t.Error("k8s/nats.yaml has no ConfigMap with the NATS configuration")
+	}
 }
