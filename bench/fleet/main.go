@@ -15,19 +15,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
+	"github.com/archivefleet/archivefleet/bench/benchfleet"
 	"github.com/archivefleet/archivefleet/bench/proc"
-	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
-	"github.com/archivefleet/archivefleet/internal/fixture"
-	"github.com/archivefleet/archivefleet/internal/fleet"
-	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/schedule"
-	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 func main() {
@@ -37,55 +30,22 @@ func main() {
 	dir, err := os.MkdirTemp("", "fleetbench-")
 	check(err)
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "bin")
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/archiver", "./cmd/seeder", "./cmd/announcer")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	check(build.Run())
-
-	ns, err := fleet.EmbeddedNATS(filepath.Join(dir, "nats"), "127.0.0.1", -1)
+	e, err := benchfleet.Start(dir, "archiver", "seeder", "announcer")
 	check(err)
-	defer fleet.StopNATS(context.Background(), ns)
-	redisPort := proc.MustFreePort()
-	redis := exec.Command("redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	check(redis.Start())
-	defer func() { redis.Process.Kill(); redis.Wait() }()
-	time.Sleep(300 * time.Millisecond)
-
-	c := fleet.Common{NATSURL: ns.ClientURL(), AckWait: 30 * time.Second, MaxDeliver: 20, Replicas: 1}
+	defer e.Close()
 	ctx := context.Background()
-	b, err := c.Connect(ctx, "bench", fleet.Common{LogLevel: "warn"}.NewLogger("bench"))
-	check(err)
+	b := e.Bus
 
 	// Register and fill the communities before any service runs.
 	t0 := time.Now()
-	now := uint64(time.Now().Unix())
-	reg := registry.New(b.Communities)
-	st := &store.Store{Bus: b}
-	coms := make([]*registry.Community, *n)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for i := range coms {
-		g.Go(func() error {
-			com := fixture.Community(time.Hour, now-3600, archive.Topic{1, 2, 3, 4})
-			if err := reg.Put(gctx, com); err != nil {
-				return err
-			}
-			msgs := fixture.Messages{N: 10, From: now - 3600, To: now - 3600 + 3000, Topics: com.Topics[:1],
-				Signers: [][]byte{fixture.Signer(com.SigningKey)}, Size: 200}.Make()
-			_, err := st.Ingest(gctx, com.ID, msgs)
-			coms[i] = com
-			return err
-		})
-	}
-	check(g.Wait())
+	coms, err := e.SmallCommunities(ctx, *n)
+	check(err)
 	log.Printf("registered and filled %d communities in %v", *n, time.Since(t0))
 
-	env := append(os.Environ(), "ARCHIVEFLEET_NATS_URL="+ns.ClientURL(), fmt.Sprintf("ARCHIVEFLEET_REDIS_ADDR=127.0.0.1:%d", redisPort),
-		"ARCHIVEFLEET_HTTP_ADDR=127.0.0.1:0", "ARCHIVEFLEET_LOG_LEVEL=warn", "ARCHIVEFLEET_TRACKERS=none",
-		"ARCHIVEFLEET_SETTLE=0") // the backfill publishes closed windows: nothing is in flight
+	env := append(e.ServiceEnv(), "ARCHIVEFLEET_HTTP_ADDR=127.0.0.1:0")
 	var procs []*exec.Cmd
 	start := func(name string, extra ...string) {
-		cmd := exec.Command(filepath.Join(bin, name))
+		cmd := exec.Command(e.Bin(name))
 		cmd.Env = append(append([]string{}, env...), extra...)
 		logf, _ := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, len(procs))))
 		cmd.Stdout, cmd.Stderr = logf, logf

@@ -23,17 +23,11 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
+	"github.com/archivefleet/archivefleet/bench/benchfleet"
 	"github.com/archivefleet/archivefleet/bench/proc"
-	"github.com/archivefleet/archivefleet/internal/archive"
-	"github.com/archivefleet/archivefleet/internal/fixture"
-	"github.com/archivefleet/archivefleet/internal/fleet"
 	"github.com/archivefleet/archivefleet/internal/placement"
-	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/schedule"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 func main() {
@@ -43,50 +37,17 @@ func main() {
 	dir, err := os.MkdirTemp("", "placementbench-")
 	check(err)
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "bin")
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/archiver", "./cmd/seeder")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	check(build.Run())
-
-	ns, err := fleet.EmbeddedNATS(filepath.Join(dir, "nats"), "127.0.0.1", -1)
+	e, err := benchfleet.Start(dir, "archiver", "seeder")
 	check(err)
-	defer fleet.StopNATS(context.Background(), ns)
-	redisPort := proc.MustFreePort()
-	redis := exec.Command("redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	check(redis.Start())
-	defer func() { redis.Process.Kill(); redis.Wait() }()
-	time.Sleep(300 * time.Millisecond)
-
-	c := fleet.Common{NATSURL: ns.ClientURL(), AckWait: 30 * time.Second, MaxDeliver: 20, Replicas: 1}
+	defer e.Close()
 	ctx := context.Background()
-	b, err := c.Connect(ctx, "bench", fleet.Common{LogLevel: "warn"}.NewLogger("bench"))
+	b := e.Bus
+	coms, err := e.SmallCommunities(ctx, *n)
 	check(err)
 
-	now := uint64(time.Now().Unix())
-	reg := registry.New(b.Communities)
-	st := &store.Store{Bus: b}
-	coms := make([]*registry.Community, *n)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for i := range coms {
-		g.Go(func() error {
-			com := fixture.Community(time.Hour, now-3600, archive.Topic{1, 2, 3, 4})
-			if err := reg.Put(gctx, com); err != nil {
-				return err
-			}
-			msgs := fixture.Messages{N: 10, From: now - 3600, To: now - 3600 + 3000, Topics: com.Topics[:1],
-				Signers: [][]byte{fixture.Signer(com.SigningKey)}, Size: 200}.Make()
-			_, err := st.Ingest(gctx, com.ID, msgs)
-			coms[i] = com
-			return err
-		})
-	}
-	check(g.Wait())
-
-	env := append(os.Environ(), "ARCHIVEFLEET_NATS_URL="+ns.ClientURL(), fmt.Sprintf("ARCHIVEFLEET_REDIS_ADDR=127.0.0.1:%d", redisPort),
-		"ARCHIVEFLEET_LOG_LEVEL=warn", "ARCHIVEFLEET_TRACKERS=none", "ARCHIVEFLEET_SETTLE=0", "ARCHIVEFLEET_MESSAGE_PRUNE_GRACE=0")
+	env := append(e.ServiceEnv(), "ARCHIVEFLEET_MESSAGE_PRUNE_GRACE=0")
 	start := func(name, logName string, extra ...string) *exec.Cmd {
-		cmd := exec.Command(filepath.Join(bin, name))
+		cmd := exec.Command(e.Bin(name))
 		cmd.Env = append(append([]string{}, env...), extra...)
 		logf, _ := os.Create(filepath.Join(dir, logName+".log"))
 		cmd.Stdout, cmd.Stderr = logf, logf
@@ -195,6 +156,16 @@ func main() {
 			cmds[i] = s.cmd
 		}
 		stop(cmds)
+		// A stopped seeder stays a member until its entry expires (a
+		// restart keeps its place): wait, so the next run starts clean.
+		for {
+			ms, err := placement.ReadMembers(ctx, membersKV)
+			check(err)
+			if len(ms) == 0 {
+				break
+			}
+			time.Sleep(time.Second)
+		}
 	}
 	json.NewEncoder(os.Stdout).Encode(map[string]any{"communities": *n, "runs": results})
 }
