@@ -150,6 +150,10 @@ func (s *Service) handle(ctx context.Context, ev bus.DueEvent, d bus.Delivery) e
 		// (whatever failed, the cancellation may be why).
 		return bus.Snooze(time.Millisecond, "archiver shutting down")
 	case errors.As(err, &snooze):
+	case bus.IsTransient(err) && !bus.IsPermanent(err):
+		// NATS hiccuped past the short retries (a leader election, a node
+		// restarting): the worker brings the event back shortly without
+		// counting a failure (worker.go), and it is no failed build either.
 	default:
 		s.metrics.built.WithLabelValues("failed").Inc()
 	}
@@ -244,7 +248,11 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 		if errors.Is(err, errPermanent) {
 			return bus.Permanent(err)
 		}
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case bus.IsTransient(err):
+			log.Info("build interrupted by a transient NATS error; the event comes back shortly", "err", err)
+		default:
 			log.Warn("build failed", "err", err)
 		}
 		return err

@@ -113,6 +113,8 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 		log.Warn("local mark not written; next build restores from the object store", "err", err)
 	}
 	built := bus.BuiltEvent{Community: c, From: from, End: ev.End, InfoHash: next.InfoHash, Magnet: next.Magnet, Archives: res.ArchiveIDs, Fence: fence}
+	// Publish repeats over transient errors: the event's message id
+	// (built:<c>:<end>) makes a repeat of a stored one a duplicate.
 	if _, err := s.Bus.Publish(ctx, bus.SubjectBuilt(c), built.MsgID(), built); err != nil {
 		// The state is committed; seeders follow the state, so this only
 		// delays observers. Do not rebuild for it.
@@ -146,11 +148,36 @@ func (s *Service) lateWindows(ctx context.Context, log *slog.Logger, com *regist
 // commit writes the new state if the stored one is still the base we built
 // on and no newer fence has committed: Kleppmann's fenced write, with the
 // check done by the KV's compare-and-set.
+//
+// The reads and the write repeat over a cluster's transient errors
+// (state.Store). A write whose reply was lost and whose repeat then lost
+// the compare-and-set to it comes back here as a conflict; the re-read
+// then finds our own fence, infohash and end — no other build commits
+// under our fence, as each lock acquisition has its own — and the commit
+// has succeeded.
+//
+// On a cluster a read may be answered by a replica a write or two behind
+// the leader (around a node's restart): a state older than our base (a
+// lower fence: fences only grow) is read again, and a compare-and-set
+// against a revision that was not the latest is a conflict, also read
+// again.
 func (s *Service) commit(ctx context.Context, c string, base, next *state.Build) error {
-	for {
+	for stale := 0; ; {
 		cur, rev, err := s.State.GetBuild(ctx, c)
 		if err != nil {
 			return err
+		}
+		if cur.Fence == next.Fence && cur.InfoHash == next.InfoHash && cur.LastEnd == next.LastEnd {
+			return nil // ours, committed by an attempt whose reply was lost
+		}
+		if cur.Fence < base.Fence {
+			if stale++; stale > staleReads {
+				return fmt.Errorf("commit: state read at fence %d %d times, older than the fence %d built on", cur.Fence, stale, base.Fence)
+			}
+			if err := pause(ctx, 20*time.Millisecond); err != nil {
+				return err
+			}
+			continue
 		}
 		if cur.Fence >= next.Fence {
 			return fmt.Errorf("commit rejected: state carries fence %d, ours is %d", cur.Fence, next.Fence)
@@ -160,9 +187,30 @@ func (s *Service) commit(ctx context.Context, c string, base, next *state.Build)
 		}
 		_, err = s.State.Put(ctx, c, next, rev)
 		if errors.Is(err, state.ErrConflict) {
-			continue // another field changed; re-check and retry
+			// Another field changed, or the read was behind: re-check
+			// and retry.
+			if err := pause(ctx, jitter(5*time.Millisecond, 20*time.Millisecond)); err != nil {
+				return err
+			}
+			continue
 		}
 		return err
+	}
+}
+
+// staleReads bounds how often commit reads a state older than its base
+// before giving up (20 ms apart: a replica catching up takes milliseconds).
+const staleReads = 100
+
+// pause waits d, or returns ctx's error if it ends first.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -232,12 +280,25 @@ func checkZeros(data io.ReaderAt, e archive.Entry) error {
 
 // putOnce writes an object unless one of that name exists: names are content
 // addressed, so an existing object already holds these bytes.
-func putOnce(ctx context.Context, os jetstream.ObjectStore, name string, r io.Reader) error {
-	if _, err := os.GetInfo(ctx, name); err == nil {
-		return nil
-	} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
+//
+// The look-up and the write are repeated together over a cluster's
+// transient errors, the write from r's start each time. That is safe for
+// the same reason: an upload that failed half-way leaves only chunks no
+// object refers to (the object's meta record goes last), and one that was
+// stored after all (its ack lost) is found by the repeated look-up, or, if
+// written again, holds the same bytes under the same name. Nothing refers
+// to the name until the state commits.
+func putOnce(ctx context.Context, objs jetstream.ObjectStore, name string, r io.ReadSeeker) error {
+	return bus.Retry(ctx, func(ctx context.Context) error {
+		if _, err := objs.GetInfo(ctx, name); err == nil {
+			return nil
+		} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return err
+		}
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		_, err := objs.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
 		return err
-	}
-	_, err := os.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
-	return err
+	})
 }

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -83,16 +84,74 @@ type DeadLetter struct {
 	Payload    []byte `json:"payload"`
 }
 
-// Publish sends v as JSON to subject with a deduplicating message id.
+// Publish sends v as JSON to subject with a deduplicating message id,
+// repeating it over a cluster's transient errors (see publishRetry).
 func (b *Bus) Publish(ctx context.Context, subject, msgID string, v any) (*jetstream.PubAck, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	return b.JS.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
+	return publishRetrying(ctx, func(ctx context.Context) (*jetstream.PubAck, error) {
+		return b.JS.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
+	})
 }
 
-// PublishMsg sends a prepared message with a deduplicating id.
+// PublishMsg sends a prepared message with a deduplicating id, repeating it
+// over a cluster's transient errors (see publishRetry).
 func (b *Bus) PublishMsg(ctx context.Context, m *nats.Msg, msgID string) (*jetstream.PubAck, error) {
-	return b.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID))
+	return publishRetrying(ctx, func(ctx context.Context) (*jetstream.PubAck, error) {
+		return b.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID))
+	})
+}
+
+// publishRetry repeats an event's publish over transient errors (a stream
+// between leaders, a node going down with the request in flight). Every
+// publish through Publish and PublishMsg carries a message id, so a repeat
+// of one that was stored after all (its ack lost) is dropped by the
+// stream's duplicate window (Config.DedupWindow, minutes) instead of
+// stored twice. An attempt is bounded so that a request lost with a node is
+// repeated after a few seconds rather than after the caller's timeout.
+var publishRetry = RetryPolicy{First: 20 * time.Millisecond, Max: time.Second, Budget: 5 * time.Second, Attempt: 3 * time.Second}
+
+// publishRetrying runs publish under publishRetry. An ack that says
+// Duplicate after an attempt that may have stored the message (it timed
+// out, rather than reaching no server) is reported as not a duplicate: the
+// stored copy is most likely this call's own, and callers read Duplicate as
+// "someone else published this already" (archivectl's trigger refuses,
+// backfill leaves the event out of what it published).
+func publishRetrying(ctx context.Context, publish func(context.Context) (*jetstream.PubAck, error)) (*jetstream.PubAck, error) {
+	var ack *jetstream.PubAck
+	mayHaveLanded := false
+	err := publishRetry.Do(ctx, func(ctx context.Context) error {
+		var err error
+		ack, err = publish(ctx)
+		if MayHaveTakenEffect(err) {
+			mayHaveLanded = true
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if ack.Duplicate && mayHaveLanded {
+		cp := *ack
+		cp.Duplicate = false
+		ack = &cp
+	}
+	return ack, nil
+}
+
+// MayHaveTakenEffect reports whether a request that failed with err may
+// nonetheless have been carried out: err is transient (IsTransient) but not
+// one that says no server took the request — no responders, or an API
+// error from a cluster refusing it (no leader, offline). A timeout is the
+// typical case: the reply, not the request, may have been lost. A repeat
+// of such a write may then meet its own first attempt (a duplicate, a
+// compare-and-set conflict).
+func MayHaveTakenEffect(err error) bool {
+	if err == nil || !IsTransient(err) {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	return !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.As(err, &apiErr)
 }

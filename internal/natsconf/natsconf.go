@@ -213,12 +213,53 @@ func (c Common) Connect(ctx context.Context, name string, log *slog.Logger, extr
 	if err != nil {
 		return nil, fmt.Errorf("nats connect %s: %w", redact(c.NATSURL), err)
 	}
-	b, err := bus.Setup(ctx, nc, c.BusConfig())
+	b, err := setup(ctx, nc, c.BusConfig(), log)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("nats topology: %w", err)
 	}
 	log.Info("nats connected", "url", nc.ConnectedUrlRedacted())
+	return b, nil
+}
+
+// SetupRetry bounds how long Connect repeats bus.Setup over a cluster's
+// transient errors: a service starting while the cluster elects a meta
+// or stream leader (a node restarting, a rolling upgrade) waits for it
+// rather than exiting. Elections take well under the 30 s budget; a
+// cluster still failing after it is down, and the service exits. Each
+// attempt is bounded (5 s) so that a request lost with a node is repeated
+// even when ctx has a deadline (the client's own 5 s per request applies
+// only without one); an attempt cut short loses nothing, since the next
+// one finds what it created in place.
+var SetupRetry = bus.RetryPolicy{First: 250 * time.Millisecond, Max: 5 * time.Second, Budget: 30 * time.Second, Attempt: 5 * time.Second}
+
+// setup runs bus.Setup under SetupRetry, logging each transient failure.
+// Setup creates or updates every stream, consumer and bucket to one
+// configuration, so running it again after a failure (or after an attempt
+// that did its work but whose reply was lost) changes nothing more.
+func setup(ctx context.Context, nc *nats.Conn, cfg bus.Config, log *slog.Logger) (*bus.Bus, error) {
+	start := time.Now()
+	attempt := 0
+	var b *bus.Bus
+	err := SetupRetry.Do(ctx, func(actx context.Context) error {
+		attempt++
+		var err error
+		b, err = bus.Setup(actx, nc, cfg)
+		if bus.IsTransient(err) && ctx.Err() == nil { // an attempt's own timeout included
+			log.Warn("nats topology set-up failed on a transient error (cluster electing a leader?); retrying",
+				"attempt", attempt, "elapsed", time.Since(start).Round(time.Millisecond), "gives_up_after", SetupRetry.Budget, "err", err)
+		}
+		return err
+	})
+	if err != nil {
+		if attempt > 1 {
+			return nil, fmt.Errorf("after %d attempts in %v: %w", attempt, time.Since(start).Round(time.Millisecond), err)
+		}
+		return nil, err
+	}
+	if attempt > 1 {
+		log.Info("nats topology set up after transient errors", "attempts", attempt, "took", time.Since(start).Round(time.Millisecond))
+	}
 	return b, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
 )
 
 // ErrCorruptObject marks a stored torrent or index that cannot be what the
@@ -30,11 +31,18 @@ type Committed struct {
 // infohash, name and two files, and the index's length. The data is checked
 // with Verify, once the caller has it.
 func FetchCommitted(ctx context.Context, objs jetstream.ObjectStore, c string, st *Build) (*Committed, error) {
-	index, err := objs.GetBytes(ctx, ObjectIndex(c, st.InfoHash))
+	// Reads of immutable objects, each whole in memory: a repeat over a
+	// cluster's transient errors starts afresh and changes nothing. A
+	// missing object is not transient and fails at once.
+	index, err := bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) {
+		return objs.GetBytes(ctx, ObjectIndex(c, st.InfoHash))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("index object: %w", err)
 	}
-	torrent, err := objs.GetBytes(ctx, ObjectTorrent(c, st.InfoHash))
+	torrent, err := bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) {
+		return objs.GetBytes(ctx, ObjectTorrent(c, st.InfoHash))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("torrent object: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/atomicfile"
+	"github.com/archivefleet/archivefleet/internal/bus"
 )
 
 // LocalMark records, beside a local copy of a community folder, the
@@ -78,6 +79,13 @@ func OpenTruncated(path string, keep int64) (*os.File, error) {
 // padding, or (written before compact objects) with it; ObjectPadding tells
 // which. It returns the bytes written, padding included. An object of
 // another size is ErrCorruptObject.
+//
+// Opening each object is repeated over a cluster's transient errors (see
+// fetchArchive); a failure while an object's bytes are being copied is
+// not, since part of it is already in w: FetchArchives returns the error
+// with the bytes written so far, and the caller starts again from a prefix
+// it trusts (the archiver and the seeder both cut their file back to the
+// last verified length on the next attempt).
 func FetchArchives(ctx context.Context, objs jetstream.ObjectStore, c string, archives []ArchiveRef, from int64, w io.Writer) (int64, error) {
 	next := from
 	for _, a := range archives {
@@ -98,7 +106,13 @@ func FetchArchives(ctx context.Context, objs jetstream.ObjectStore, c string, ar
 
 // fetchArchive writes archive a, padded, to w and returns the bytes written.
 func fetchArchive(ctx context.Context, objs jetstream.ObjectStore, c string, a ArchiveRef, w io.Writer) (int64, error) {
-	r, err := objs.Get(ctx, ObjectArchive(c, a.ID))
+	// Nothing is written to w before the object is open: opening it (its
+	// info, then a consumer on its chunks) can be repeated freely. (No
+	// per-attempt timeout: the reader lives on the context it was opened
+	// with.)
+	r, err := bus.RetryValue(ctx, func(ctx context.Context) (jetstream.ObjectResult, error) {
+		return objs.Get(ctx, ObjectArchive(c, a.ID))
+	})
 	if err != nil {
 		return 0, fmt.Errorf("archive object %s: %w", a.ID, err)
 	}

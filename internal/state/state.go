@@ -5,6 +5,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
 )
 
 // ArchiveRef locates one archive in the data file, as its index entry does;
@@ -91,7 +93,9 @@ func (s *Store) GetAnnounce(ctx context.Context, c string) (*Announce, uint64, e
 }
 
 func (s *Store) get(ctx context.Context, key string, v any) (uint64, error) {
-	e, err := s.KV.Get(ctx, key)
+	// A read: repeating it over a cluster's transient errors (a leader
+	// moving, a node going down with the request) changes nothing.
+	e, err := bus.RetryValue(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.KV.Get(ctx, key) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, nil
 	}
@@ -105,21 +109,56 @@ func (s *Store) get(ctx context.Context, key string, v any) (uint64, error) {
 }
 
 // Put writes v at key if the key is still at rev (0: must not exist).
+//
+// The write is repeated over a cluster's transient errors: a
+// compare-and-set is safe to repeat, as at most one attempt can succeed
+// against rev. An attempt that timed out may have written all the same (its
+// reply lost); the repeat then fails as a conflict with that write. So
+// after such an attempt, a conflict is checked: if the key now holds
+// exactly these bytes at a revision past rev, the write was ours and Put
+// returns that revision rather than ErrConflict. (The values written carry
+// a commit time or a fencing token, so another writer's value equal byte
+// for byte is not a concern.) If someone else wrote over it in between,
+// Put still says ErrConflict, as it must for any lost compare-and-set:
+// callers re-read and find the state moved on. If the attempts run out on
+// transient errors, that error is returned and the write may or may not
+// have happened: a caller that re-reads finds out which.
 func (s *Store) Put(ctx context.Context, key string, v any, rev uint64) (uint64, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return 0, err
 	}
 	var n uint64
-	if rev == 0 {
-		n, err = s.KV.Create(ctx, key, b)
-	} else {
-		n, err = s.KV.Update(ctx, key, b, rev)
-	}
+	uncertain := false // an attempt may have written without our hearing it
+	err = bus.Retry(ctx, func(ctx context.Context) error {
+		var err error
+		if rev == 0 {
+			n, err = s.KV.Create(ctx, key, b)
+		} else {
+			n, err = s.KV.Update(ctx, key, b, rev)
+		}
+		uncertain = uncertain || bus.MayHaveTakenEffect(err)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if uncertain {
+			if own, ok := s.ownWrite(ctx, key, b, rev); ok {
+				return own, nil
+			}
+		}
 		return 0, fmt.Errorf("%s: %w", key, ErrConflict)
 	}
 	return n, err
+}
+
+// ownWrite reports whether key holds exactly b, written after rev, and at
+// which revision: a write of ours whose reply was lost.
+func (s *Store) ownWrite(ctx context.Context, key string, b []byte, rev uint64) (uint64, bool) {
+	e, err := bus.RetryValue(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.KV.Get(ctx, key) })
+	if err != nil || e.Operation() != jetstream.KeyValuePut || e.Revision() <= rev || !bytes.Equal(e.Value(), b) {
+		return 0, false
+	}
+	return e.Revision(), true
 }
 
 // DecodeBuild parses a stored build state.

@@ -147,14 +147,22 @@ func (p *Pruner) Enabled() bool { return p.Config.Grace >= 0 }
 
 // Run sets up the pruner's topology (bus.SetupPrune) and handles archive-built
 // and prune events until ctx ends. Disabled, it logs so and waits for ctx.
+//
+// A transient NATS error during the set-up (a cluster electing a leader, a
+// node restarting) is waited out, however long it lasts, rather than
+// stopping the archiver the pruner runs beside; any other error (a server
+// without message schedules, say) is returned at once.
 func (p *Pruner) Run(ctx context.Context) error {
 	if !p.Enabled() {
 		p.Logger.Info("message pruning off: MESSAGES keeps every record")
 		<-ctx.Done()
 		return nil
 	}
-	if err := bus.SetupPrune(ctx, p.Store.Bus); err != nil {
+	if err := p.setup(ctx); err != nil {
 		return err
+	}
+	if ctx.Err() != nil {
+		return nil
 	}
 	p.Logger.Info("message pruner started", "grace", p.Config.Grace, "slots", p.Config.Slots)
 	var wg sync.WaitGroup
@@ -172,6 +180,51 @@ func (p *Pruner) Run(ctx context.Context) error {
 	}()
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// setupRetryFirst and setupRetryMax bound the wait between rounds of
+// SetupPrune attempts while the cluster answers with transient errors;
+// setupRound is one round: quick repeats for a few seconds, each attempt
+// bounded so that a request lost with a node is repeated (an attempt cut
+// short loses nothing: the next finds what it created in place).
+var (
+	setupRetryFirst = time.Second
+	setupRetryMax   = 30 * time.Second
+	setupRound      = bus.RetryPolicy{Attempt: 5 * time.Second} // bus.DefaultRetry's delays and budget
+)
+
+// setup runs bus.SetupPrune until it succeeds, fails with an error that is
+// not transient, or ctx ends (then it returns nil: a stop, not a failure).
+// SetupPrune only creates or updates a stream and two consumers to one
+// configuration, so it can run any number of times. Each round is
+// setupRound; between rounds the wait doubles up to setupRetryMax.
+func (p *Pruner) setup(ctx context.Context) error {
+	wait := setupRetryFirst
+	for round := 1; ; round++ {
+		err := setupRound.Do(ctx, func(ctx context.Context) error { return bus.SetupPrune(ctx, p.Store.Bus) })
+		switch {
+		case err == nil:
+			if round > 1 {
+				p.Logger.Info("message pruner set up after transient NATS errors", "rounds", round)
+			}
+			return nil
+		case ctx.Err() != nil:
+			return nil
+		case !bus.IsTransient(err):
+			return err
+		}
+		d := wait/2 + rand.N(wait/2+1)
+		p.Logger.Warn("message pruner set-up failed on a transient NATS error; retrying (builds go on meanwhile, prunes wait)",
+			"round", round, "in", d, "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		wait = min(2*wait, setupRetryMax)
+	}
 }
 
 // built schedules the prune of a newly committed state.
@@ -296,8 +349,14 @@ func (p *Pruner) schedule(ctx context.Context, c archive.CommunityID, cut Cutoff
 	if err != nil {
 		return err
 	}
-	_, err = p.Store.Bus.JS.Publish(ctx, bus.SubjectPruneSchedule(c.String()), data, jetstream.WithScheduleAt(at),
-		jetstream.WithScheduleTarget(bus.SubjectPruneDue(c.String())), jetstream.WithExpectLastSequencePerSubject(0))
+	// Repeated over transient errors: the publish expects the schedule
+	// subject to be empty, so a repeat of one that was stored after all
+	// (its ack lost) is refused as "pending already", which it is.
+	err = bus.Retry(ctx, func(ctx context.Context) error {
+		_, err := p.Store.Bus.JS.Publish(ctx, bus.SubjectPruneSchedule(c.String()), data, jetstream.WithScheduleAt(at),
+			jetstream.WithScheduleTarget(bus.SubjectPruneDue(c.String())), jetstream.WithExpectLastSequencePerSubject(0))
+		return err
+	})
 	switch {
 	case isDuplicate(err):
 		p.Logger.Debug("a prune is pending already; it schedules the newer state when it fires", "community", c.String(), "end", cut.End)

@@ -342,10 +342,17 @@ func (s *Store) communities() Communities {
 // the read lags the leader — on a clustered stream an ordered consumer may
 // sit on any replica, and its pending count is that replica's. Each fence
 // rolls up the community's previous one.
+//
+// The publish is repeated over a cluster's transient errors: a repeat of a
+// fence that was stored after all (its ack lost) stores one more fence,
+// which rolls that one up, and the build's watermark is the later one —
+// a read up to it sees everything the first would have, and a little more.
 func (s *Store) Fence(ctx context.Context, c archive.CommunityID) (uint64, error) {
-	msg := nats.NewMsg(fenceSubject(c.String()))
-	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	ack, err := s.Bus.JS.PublishMsg(ctx, msg)
+	ack, err := bus.RetryValue(ctx, func(ctx context.Context) (*jetstream.PubAck, error) {
+		msg := nats.NewMsg(fenceSubject(c.String()))
+		msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		return s.Bus.JS.PublishMsg(ctx, msg)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("message stream fence: %w", err)
 	}
@@ -519,7 +526,12 @@ func (s *Store) read(ctx context.Context, c string, subjects []string, after, up
 	// threshold cleans up after a reader that died mid-read.
 	var cons jetstream.Consumer
 	var pending uint64
-	err := bus.Retry(ctx, func(ctx context.Context) error {
+	// Each attempt is bounded: the consumer's Info request carries no
+	// timeout of its own under a context without a deadline, and a request
+	// lost with a meta leader that died would hang the build for ever.
+	open := bus.DefaultRetry
+	open.Attempt = 5 * time.Second
+	err := open.Do(ctx, func(ctx context.Context) error {
 		oc, err := s.Bus.JS.OrderedConsumer(ctx, bus.StreamMessages, cfg)
 		if err != nil {
 			return err

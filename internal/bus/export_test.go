@@ -1,0 +1,4 @@
+package bus
+
+// PublishRetrying exposes publishRetrying to the external tests.
+var PublishRetrying = publishRetrying
