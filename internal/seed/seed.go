@@ -3,10 +3,11 @@
 // drops the superseded one, and re-seeds everything after a restart without
 // rehashing what it verified before.
 //
-// Replicas replicate rather than share: each seeder seeds every community.
-// A community's torrent must stay reachable when one seeder is down, and a
-// seeded community costs little (two files, read on demand), so availability
-// wins over spreading the load.
+// Replicas share the work: each community is seeded by Config.Replicas of
+// the live seeders, chosen by rendezvous hashing (internal/placement), so
+// one seeder down leaves a copy while the placement moves, and adding
+// seeders adds capacity rather than copies. A seeder that loses a community
+// serves it until its new owners do (placement.go).
 package seed
 
 import (
