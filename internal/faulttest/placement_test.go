@@ -68,12 +68,15 @@ func TestPlacement(t *testing.T) {
 	}
 
 	var nodes []*seederNode
+	var nodesMu sync.Mutex // the downloader goroutine reads nodes while seeders join
 	startSeeder := func(i int) *seederNode {
 		port := testenv.FreePort(t)
 		id := fmt.Sprintf("s%d", i)
 		env := append(seederEnv(e, id, port), "ARCHIVEFLEET_SEED_REPLICAS=2")
 		s := &seederNode{id: id, addr: fmt.Sprintf("127.0.0.1:%d", port), p: e.start("seeder-"+id, "seeder", env...)}
+		nodesMu.Lock()
 		nodes = append(nodes, s)
+		nodesMu.Unlock()
 		return s
 	}
 	for i := 1; i <= 4; i++ {
@@ -116,6 +119,8 @@ func TestPlacement(t *testing.T) {
 		return per, owned
 	}
 	liveNodes := func() []*seederNode {
+		nodesMu.Lock()
+		defer nodesMu.Unlock()
 		var out []*seederNode
 		for _, s := range nodes {
 			if !s.down.Load() {
