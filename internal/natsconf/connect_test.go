@@ -1,35 +1,15 @@
 package natsconf
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
-
-// syncLog is a log that goroutines write and the test reads.
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 // TestConnectRidesOutAnElection starts a service's connection while the
 // cluster cannot answer: with two of three nodes down there is no meta
@@ -69,7 +49,7 @@ func TestConnectRidesOutAnElection(t *testing.T) {
 			} else {
 				c.NATSURL = testenv.NATS(t).ClientURL()
 			}
-			var logs syncLog
+			var logs testenv.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()

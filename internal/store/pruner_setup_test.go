@@ -1,12 +1,10 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,24 +14,6 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
-
-// syncLog is a log that goroutines write and the test reads.
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 // TestPrunerSetupRidesOutTransientErrors starts the pruner while its
 // topology cannot be set up. On a three-node R3 cluster with two nodes down
@@ -77,7 +57,7 @@ func TestPrunerSetupRidesOutTransientErrors(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			var logs syncLog
+			var logs testenv.Buffer
 			p := NewPruner(&Store{Bus: b}, PrunerConfig{Grace: time.Hour}, slog.New(slog.NewTextHandler(&logs, nil)), prometheus.NewRegistry())
 			done := make(chan error, 1)
 			t0 := time.Now()
