@@ -37,15 +37,7 @@ func TestConnectRidesOutAnElection(t *testing.T) {
 			if tc.cluster {
 				cl := testenv.NATSCluster(t)
 				c.NATSURL = cl.URLs()
-				cl.Kill(1)
-				cl.Kill(2)
-				heal = func() {
-					for _, i := range []int{1, 2} {
-						if err := cl.Restart(i); err != nil {
-							t.Error(err)
-						}
-					}
-				}
+				heal = cl.LoseQuorum(t)
 			} else {
 				c.NATSURL = testenv.NATS(t).ClientURL()
 			}

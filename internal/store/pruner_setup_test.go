@@ -42,15 +42,7 @@ func TestPrunerSetupRidesOutTransientErrors(t *testing.T) {
 			if tc.cluster {
 				cl := testenv.NATSCluster(t)
 				b = testenv.ClusterBus(t, cl, bus.Config{Replicas: testenv.ClusterSize})
-				cl.Kill(1)
-				cl.Kill(2)
-				heal = func() {
-					for _, i := range []int{1, 2} {
-						if err := cl.Restart(i); err != nil {
-							t.Error(err)
-						}
-					}
-				}
+				heal = cl.LoseQuorum(t)
 			} else {
 				b = testenv.Bus(t, testenv.NATS(t), bus.Config{})
 				if _, err := b.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{bus.SubjectPruneDue("*")}}); err != nil {

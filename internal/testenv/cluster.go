@@ -204,6 +204,22 @@ func (c *Cluster) Restart(i int) error {
 	return c.start(i, true)
 }
 
+// LoseQuorum kills every node but the first, so the cluster has no meta
+// leader and JetStream requests time out or are refused as temporarily
+// unavailable; the returned heal restarts them.
+func (c *Cluster) LoseQuorum(t testing.TB) (heal func()) {
+	for i := 1; i < len(c.nodes); i++ {
+		c.Kill(i)
+	}
+	return func() {
+		for i := 1; i < len(c.nodes); i++ {
+			if err := c.Restart(i); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
+
 // Shutdown stops every node.
 func (c *Cluster) Shutdown() {
 	for i := range c.nodes {
