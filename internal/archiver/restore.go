@@ -56,11 +56,10 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 		return err
 	}
 	defer f.Close()
-	// A failure mid-copy (a transient one included: FetchArchives repeats
-	// only the opening of each object) is returned, and the next attempt
-	// starts again here: the local mark is written only once everything is
-	// fetched and verified, so keep is the same and the file is cut back
-	// to it first.
+	// A failure mid-copy (one FetchArchives could not resume) is returned,
+	// and the next attempt starts again here: the local mark is written
+	// only once everything is fetched and verified, so keep is the same
+	// and the file is cut back to it first.
 	if _, err := state.FetchArchives(ctx, s.Bus.Objects, c, st.Archives, keep, f); err != nil {
 		if errors.Is(err, jetstream.ErrObjectNotFound) || errors.Is(err, state.ErrCorruptObject) {
 			return fmt.Errorf("%w: %v", errPermanent, err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -80,12 +81,11 @@ func OpenTruncated(path string, keep int64) (*os.File, error) {
 // which. It returns the bytes written, padding included. An object of
 // another size is ErrCorruptObject.
 //
-// Opening each object is repeated over a cluster's transient errors (see
-// fetchArchive); a failure while an object's bytes are being copied is
-// not, since part of it is already in w: FetchArchives returns the error
-// with the bytes written so far, and the caller starts again from a prefix
-// it trusts (the archiver and the seeder both cut their file back to the
-// last verified length on the next attempt).
+// Reading each object is repeated over a cluster's transient errors, an
+// interrupted one resumed where it stopped (see fetchArchive). Any other
+// error is returned with the bytes written so far, and the caller starts
+// again from a prefix it trusts (the archiver and the seeder both cut
+// their file back to the last verified length on the next attempt).
 func FetchArchives(ctx context.Context, objs jetstream.ObjectStore, c string, archives []ArchiveRef, from int64, w io.Writer) (int64, error) {
 	next := from
 	for _, a := range archives {
@@ -105,33 +105,34 @@ func FetchArchives(ctx context.Context, objs jetstream.ObjectStore, c string, ar
 }
 
 // fetchArchive writes archive a, padded, to w and returns the bytes written.
+// Opening the object and reading it are repeated over a cluster's
+// transient errors; an attempt that failed after copying part of the
+// object is resumed by the next, which skips what w already has (the
+// object is immutable and nats.go checks the digest of the whole object,
+// skipped bytes included). Each attempt that makes progress starts a new
+// retry budget, so a long object on a flaky cluster still completes.
 func fetchArchive(ctx context.Context, objs jetstream.ObjectStore, c string, a ArchiveRef, w io.Writer) (int64, error) {
-	// Nothing is written to w before the object is open: opening it (its
-	// info, then a consumer on its chunks) can be repeated freely. (No
-	// per-attempt timeout: the reader lives on the context it was opened
-	// with.)
-	r, err := bus.RetryValue(ctx, func(ctx context.Context) (jetstream.ObjectResult, error) {
-		return objs.Get(ctx, ObjectArchive(c, a.ID))
-	})
-	if err != nil {
-		return 0, fmt.Errorf("archive object %s: %w", a.ID, err)
+	var copied int64 // the object's bytes already in w
+	var pad uint64
+	for {
+		progressed := false
+		err := bus.Retry(ctx, func(ctx context.Context) error {
+			n, p, err := copyObject(ctx, objs, c, a, copied, w)
+			copied, pad = copied+n, p
+			if err != nil && n > 0 && bus.IsTransient(err) {
+				progressed = true
+				return nil // resumed by the next round, with a fresh budget
+			}
+			return err
+		})
+		if err != nil {
+			return copied, fmt.Errorf("archive object %s: %w", a.ID, err)
+		}
+		if !progressed {
+			break
+		}
 	}
-	defer r.Close()
-	info, err := r.Info()
-	if err != nil {
-		return 0, fmt.Errorf("archive object %s: %w", a.ID, err)
-	}
-	pad, err := a.ObjectPadding(c, info.Size)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(w, r)
-	if err != nil {
-		return n, fmt.Errorf("archive object %s: %w", a.ID, err)
-	}
-	if uint64(n) != info.Size {
-		return n, fmt.Errorf("archive object %s: read %d bytes, its info says %d", a.ID, n, info.Size)
-	}
+	n := copied
 	for pad > 0 {
 		p, err := w.Write(zeros[:min(pad, uint64(len(zeros)))])
 		n += int64(p)
@@ -141,6 +142,49 @@ func fetchArchive(ctx context.Context, objs jetstream.ObjectStore, c string, a A
 		pad -= uint64(p)
 	}
 	return n, nil
+}
+
+// objectOpenTime and objectReadRate set the deadline of one attempt at an
+// archive object: nats.go gives a read whose context has none its default
+// API timeout (5 s) for the whole object, too little for a large one on a
+// busy cluster; this allows the same 5 s to open it plus 1 MiB/s.
+const (
+	objectOpenTime = 5 * time.Second
+	objectReadRate = 1 << 20 // bytes per second
+)
+
+// copyObject is one attempt at archive a's object: it opens it, checks its
+// size (the padding it needs), skips the first skip bytes and copies the
+// rest to w. It returns the bytes copied and the padding.
+func copyObject(ctx context.Context, objs jetstream.ObjectStore, c string, a ArchiveRef, skip int64, w io.Writer) (int64, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, objectOpenTime+time.Duration(a.Size/objectReadRate)*time.Second)
+	defer cancel()
+	r, err := objs.Get(ctx, ObjectArchive(c, a.ID))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer r.Close()
+	info, err := r.Info()
+	if err != nil {
+		return 0, 0, err
+	}
+	pad, err := a.ObjectPadding(c, info.Size)
+	if err != nil {
+		return 0, 0, err
+	}
+	if skip > 0 {
+		if _, err := io.CopyN(io.Discard, r, skip); err != nil {
+			return 0, pad, err
+		}
+	}
+	n, err := io.Copy(w, r)
+	if err != nil {
+		return n, pad, err
+	}
+	if uint64(skip+n) != info.Size {
+		return n, pad, fmt.Errorf("read %d bytes, its info says %d", skip+n, info.Size)
+	}
+	return n, pad, nil
 }
 
 // zeros is the largest padding status-go's rule gives: a whole piece.

@@ -358,3 +358,98 @@ func nodeName(c *testenv.Cluster, i int) string {
 	}
 	return c.NodeName(i)
 }
+
+// cutObjects is a real object store whose readers, for the next cuts
+// Gets, fail with err after the given number of bytes, as a read does
+// when the cluster moves the stream's leader under it.
+type cutObjects struct {
+	jetstream.ObjectStore
+	mu   sync.Mutex
+	cuts []int64
+	err  error
+	gets int
+}
+
+func (o *cutObjects) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
+	r, err := o.ObjectStore.Get(ctx, name, opts...)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.gets++
+	if err != nil || len(o.cuts) == 0 {
+		return r, err
+	}
+	cut := o.cuts[0]
+	o.cuts = o.cuts[1:]
+	return &cutResult{ObjectResult: r, left: cut, err: o.err}, nil
+}
+
+type cutResult struct {
+	jetstream.ObjectResult
+	left int64
+	err  error
+}
+
+func (r *cutResult) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, r.err
+	}
+	n, err := r.ObjectResult.Read(p[:min(int64(len(p)), r.left)])
+	r.left -= int64(n)
+	return n, err
+}
+
+// TestFetchArchivesResumes: a read that fails part way through an archive
+// object is resumed where it stopped, skipping what was written — over
+// several cuts, one before any byte — and the data comes out byte for
+// byte, each byte once. An error a repeat cannot fix is returned with the
+// bytes written so far.
+func TestFetchArchivesResumes(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	ctx := context.Background()
+	const c = "0x02aa"
+	// Two archives of several object chunks (128 KiB each), not padded.
+	data := make([]byte, 3*archive.PieceLength+5*archive.PieceLength)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	refs := []state.ArchiveRef{{ID: "0x01", Offset: 0, Size: 3 * archive.PieceLength}, {ID: "0x02", Offset: 3 * archive.PieceLength, Size: 5 * archive.PieceLength}}
+	for _, r := range refs {
+		if _, err := b.Objects.PutBytes(ctx, state.ObjectArchive(c, r.ID), data[r.Offset:r.Offset+r.Size]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name     string
+		cuts     []int64
+		err      error
+		wantN    int64 // bytes written; len(data) when the fetch succeeds
+		wantGets int
+	}{
+		{"no cut", nil, nil, int64(len(data)), 2},
+		{"one cut in each object", []int64{1000, 200_000}, nats.ErrTimeout, int64(len(data)), 4},
+		{"cut before any byte, then three more in the first object", []int64{0, 70_000, 1, 100_000}, nats.ErrTimeout, int64(len(data)), 6},
+		{"not transient: returned", []int64{150_000}, errors.New("disk on fire"), 150_000, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := &cutObjects{ObjectStore: b.Objects, cuts: tc.cuts, err: tc.err}
+			var got bytes.Buffer
+			n, err := state.FetchArchives(ctx, objs, c, refs, 0, &got)
+			if n != tc.wantN || int64(got.Len()) != n {
+				t.Fatalf("wrote %d (returned %d), want %d", got.Len(), n, tc.wantN)
+			}
+			if n == int64(len(data)) {
+				if err != nil {
+					t.Fatalf("FetchArchives: %v", err)
+				}
+			} else if err == nil || !errors.Is(err, tc.err) {
+				t.Fatalf("FetchArchives: %v, want %v", err, tc.err)
+			}
+			if !bytes.Equal(got.Bytes(), data[:n]) {
+				t.Fatal("the bytes written differ from the objects'")
+			}
+			if objs.gets != tc.wantGets {
+				t.Fatalf("%d Gets, want %d", objs.gets, tc.wantGets)
+			}
+		})
+	}
+}
