@@ -147,7 +147,8 @@ type Bus struct {
 }
 
 // Setup creates or updates every stream, consumer and bucket. It is
-// idempotent: every service calls it at start-up.
+// idempotent: every service calls it at start-up. What it set up before
+// with the same configuration it only reads (see SetupMetadataKey).
 func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 	cfg = cfg.withDefaults()
 	js, err := jetstream.New(nc)
@@ -173,7 +174,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 		if sc.MaxAge > 0 && sc.Duplicates > sc.MaxAge {
 			sc.Duplicates = sc.MaxAge
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if err := ensureStream(ctx, js, sc); err != nil {
 			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
@@ -197,13 +198,13 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 		c.cfg.MaxDeliver = -1
 		c.cfg.BackOff = nil
 		c.cfg.MaxAckPending = 1000
-		if _, err := js.CreateOrUpdateConsumer(ctx, c.stream, c.cfg); err != nil {
+		if err := ensureConsumer(ctx, js, c.stream, c.cfg); err != nil {
 			return nil, fmt.Errorf("consumer %s: %w", c.cfg.Durable, err)
 		}
 	}
 	b := &Bus{NC: nc, JS: js, Config: cfg}
 	kv := func(name string) (jetstream.KeyValue, error) {
-		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, Storage: storage, Replicas: cfg.Replicas, History: 1})
+		return ensureKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: name, Storage: storage, Replicas: cfg.Replicas, History: 1})
 	}
 	if b.Communities, err = kv(BucketCommunities); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", BucketCommunities, err)
@@ -211,15 +212,15 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 	if b.State, err = kv(BucketState); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", BucketState, err)
 	}
-	if b.Failures, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketFailures, Storage: storage,
+	if b.Failures, err = ensureKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: BucketFailures, Storage: storage,
 		Replicas: cfg.Replicas, History: 1, TTL: FailuresMaxAge}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", BucketFailures, err)
 	}
-	if b.TrackerPeers, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketTrackerPeers, Storage: storage,
+	if b.TrackerPeers, err = ensureKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: BucketTrackerPeers, Storage: storage,
 		Replicas: cfg.Replicas, History: 1, TTL: TrackerPeersTTL}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", BucketTrackerPeers, err)
 	}
-	if b.Objects, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: BucketObjects, Storage: storage, Replicas: cfg.Replicas}); err != nil {
+	if b.Objects, err = ensureObjectStore(ctx, js, jetstream.ObjectStoreConfig{Bucket: BucketObjects, Storage: storage, Replicas: cfg.Replicas}); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", BucketObjects, err)
 	}
 	return b, nil
@@ -252,7 +253,7 @@ func SetupPrune(ctx context.Context, b *Bus) error {
 	// schedule's target must be); the work queue drops a fired event once
 	// the pruner acks it, while the schedules, which no consumer takes,
 	// stay until they fire (the server then removes them).
-	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: StreamPrune,
+	if err := ensureStream(ctx, b.JS, jetstream.StreamConfig{Name: StreamPrune,
 		Subjects: []string{SubjectPruneSchedule("*"), SubjectPruneDue("*")}, Retention: jetstream.WorkQueuePolicy,
 		AllowMsgSchedules: true, AllowRollup: true, Storage: storage, Replicas: cfg.Replicas, Duplicates: cfg.DedupWindow}); err != nil {
 		return fmt.Errorf("stream %s (message schedules need nats-server 2.12 or later): %w", StreamPrune, err)
@@ -260,7 +261,7 @@ func SetupPrune(ctx context.Context, b *Bus) error {
 	for _, c := range []struct {
 		stream, filter string
 	}{{StreamPrune, SubjectPruneDue("*")}, {StreamBuilt, SubjectBuilt("*")}} {
-		if _, err := b.JS.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{Durable: ConsumerPruner,
+		if err := ensureConsumer(ctx, b.JS, c.stream, jetstream.ConsumerConfig{Durable: ConsumerPruner,
 			FilterSubject: c.filter, AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1,
 			MaxAckPending: 1000}); err != nil {
 			return fmt.Errorf("consumer %s on %s: %w", ConsumerPruner, c.stream, err)

@@ -31,12 +31,12 @@ func (b *Bus) SeederBuckets(ctx context.Context) (members, serving jetstream.Key
 	if b.Config.Memory {
 		storage = jetstream.MemoryStorage
 	}
-	members, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketSeeders, Storage: storage,
+	members, err = ensureKeyValue(ctx, b.JS, jetstream.KeyValueConfig{Bucket: BucketSeeders, Storage: storage,
 		Replicas: b.Config.Replicas, History: 1, TTL: SeederTTL, LimitMarkerTTL: SeederTTL})
 	if err != nil {
 		return nil, nil, fmt.Errorf("bucket %s: %w", BucketSeeders, err)
 	}
-	serving, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketServing, Storage: storage,
+	serving, err = ensureKeyValue(ctx, b.JS, jetstream.KeyValueConfig{Bucket: BucketServing, Storage: storage,
 		Replicas: b.Config.Replicas, History: 1})
 	if err != nil {
 		return nil, nil, fmt.Errorf("bucket %s: %w", BucketServing, err)
