@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"maps"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -26,6 +27,12 @@ import (
 // hand (nats CLI) to an object whose fingerprint still matches is kept.
 const SetupMetadataKey = "archivefleet.setup"
 
+// setupLookupTimeout bounds Setup's read of an existing object. A cluster
+// without a meta leader (forming, or electing) does not answer a stream
+// info request at all, where it answers a create or update with an error;
+// a lookup cut short goes on to the create-or-update.
+const setupLookupTimeout = 2 * time.Second
+
 // fingerprint identifies a configuration Setup asks for.
 func fingerprint(cfg any) string {
 	b, err := json.Marshal(cfg)
@@ -38,13 +45,17 @@ func fingerprint(cfg any) string {
 
 // ensure returns the object lookup finds when its metadata carries want's
 // fingerprint, else the result of apply (a create-or-update) given want's
-// metadata with the fingerprint added. A failed lookup (not found, or any
-// other error) goes to apply, which reports what is wrong.
+// metadata with the fingerprint added. A failed lookup (not found, no
+// answer within setupLookupTimeout, or any other error) goes to apply,
+// which reports what is wrong.
 func ensure[T any](ctx context.Context, want any, metadata map[string]string,
 	lookup func(context.Context) (T, map[string]string, error),
 	apply func(context.Context, map[string]string) (T, error)) (T, error) {
 	fp := fingerprint(want)
-	if v, have, err := lookup(ctx); err == nil && fp != "" && have[SetupMetadataKey] == fp {
+	lctx, cancel := context.WithTimeout(ctx, setupLookupTimeout)
+	v, have, err := lookup(lctx)
+	cancel()
+	if err == nil && fp != "" && have[SetupMetadataKey] == fp {
 		return v, nil
 	}
 	md := maps.Clone(metadata)
