@@ -355,9 +355,12 @@ func (c *Cluster) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	return nats.Connect(c.URLs(), append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, opts...)...)
 }
 
+// setupAttempt bounds one attempt of SetupBus.
+const setupAttempt = 10 * time.Second
+
 // SetupBus connects to the cluster and sets up the fleet's topology with
 // cfg (Replicas 0 means one per node), the message pruner's included (so a
-// service starting later only updates it), retrying while the cluster is
+// service starting later finds it in place), retrying while the cluster is
 // still placing things: right after start the meta group may not have
 // settled on peers yet.
 func (c *Cluster) SetupBus(ctx context.Context, cfg bus.Config) (*bus.Bus, error) {
@@ -368,17 +371,27 @@ func (c *Cluster) SetupBus(ctx context.Context, cfg bus.Config) (*bus.Bus, error
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
+	var seen []string // each attempt's error, for the report
 	for {
-		b, err := bus.Setup(ctx, nc, cfg)
+		t0 := time.Now()
+		// Each attempt bounded, as the services' (natsconf.SetupRetry): a
+		// request whose answer is lost while the new cluster elects a
+		// stream's leader is then repeated instead of waiting out ctx.
+		actx, cancel := context.WithTimeout(ctx, setupAttempt)
+		b, err := bus.Setup(actx, nc, cfg)
 		if err == nil {
-			err = bus.SetupPrune(ctx, b)
+			err = bus.SetupPrune(actx, b)
 		}
+		cancel()
 		if err == nil {
 			return b, nil
 		}
+		seen = append(seen, fmt.Sprintf("at %v (took %v): %v", t0.Sub(start).Round(time.Millisecond),
+			time.Since(t0).Round(time.Millisecond), err))
 		if !bus.IsTransient(err) || ctx.Err() != nil {
 			nc.Close()
-			return nil, errors.Join(err, ctx.Err())
+			return nil, fmt.Errorf("%w (attempts: %s)", errors.Join(err, ctx.Err()), strings.Join(seen, "; "))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
