@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -437,6 +438,8 @@ func TestFetchArchivesResumes(t *testing.T) {
 		{"no cut", nil, nil, int64(len(data)), 2},
 		{"one cut in each object", []int64{1000, 200_000}, nats.ErrTimeout, int64(len(data)), 4},
 		{"cut before any byte, then three more in the first object", []int64{0, 70_000, 1, 100_000}, nats.ErrTimeout, int64(len(data)), 6},
+		{"nats.go's pipe deadline (an attempt out of time)", []int64{90_000}, &net.OpError{Op: "read", Net: "pipe", Err: os.ErrDeadlineExceeded},
+			int64(len(data)), 3},
 		{"not transient: returned", []int64{150_000}, errors.New("disk on fire"), 150_000, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
