@@ -174,7 +174,7 @@ func (s *Service) commit(ctx context.Context, c string, base, next *state.Build)
 			if stale++; stale > staleReads {
 				return fmt.Errorf("commit: state read at fence %d %d times, older than the fence %d built on", cur.Fence, stale, base.Fence)
 			}
-			if err := pause(ctx, 20*time.Millisecond); err != nil {
+			if err := bus.Sleep(ctx, 20*time.Millisecond); err != nil {
 				return err
 			}
 			continue
@@ -189,7 +189,7 @@ func (s *Service) commit(ctx context.Context, c string, base, next *state.Build)
 		if errors.Is(err, state.ErrConflict) {
 			// Another field changed, or the read was behind: re-check
 			// and retry.
-			if err := pause(ctx, jitter(5*time.Millisecond, 20*time.Millisecond)); err != nil {
+			if err := bus.Sleep(ctx, jitter(5*time.Millisecond, 20*time.Millisecond)); err != nil {
 				return err
 			}
 			continue
@@ -201,18 +201,6 @@ func (s *Service) commit(ctx context.Context, c string, base, next *state.Build)
 // staleReads bounds how often commit reads a state older than its base
 // before giving up (20 ms apart: a replica catching up takes milliseconds).
 const staleReads = 100
-
-// pause waits d, or returns ctx's error if it ends first.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
-	}
-}
 
 // ratchetFor resumes the sender's ratchet from the committed state when it is
 // on the community's current key, else starts the current key's chain.

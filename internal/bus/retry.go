@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -95,12 +97,8 @@ func (p RetryPolicy) Do(ctx context.Context, op func(context.Context) error) err
 		if attempt > 1 && time.Since(start)+delay/2 > p.Budget {
 			return err
 		}
-		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if Sleep(ctx, delay/2+rand.N(delay/2+1)) != nil {
 			return errors.Join(err, ctx.Err())
-		case <-t.C:
 		}
 		delay = min(2*delay, p.Max)
 	}
@@ -138,7 +136,7 @@ var transientCodes = map[jetstream.ErrorCode]bool{
 // unavailable or leaderless cluster, stream or consumer. A cancelled
 // context, an error from the data (not found, wrong revision, malformed), a
 // closed connection and an HTTP request's error (even a timeout) are not
-// transient.
+// transient. An object read that ran out of time is.
 func IsTransient(err error) bool {
 	// An HTTP call's timeout (a webhook) is the other end's business, not
 	// the cluster's: it stays an ordinary failure.
@@ -151,6 +149,12 @@ func IsTransient(err error) bool {
 		errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, jetstream.ErrConsumerLeadershipChanged),
 		errors.Is(err, jetstream.ErrServerShutdown), errors.Is(err, jetstream.ErrAsyncPublishTimeout),
 		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return true
+	}
+	// nats.go's object reader means to return nats.ErrTimeout when a read
+	// runs out of time, but returns its in-memory pipe's own deadline error
+	// ("read pipe: i/o timeout") when that fires just before the context's.
+	if opErr := (*net.OpError)(nil); errors.As(err, &opErr) && opErr.Net == "pipe" && errors.Is(err, os.ErrDeadlineExceeded) {
 		return true
 	}
 	var apiErr *jetstream.APIError

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"os"
 	"testing"
 	"time"
 
@@ -40,6 +42,7 @@ func TestIsTransient(t *testing.T) {
 		{"stream offline (10118)", api(10118, 500), true},
 		{"consumer offline (10119)", api(10119, 500), true},
 		{"wrapped API error", fmt.Errorf("stream X: %w", api(10008, 503)), true},
+		{"object read out of time (nats.go's pipe)", fmt.Errorf("archive object x: %w", &net.OpError{Op: "read", Net: "pipe", Err: os.ErrDeadlineExceeded}), true},
 		{"joined with a transient one", errors.Join(errors.New("x"), nats.ErrNoResponders), true},
 		// What a repeat cannot fix: fail fast.
 		{"cancelled", context.Canceled, false},
@@ -59,6 +62,7 @@ func TestIsTransient(t *testing.T) {
 		{"malformed event", ErrMalformed, false},
 		{"permanent", Permanent(errors.New("x")), false},
 		{"plain error", errors.New("index object: bad torrent"), false},
+		{"socket timeout (not an object read)", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, false},
 		{"webhook timeout", fmt.Errorf("webhook: %w", &url.Error{Op: "Post", URL: "http://x", Err: context.DeadlineExceeded}), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

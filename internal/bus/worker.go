@@ -238,7 +238,7 @@ func (b *Bus) work(ctx context.Context, cfg WorkerConfig, call func(context.Cont
 			if info, err := cons.Info(ctx); err == nil && cfg.Metrics != nil {
 				cfg.Metrics.pending.WithLabelValues(cfg.Consumer).Set(float64(info.NumPending + uint64(info.NumAckPending)))
 			}
-			sleep(ctx, 5*time.Second)
+			Sleep(ctx, 5*time.Second)
 		}
 	}()
 	for i := 0; i < cfg.Slots; i++ {
@@ -251,9 +251,9 @@ func (b *Bus) work(ctx context.Context, cfg WorkerConfig, call func(context.Cont
 					if ctx.Err() == nil {
 						w.log.Warn("fetch failed", "consumer", cfg.Consumer, "err", err)
 						if IsTransient(err) {
-							sleep(ctx, transientSnooze(1))
+							Sleep(ctx, transientSnooze(1))
 						} else {
-							sleep(ctx, time.Second)
+							Sleep(ctx, time.Second)
 						}
 					}
 					continue
@@ -558,11 +558,14 @@ func backoff(failures int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func sleep(ctx context.Context, d time.Duration) {
+// Sleep waits d, or until ctx ends; then it returns ctx's cause.
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
+		return context.Cause(ctx)
 	case <-t.C:
+		return nil
 	}
 }

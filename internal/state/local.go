@@ -3,14 +3,12 @@ package state
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
@@ -180,12 +178,6 @@ func copyObject(ctx context.Context, objs jetstream.ObjectStore, c string, a Arc
 		}
 	}
 	n, err := io.Copy(w, r)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// The attempt ran out of time: nats.go returns its pipe's own
-		// deadline error ("read pipe: i/o timeout") when that fires just
-		// before the context's, where it means to return nats.ErrTimeout.
-		err = fmt.Errorf("%w (%v)", nats.ErrTimeout, err)
-	}
 	if err != nil {
 		return n, pad, err
 	}

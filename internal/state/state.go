@@ -93,9 +93,7 @@ func (s *Store) GetAnnounce(ctx context.Context, c string) (*Announce, uint64, e
 }
 
 func (s *Store) get(ctx context.Context, key string, v any) (uint64, error) {
-	// A read: repeating it over a cluster's transient errors (a leader
-	// moving, a node going down with the request) changes nothing.
-	e, err := bus.RetryValue(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.KV.Get(ctx, key) })
+	e, err := s.entry(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, nil
 	}
@@ -151,10 +149,16 @@ func (s *Store) Put(ctx context.Context, key string, v any, rev uint64) (uint64,
 	return n, err
 }
 
+// entry reads key. A read: repeating it over a cluster's transient errors
+// (a leader moving, a node going down with the request) changes nothing.
+func (s *Store) entry(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	return bus.RetryValue(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.KV.Get(ctx, key) })
+}
+
 // ownWrite reports whether key holds exactly b, written after rev, and at
 // which revision: a write of ours whose reply was lost.
 func (s *Store) ownWrite(ctx context.Context, key string, b []byte, rev uint64) (uint64, bool) {
-	e, err := bus.RetryValue(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.KV.Get(ctx, key) })
+	e, err := s.entry(ctx, key)
 	if err != nil || e.Operation() != jetstream.KeyValuePut || e.Revision() <= rev || !bytes.Equal(e.Value(), b) {
 		return 0, false
 	}

@@ -216,12 +216,8 @@ func (p *Pruner) setup(ctx context.Context) error {
 		d := wait/2 + rand.N(wait/2+1)
 		p.Logger.Warn("message pruner set-up failed on a transient NATS error; retrying (builds go on meanwhile, prunes wait)",
 			"round", round, "in", d, "err", err)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if bus.Sleep(ctx, d) != nil {
 			return nil
-		case <-t.C:
 		}
 		wait = min(2*wait, setupRetryMax)
 	}

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -355,8 +354,9 @@ func (c *Cluster) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	return nats.Connect(c.URLs(), append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, opts...)...)
 }
 
-// setupAttempt bounds one attempt of SetupBus.
-const setupAttempt = 10 * time.Second
+// setupRetry repeats SetupBus's attempts 100 ms apart, each bounded to
+// 10 s; the caller's context alone bounds the whole.
+var setupRetry = bus.RetryPolicy{First: 100 * time.Millisecond, Max: 100 * time.Millisecond, Budget: 24 * time.Hour, Attempt: 10 * time.Second}
 
 // SetupBus connects to the cluster and sets up the fleet's topology with
 // cfg (Replicas 0 means one per node), the message pruner's included (so a
@@ -373,28 +373,27 @@ func (c *Cluster) SetupBus(ctx context.Context, cfg bus.Config) (*bus.Bus, error
 	}
 	start := time.Now()
 	var seen []string // each attempt's error, for the report
-	for {
+	var b *bus.Bus
+	// Each attempt bounded, as the services' (natsconf.SetupRetry): a
+	// request whose answer is lost while the new cluster elects a stream's
+	// leader is then repeated instead of waiting out ctx.
+	err = setupRetry.Do(ctx, func(actx context.Context) error {
 		t0 := time.Now()
-		// Each attempt bounded, as the services' (natsconf.SetupRetry): a
-		// request whose answer is lost while the new cluster elects a
-		// stream's leader is then repeated instead of waiting out ctx.
-		actx, cancel := context.WithTimeout(ctx, setupAttempt)
-		b, err := bus.Setup(actx, nc, cfg)
-		if err == nil {
+		var err error
+		if b, err = bus.Setup(actx, nc, cfg); err == nil {
 			err = bus.SetupPrune(actx, b)
 		}
-		cancel()
-		if err == nil {
-			return b, nil
+		if err != nil {
+			seen = append(seen, fmt.Sprintf("at %v (took %v): %v", t0.Sub(start).Round(time.Millisecond),
+				time.Since(t0).Round(time.Millisecond), err))
 		}
-		seen = append(seen, fmt.Sprintf("at %v (took %v): %v", t0.Sub(start).Round(time.Millisecond),
-			time.Since(t0).Round(time.Millisecond), err))
-		if !bus.IsTransient(err) || ctx.Err() != nil {
-			nc.Close()
-			return nil, fmt.Errorf("%w (attempts: %s)", errors.Join(err, ctx.Err()), strings.Join(seen, "; "))
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("%w (attempts: %s)", err, strings.Join(seen, "; "))
 	}
+	return b, nil
 }
 
 // ClusterBus connects to c with the topology at R3 and test-friendly
