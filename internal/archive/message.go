@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -60,7 +59,7 @@ func (h HexBytes) MarshalText() ([]byte, error) {
 
 // UnmarshalText implements encoding.TextUnmarshaler; the "0x" prefix is optional.
 func (h *HexBytes) UnmarshalText(b []byte) error {
-	v, err := decodeHex(string(b))
+	v, err := decodeHexBytes(b)
 	if err != nil {
 		return err
 	}
@@ -114,16 +113,13 @@ func (m *Message) Validate() error {
 	return nil
 }
 
-// DecodeMessageJSON decodes one JSON message and validates it.
+// DecodeMessageJSON decodes one JSON message and validates it. Unknown
+// fields are refused; otherwise the rules are encoding/json's. Its memory is
+// the input plus the decoded message.
 func DecodeMessageJSON(b []byte) (Message, error) {
-	var m Message
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
+	m, err := parseMessageJSON(b)
+	if err != nil {
 		return m, fmt.Errorf("decode message: %w", err)
-	}
-	if dec.More() {
-		return m, fmt.Errorf("decode message: trailing data after the JSON object")
 	}
 	if err := m.Validate(); err != nil {
 		return m, fmt.Errorf("message %s: %w", HexBytes(m.Hash).String(), err)

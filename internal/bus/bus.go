@@ -11,6 +11,7 @@
 //	archive.announced.<community>  announcer → Waku bridge   ApplicationMetadataMessage bytes
 //	archive.dlq.<kind>             any       → operators     DeadLetter
 //	msgs.<community>.<day>.<hash>  ingest    → archiver      one message (see internal/store)
+//	conflicts.<community>.<hash>   ingest    → operators     a record refused for a hash stored with other content
 //	archive.prune.schedule.<c>     pruner    → (server)      PruneEvent      (a JetStream message schedule)
 //	archive.prune.due.<c>          (server)  → pruner        PruneEvent      (work queue; see SetupPrune)
 package bus
@@ -33,6 +34,9 @@ const (
 	StreamAnnounced = "ARCHIVE_ANNOUNCED"
 	StreamDLQ       = "ARCHIVE_DLQ"
 	StreamMessages  = "MESSAGES"
+	// StreamConflicts keeps records refused because their hash was stored
+	// with other content: evidence for the operator, bounded (see Setup).
+	StreamConflicts = "MESSAGE_CONFLICTS"
 	// StreamPrune holds each community's pending prune schedule and the
 	// prune events the server fires from it (SetupPrune).
 	StreamPrune = "MESSAGES_PRUNE"
@@ -86,6 +90,18 @@ func SubjectPruneSchedule(c string) string { return "archive.prune.schedule." + 
 // SubjectPruneDue is where the server publishes a community's prune event
 // when its schedule comes due.
 func SubjectPruneDue(c string) string { return "archive.prune.due." + c }
+
+// SubjectConflict is where a record whose hash community c already stores
+// with other content is kept as evidence; hash is its hex.
+func SubjectConflict(c, hash string) string { return "conflicts." + c + "." + hash }
+
+// Conflicts stream limits: a client sending forged records can fill it, not
+// grow it. Old evidence goes first.
+const (
+	ConflictsMaxBytes = 256 << 20
+	ConflictsPerHash  = 8
+	ConflictsMaxAge   = 30 * 24 * time.Hour
+)
 
 // SubjectIngest is the core-NATS request subject for ingesting messages.
 func SubjectIngest(c string) string { return "archive.ingest." + c }
@@ -168,6 +184,8 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 		// msgs.<c>.<day> holds records of earlier versions.
 		// msgs.<c>.fence: builds' fences, each rolling up the one before.
 		{Name: StreamMessages, Subjects: []string{"msgs.*.*", "msgs.*.*.*"}, MaxAge: cfg.MessageRetention, AllowRollup: true},
+		{Name: StreamConflicts, Subjects: []string{SubjectConflict("*", "*")}, MaxBytes: ConflictsMaxBytes,
+			MaxMsgsPerSubject: ConflictsPerHash, MaxAge: ConflictsMaxAge, Discard: jetstream.DiscardOld},
 	}
 	for _, sc := range streams {
 		sc.Storage, sc.Replicas, sc.Duplicates = storage, cfg.Replicas, cfg.DedupWindow

@@ -326,11 +326,11 @@ func TestCommunityChats(t *testing.T) {
 
 	// A message on chat C's topic through the fleet's NATS ingest; one on
 	// the replaced chat A's topic is refused.
-	srv, err := (&store.Store{Bus: b, Logger: slog.New(slog.DiscardHandler)}).ServeNATS(ctx)
+	srv, err := (&store.Store{Bus: b, Logger: slog.New(slog.DiscardHandler)}).ServeNATS(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Unsubscribe()
+	defer srv()
 	sent := uint64(time.Now().Unix()) - 600
 	msgs := fixture.Messages{N: 2, From: sent, Topics: []archive.Topic{registry.ChatTopic(chatC), registry.ChatTopic(chatA)}}.Make()
 	var batch bytes.Buffer

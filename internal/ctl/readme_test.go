@@ -116,14 +116,15 @@ func TestReadmeOperatingIt(t *testing.T) {
 			}
 			switch {
 			case strings.HasPrefix(line, "curl "):
-				if len(f) != 6 || f[1] != "-X" || f[2] != "POST" || f[3] != "--data-binary" || !strings.HasPrefix(f[4], "@") {
-					t.Fatalf("curl line %q: want curl -X POST --data-binary @FILE URL", line)
+				ctype, ok := strings.CutPrefix(f[4], "Content-Type:")
+				if len(f) != 8 || f[1] != "-X" || f[2] != "POST" || f[3] != "-H" || !ok || f[5] != "--data-binary" || !strings.HasPrefix(f[6], "@") {
+					t.Fatalf("curl line %q: want curl -X POST -H Content-Type:TYPE --data-binary @FILE URL", line)
 				}
-				body, err := os.ReadFile(filepath.Join(dir, f[4][1:]))
+				body, err := os.ReadFile(filepath.Join(dir, f[6][1:]))
 				if err != nil {
 					t.Fatal(err)
 				}
-				resp, err := http.Post(f[5], "application/x-www-form-urlencoded", bytes.NewReader(body))
+				resp, err := http.Post(f[7], ctype, bytes.NewReader(body))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -114,11 +114,11 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	}
 	logs["waku"].Info("waku edge listening: a local Waku node can connect to these", "addrs", wakuAddrs, "key_file", wakuKey,
 		"pubsub_topics", wakuPeer.PubsubTopics(), "min_peers", cfg.Waku.MinPeers)
-	sub, err := st.ServeNATS(ctx)
+	stopIngest, err := st.ServeNATS(ctx, cfg.IngestToken)
 	if err != nil {
 		return err
 	}
-	defer sub.Drain()
+	defer stopIngest()
 	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log,
 		Checks:   map[string]observe.Check{"nats": b.Ready, "torrent": seeder.Ready, "waku": wakuReady(wakuPeer, cfg.Waku.MinPeers)},
 		Handlers: map[string]http.Handler{store.IngestPath: st.Handler(cfg.IngestToken)}}

@@ -119,11 +119,11 @@ func (c *cluster) archiver() *store.Store {
 	svc, st := newArchiver(b, &lock.Redis{Client: rc, Prefix: "test:"}, ArchiverConfig{WorkDir: c.t.TempDir(), Slots: 2,
 		LockTTL: 10 * time.Second, Trackers: "none", TrackerURL: c.trackerURL}, c.logger("archiver"), prometheus.NewRegistry())
 	c.run("archiver", svc.Run)
-	sub, err := st.ServeNATS(c.ctx)
+	stop, err := st.ServeNATS(c.ctx, "")
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.t.Cleanup(func() { sub.Unsubscribe() })
+	c.t.Cleanup(stop)
 	if err := b.NC.Flush(); err != nil {
 		c.t.Fatal(err)
 	}

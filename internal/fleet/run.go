@@ -152,13 +152,13 @@ func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
 	locker := &lock.Redis{Client: rc, Prefix: "archivefleet:"}
 	return runService(ctx, cfg.Common, "archiver", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
 		svc, st := newArchiver(b, locker, cfg, log, reg)
-		sub, err := st.ServeNATS(ctx)
+		stopIngest, err := st.ServeNATS(ctx, cfg.IngestToken)
 		if err != nil {
 			return nil, err
 		}
 		pruner := newPruner(st, cfg.PruneGrace, log, reg)
 		run := func(ctx context.Context) error {
-			defer sub.Drain()
+			defer stopIngest()
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return svc.Run(gctx) })
 			g.Go(func() error { return pruner.Run(gctx) })

@@ -132,7 +132,7 @@ func (f *pruneFixture) held(r stored) (held, body bool) {
 	}
 	held = err == nil
 	if r.large {
-		_, oerr := f.b.Objects.GetInfo(ctx, bodyObject(r.c, r.m.Hash))
+		_, oerr := f.b.Objects.GetInfo(ctx, bodyObject(r.c, r.m.Hash, r.m.Payload))
 		if oerr != nil && !errors.Is(oerr, jetstream.ErrObjectNotFound) {
 			f.t.Fatal(oerr)
 		}

@@ -31,17 +31,16 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/state"
 )
 
 const day = 86400
@@ -79,232 +78,20 @@ type Store struct {
 	Logger      *slog.Logger
 	// Metrics is optional; see NewMetrics.
 	Metrics *Metrics
+	// Budget bounds the memory of ingest requests in flight; nil takes
+	// one of DefaultIngestMemory on first use.
+	Budget *Budget
+	// Now is the clock ingest checks timestamps against; nil is time.Now.
+	Now func() time.Time
 
-	scanned atomic.Uint64
-}
-
-// Metrics counts ingest outcomes.
-type Metrics struct {
-	messages *prometheus.CounterVec
-}
-
-// NewMetrics registers the ingest metrics on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_ingest_messages_total",
-		Help: "Messages offered to ingest, by outcome (stored, duplicate, late, refused, failed)."}, []string{"outcome"})}
-	reg.MustRegister(m.messages)
-	for _, o := range []Outcome{Stored, Duplicate, Late, Refused, Failed} {
-		m.messages.WithLabelValues(string(o))
-	}
-	return m
+	scanned    atomic.Uint64
+	budgetOnce sync.Once
+	stream     atomic.Pointer[jetstream.Stream]
 }
 
 // Scanned counts stored messages read back so far: a range read costs the
 // messages of the days it spans, not the whole history.
 func (s *Store) Scanned() uint64 { return s.scanned.Load() }
-
-// Outcome is what ingest did with one message.
-type Outcome string
-
-// Ingest outcomes. Stored and Late messages are kept and will be archived;
-// Duplicate ones were kept before; Refused ones are not kept and never will
-// be; Failed ones were not kept because of an outage and may be sent again.
-const (
-	Stored    Outcome = "stored"
-	Duplicate Outcome = "duplicate"
-	Late      Outcome = "late"
-	Refused   Outcome = "refused"
-	Failed    Outcome = "failed"
-)
-
-// IngestResult counts every message of a batch by outcome and says why for
-// each one not plainly stored.
-type IngestResult struct {
-	Stored     int `json:"stored"`
-	Duplicates int `json:"duplicates"`
-	// Late messages fall in a window already archived: they are stored and
-	// go into a supplement archive at the community's next build.
-	Late    int `json:"late"`
-	Refused int `json:"refused"`
-	Failed  int `json:"failed"`
-	// Messages lists the late, refused and failed messages.
-	Messages []MessageResult `json:"messages,omitempty"`
-}
-
-// MessageResult is the outcome of one message of a batch.
-type MessageResult struct {
-	Index   int     `json:"index"` // position in the batch, from 0
-	Hash    string  `json:"hash,omitempty"`
-	Outcome Outcome `json:"outcome"`
-	Reason  string  `json:"reason"`
-}
-
-func (r *IngestResult) add(o Outcome, i int, hash []byte, reason string) {
-	switch o {
-	case Stored:
-		r.Stored++
-	case Duplicate:
-		r.Duplicates++
-	case Late:
-		r.Late++
-	case Refused:
-		r.Refused++
-	case Failed:
-		r.Failed++
-	}
-	if reason != "" {
-		mr := MessageResult{Index: i, Outcome: o, Reason: reason}
-		if len(hash) > 0 {
-			mr.Hash = archive.HexBytes(hash).String()
-		}
-		r.Messages = append(r.Messages, mr)
-	}
-}
-
-// Item is one decoded message of a batch, or why it could not be decoded.
-type Item struct {
-	Msg archive.Message
-	Err error
-}
-
-// Ingest stores messages of community c; see IngestItems.
-func (s *Store) Ingest(ctx context.Context, c archive.CommunityID, msgs []archive.Message) (IngestResult, error) {
-	items := make([]Item, len(msgs))
-	for i := range msgs {
-		items[i].Msg = msgs[i]
-	}
-	return s.IngestItems(ctx, c, items)
-}
-
-// IngestItems stores the valid messages of a batch for community c and
-// refuses the others, each with its reason: an invalid message, a topic that
-// is not one of the community's, a time before the community's archives
-// start. A message whose window is already archived is stored as Late. The
-// error is for the batch as a whole: an unregistered community
-// (registry.ErrNotFound) or a failed look-up; then nothing was stored.
-func (s *Store) IngestItems(ctx context.Context, c archive.CommunityID, items []Item) (IngestResult, error) {
-	var res IngestResult
-	com, err := s.communities().Get(ctx, c)
-	if err != nil {
-		return res, err
-	}
-	st, _, err := (&state.Store{KV: s.Bus.State}).GetBuild(ctx, c.String())
-	if err != nil {
-		return res, fmt.Errorf("read community state: %w", err)
-	}
-	archivedTo := com.NextStart(st.LastEnd)
-	type pending struct {
-		i      int
-		m      *archive.Message
-		future jetstream.PubAckFuture
-		err    error
-	}
-	var sent []pending
-	// Wait for acks every asyncWindow messages: the client holds a bounded
-	// number of unacknowledged publishes and fails those past it.
-	drain := func() {
-		for _, p := range sent {
-			err := p.err
-			if err == nil {
-				select {
-				case <-p.future.Ok():
-				case err = <-p.future.Err():
-				case <-ctx.Done():
-					err = ctx.Err()
-				}
-			}
-			switch {
-			case err == nil && p.m.Timestamp < archivedTo:
-				res.add(Late, p.i, p.m.Hash, fmt.Sprintf("its window (before %d) is already archived: it goes into a supplement archive at the next build", archivedTo))
-			case err == nil:
-				res.add(Stored, p.i, p.m.Hash, "")
-			case isDuplicate(err):
-				res.add(Duplicate, p.i, p.m.Hash, "")
-			default:
-				res.add(Failed, p.i, p.m.Hash, fmt.Sprintf("not stored: %v; send it again", err))
-			}
-		}
-		sent = sent[:0]
-	}
-	for i := range items {
-		m := &items[i].Msg
-		if reason := refusal(com, &items[i]); reason != "" {
-			res.add(Refused, i, m.Hash, reason)
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			res.add(Failed, i, m.Hash, fmt.Sprintf("not stored: %v; send it again", err))
-			continue
-		}
-		f, err := s.publish(ctx, c, m)
-		sent = append(sent, pending{i: i, m: m, future: f, err: err})
-		if len(sent) == asyncWindow {
-			drain()
-		}
-	}
-	drain()
-	slices.SortFunc(res.Messages, func(a, b MessageResult) int { return cmp.Compare(a.Index, b.Index) })
-	if s.Metrics != nil {
-		for o, n := range map[Outcome]int{Stored: res.Stored, Duplicate: res.Duplicates, Late: res.Late, Refused: res.Refused, Failed: res.Failed} {
-			s.Metrics.messages.WithLabelValues(string(o)).Add(float64(n))
-		}
-	}
-	if res.Refused+res.Failed > 0 {
-		first := res.Messages[slices.IndexFunc(res.Messages, func(r MessageResult) bool { return r.Outcome != Late })]
-		s.log().Warn("ingest refused or failed some messages; the reply names each", "community", c.String(),
-			"stored", res.Stored, "late", res.Late, "duplicates", res.Duplicates, "refused", res.Refused,
-			"failed", res.Failed, "first_reason", first.Reason)
-	}
-	return res, nil
-}
-
-// refusal says why a message will never be archived for com, or "".
-func refusal(com *registry.Community, it *Item) string {
-	m := &it.Msg
-	switch {
-	case it.Err != nil:
-		return it.Err.Error()
-	}
-	if err := m.Validate(); err != nil {
-		return err.Error()
-	}
-	switch {
-	case len(m.Hash) > MaxHashBytes:
-		return fmt.Sprintf("hash is %d bytes, over %d", len(m.Hash), MaxHashBytes)
-	case !slices.Contains(com.Topics, m.Topic):
-		return fmt.Sprintf("topic %s is not one of the community's topics", m.Topic)
-	case m.Timestamp < com.Since:
-		return fmt.Sprintf("timestamp %d is before the community's archives start (since %d)", m.Timestamp, com.Since)
-	}
-	return ""
-}
-
-// publish writes m's record, and first its payload object when it is large.
-// The record is written only if its subject is empty: a duplicate fails with
-// a wrong-last-sequence error.
-func (s *Store) publish(ctx context.Context, c archive.CommunityID, m *archive.Message) (jetstream.PubAckFuture, error) {
-	rec := *m
-	hdr := nats.Header{}
-	hdr.Set(headerTimestamp, strconv.FormatUint(m.Timestamp, 10))
-	if len(m.Payload) > InlinePayloadBytes {
-		name := bodyObject(c, m.Hash)
-		if _, err := s.Bus.Objects.GetInfo(ctx, name); errors.Is(err, jetstream.ErrObjectNotFound) {
-			if _, err := s.Bus.Objects.PutBytes(ctx, name, m.Payload); err != nil {
-				return nil, fmt.Errorf("store payload: %w", err)
-			}
-		} else if err != nil {
-			return nil, fmt.Errorf("store payload: %w", err)
-		}
-		hdr.Set(headerBody, name)
-		rec.Payload = nil
-	}
-	data, err := rec.MarshalBinary()
-	if err != nil {
-		return nil, err
-	}
-	msg := &nats.Msg{Subject: Subject(c, m.Timestamp, m.Hash), Header: hdr, Data: data}
-	return s.Bus.JS.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(0))
-}
 
 func isDuplicate(err error) bool {
 	var apiErr *jetstream.APIError
@@ -322,10 +109,6 @@ func Subject(c archive.CommunityID, timestamp uint64, hash []byte) string {
 func daySubjects(c string, d uint64) []string {
 	legacy := bus.SubjectMessagesLegacy(c, d)
 	return []string{legacy, legacy + ".*"}
-}
-
-func bodyObject(c archive.CommunityID, hash []byte) string {
-	return "messages/" + c.String() + "/" + hex.EncodeToString(hash)
 }
 
 func (s *Store) communities() Communities {
@@ -644,36 +427,4 @@ func (s *Store) log() *slog.Logger {
 		return s.Logger
 	}
 	return slog.Default()
-}
-
-// ServeNATS answers ingest requests on archive.ingest.<community> (a queue
-// group, so every replica shares the load). The payload is a JSON array or
-// JSON lines of messages; the reply is IngestResult or {"error": "..."}.
-func (s *Store) ServeNATS(ctx context.Context) (*nats.Subscription, error) {
-	return s.Bus.NC.QueueSubscribe(bus.SubjectIngest("*"), "ingest", func(m *nats.Msg) {
-		reply := func(v any) {
-			b, _ := json.Marshal(v)
-			m.Respond(b)
-		}
-		tok := m.Subject[len(bus.SubjectIngest("")):]
-		c, err := archive.ParseCommunityID(tok)
-		if err != nil {
-			reply(map[string]string{"error": err.Error()})
-			return
-		}
-		items, err := DecodeBatch(m.Data, MaxBatchBytes)
-		if err != nil {
-			reply(map[string]string{"error": err.Error()})
-			return
-		}
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		res, err := s.IngestItems(rctx, c, items)
-		if err != nil {
-			s.log().Warn("ingest refused", "community", c.String(), "err", err)
-			reply(map[string]string{"error": err.Error()})
-			return
-		}
-		reply(res)
-	})
 }

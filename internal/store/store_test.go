@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -190,11 +192,11 @@ func TestIngestOutcomes(t *testing.T) {
 	now := uint64(time.Now().Unix())
 	register(t, b, now-30*day)
 	s := &Store{Bus: b}
-	sub, err := s.ServeNATS(context.Background())
+	stop, err := s.ServeNATS(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
+	defer stop()
 	srv := ingestServer(t, s, "")
 
 	for _, path := range []string{"http", "nats"} {
@@ -360,23 +362,45 @@ func TestIngestRejectsBadRequests(t *testing.T) {
 	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
 	s := &Store{Bus: b}
 	srv := ingestServer(t, s, "secret")
+	register(t, b, start)
 	good, _ := json.Marshal([]archive.Message{msg(start)})
+	unknown := fixture.ID(bytes.Repeat([]byte{8}, 32)).String()
+	const js = "application/json"
 	tests := []struct {
-		name, id, token, body string
-		code                  int
+		name, id, token, ctype, body string
+		header                       map[string]string
+		code                         int
 	}{
-		{"no token", community.String(), "", string(good), http.StatusUnauthorized},
-		{"wrong token", community.String(), "nope", string(good), http.StatusUnauthorized},
-		{"bad id", "0x..%2F..%2Fetc", "secret", string(good), http.StatusBadRequest},
-		{"bad json", community.String(), "secret", "[{", http.StatusBadRequest},
-		{"empty", community.String(), "secret", " ", http.StatusBadRequest},
-		{"unknown community", community.String(), "secret", string(good), http.StatusNotFound},
+		{"no token", community.String(), "", js, string(good), nil, http.StatusUnauthorized},
+		{"wrong token", community.String(), "nope", js, string(good), nil, http.StatusUnauthorized},
+		{"bad id", "0x..%2F..%2Fetc", "secret", js, string(good), nil, http.StatusBadRequest},
+		{"bad json", community.String(), "secret", js, "[{", nil, http.StatusBadRequest},
+		{"empty", community.String(), "secret", js, " ", nil, http.StatusBadRequest},
+		{"unknown community", unknown, "secret", js, string(good), nil, http.StatusNotFound},
+		// What a web page may send anywhere without a preflight.
+		{"form post", community.String(), "secret", "application/x-www-form-urlencoded", string(good), nil, http.StatusUnsupportedMediaType},
+		{"text/plain", community.String(), "secret", "text/plain", string(good), nil, http.StatusUnsupportedMediaType},
+		{"no content type", community.String(), "secret", "", string(good), nil, http.StatusUnsupportedMediaType},
+		{"cross-site origin", community.String(), "secret", js, string(good), map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
+		{"cross-site fetch", community.String(), "secret", js, string(good), map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"over the cap", community.String(), "secret", js, string(good), map[string]string{"Content-Length": strconv.Itoa(MaxBatchBytes + 1)}, http.StatusRequestEntityTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodPost, messagesURL(srv, tt.id), strings.NewReader(tt.body))
 			if tt.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tt.token)
+			}
+			if tt.ctype != "" {
+				req.Header.Set("Content-Type", tt.ctype)
+			}
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			if cl := tt.header["Content-Length"]; cl != "" {
+				// Claim a body over the cap; the server must answer without reading it.
+				req.ContentLength, _ = strconv.ParseInt(cl, 10, 64)
+				req.Body = io.NopCloser(io.LimitReader(zeros{}, req.ContentLength))
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -388,9 +412,16 @@ func TestIngestRejectsBadRequests(t *testing.T) {
 			}
 		})
 	}
-	if _, err := s.Ingest(context.Background(), community, []archive.Message{msg(1)}); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := s.Ingest(context.Background(), fixture.ID(bytes.Repeat([]byte{8}, 32)), []archive.Message{msg(1)}); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("ingest for an unregistered community: %v", err)
 	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // TestBoundedReadWaitsForFence stands in for a stream replica that lags the

@@ -343,7 +343,7 @@ func (c *Cluster) WaitCurrent(timeout time.Duration, streams ...string) error {
 // store bus.Setup and bus.SetupPrune create: what WaitCurrent should wait
 // for once SetupBus has made the topology.
 func FleetStreams() []string {
-	return []string{bus.StreamDue, bus.StreamBuilt, bus.StreamSeeding, bus.StreamAnnounced, bus.StreamDLQ, bus.StreamMessages,
+	return []string{bus.StreamDue, bus.StreamBuilt, bus.StreamSeeding, bus.StreamAnnounced, bus.StreamDLQ, bus.StreamMessages, bus.StreamConflicts,
 		bus.StreamPrune, "KV_" + bus.BucketCommunities, "KV_" + bus.BucketState, "KV_" + bus.BucketFailures,
 		"KV_" + bus.BucketTrackerPeers, "OBJ_" + bus.BucketObjects}
 }

@@ -1,0 +1,569 @@
+package store
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/registry"
+	"github.com/archivefleet/archivefleet/internal/state"
+)
+
+// Ingest limits: each is a bound on what one request can cost, whatever it
+// holds.
+const (
+	// MaxReportedMessages bounds the per-message entries of a reply; the
+	// counts always cover every message, and Omitted says how many entries
+	// were left out.
+	MaxReportedMessages = 1000
+	// maxReasonBytes bounds one entry's reason (an error may quote input).
+	maxReasonBytes = 300
+	// MaxFutureSkew is how far ahead of the fleet's clock a message may be
+	// stamped. Later ones are refused (code "future"): a record stamped
+	// years ahead would sit in MESSAGES, never archived, never pruned.
+	MaxFutureSkew = 5 * time.Minute
+	// chunkMessages and chunkBytes bound one chunk of a batch: decoded,
+	// checked and published together, then dropped before the next.
+	chunkMessages = 1000
+	chunkBytes    = 1 << 20
+	// smallMessage is the largest message the base lease covers; a larger
+	// one grows the request's lease for its time.
+	smallMessage = 256 << 10
+	// finishTimeout bounds storing the messages already read when a
+	// request ends early.
+	finishTimeout = 10 * time.Second
+)
+
+// Outcome is what ingest did with one message.
+type Outcome string
+
+// Ingest outcomes. Stored and Late messages are kept and will be archived;
+// Duplicate ones were kept before; Refused ones are not kept and never will
+// be; Failed ones were not kept because of an outage and may be sent again;
+// Conflict ones carry the hash of a stored message with other content: the
+// stored one stays, this one is kept aside as evidence for the operator
+// (stream MESSAGE_CONFLICTS, archivectl conflicts).
+const (
+	Stored    Outcome = "stored"
+	Duplicate Outcome = "duplicate"
+	Late      Outcome = "late"
+	Refused   Outcome = "refused"
+	Failed    Outcome = "failed"
+	Conflict  Outcome = "conflict"
+)
+
+// Codes name why a message got the outcome in its entry, for clients to
+// act on without parsing the reason.
+const (
+	CodeInvalid     = "invalid"     // does not decode, or a member would drop it
+	CodeOversize    = "oversize"    // payload+sig over the archive cap
+	CodeHash        = "hash"        // hash over MaxHashBytes
+	CodeTopic       = "topic"       // not one of the community's topics
+	CodeEarly       = "early"       // before the community's archives start
+	CodeFuture      = "future"      // stamped more than MaxFutureSkew ahead
+	CodeLate        = "late"        // its window is built: goes into a supplement
+	CodeConflict    = "conflict"    // its hash is stored with other content
+	CodeUnavailable = "unavailable" // not stored for an outage: send it again
+)
+
+// IngestResult counts every message of a batch by outcome and says why for
+// each one not plainly stored (up to MaxReportedMessages of them).
+type IngestResult struct {
+	Stored     int `json:"stored"`
+	Duplicates int `json:"duplicates"`
+	// Late messages fall in a window already archived: they are stored and
+	// go into a supplement archive at the community's next build.
+	Late      int `json:"late"`
+	Refused   int `json:"refused"`
+	Failed    int `json:"failed"`
+	Conflicts int `json:"conflicts"`
+	// Messages lists the late, refused, failed and conflicting messages, in
+	// batch order, at most MaxReportedMessages.
+	Messages []MessageResult `json:"messages,omitempty"`
+	// Omitted counts the entries left out of Messages.
+	Omitted int `json:"omitted,omitempty"`
+	// Error, when set, says why the batch was not read to its end: the
+	// counts cover the messages before that point, and the rest were not
+	// read (send them again; stored ones come back as duplicates).
+	Error string `json:"error,omitempty"`
+}
+
+// MessageResult is the outcome of one message of a batch.
+type MessageResult struct {
+	Index   int     `json:"index"` // position in the batch, from 0
+	Hash    string  `json:"hash,omitempty"`
+	Outcome Outcome `json:"outcome"`
+	Code    string  `json:"code"`
+	Reason  string  `json:"reason"`
+}
+
+// Total is the number of messages the result accounts for.
+func (r *IngestResult) Total() int {
+	return r.Stored + r.Duplicates + r.Late + r.Refused + r.Failed + r.Conflicts
+}
+
+func (r *IngestResult) count(o Outcome) {
+	switch o {
+	case Stored:
+		r.Stored++
+	case Duplicate:
+		r.Duplicates++
+	case Late:
+		r.Late++
+	case Refused:
+		r.Refused++
+	case Failed:
+		r.Failed++
+	case Conflict:
+		r.Conflicts++
+	}
+}
+
+// entries collects one chunk's outcomes; flush moves them into a result,
+// in batch order, within MaxReportedMessages.
+type entries struct {
+	res  *IngestResult
+	list []MessageResult
+}
+
+func (e *entries) add(o Outcome, i int, hash []byte, code, reason string) {
+	e.res.count(o)
+	if code == "" {
+		return
+	}
+	if len(e.res.Messages)+len(e.list) >= MaxReportedMessages {
+		e.res.Omitted++
+		return
+	}
+	mr := MessageResult{Index: i, Outcome: o, Code: code, Reason: truncate(reason, maxReasonBytes)}
+	if len(hash) > 0 && len(hash) <= MaxHashBytes {
+		mr.Hash = archive.HexBytes(hash).String()
+	}
+	e.list = append(e.list, mr)
+}
+
+func (e *entries) flush() {
+	slices.SortFunc(e.list, func(a, b MessageResult) int { return cmp.Compare(a.Index, b.Index) })
+	e.res.Messages = append(e.res.Messages, e.list...)
+	e.list = e.list[:0]
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// Metrics counts ingest outcomes.
+type Metrics struct {
+	messages  *prometheus.CounterVec
+	busy      prometheus.Counter
+	evidence  *prometheus.CounterVec
+	requests  *prometheus.CounterVec
+	inflight  prometheus.Gauge
+	leaseSize prometheus.Histogram
+}
+
+// NewMetrics registers the ingest metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_ingest_messages_total",
+			Help: "Messages offered to ingest, by outcome (stored, duplicate, late, refused, failed, conflict)."}, []string{"outcome"}),
+		busy: prometheus.NewCounter(prometheus.CounterOpts{Name: "archivefleet_ingest_busy_total",
+			Help: "Ingest requests refused or cut short because the ingest memory budget stayed exhausted."}),
+		evidence: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_ingest_conflict_evidence_total",
+			Help: "Conflicting records kept aside in MESSAGE_CONFLICTS, by result (kept, failed)."}, []string{"result"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_ingest_requests_total",
+			Help: "Ingest requests by transport (http, nats) and status (ok, partial, busy, bad_request, unauthorized, too_large, timeout, error)."},
+			[]string{"transport", "status"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "archivefleet_ingest_requests_in_flight",
+			Help: "Ingest requests being read and stored."}),
+	}
+	reg.MustRegister(m.messages, m.busy, m.evidence, m.requests, m.inflight)
+	for _, o := range []Outcome{Stored, Duplicate, Late, Refused, Failed, Conflict} {
+		m.messages.WithLabelValues(string(o))
+	}
+	return m
+}
+
+// Item is one decoded message of a batch, or why it could not be decoded.
+type Item struct {
+	Msg archive.Message
+	Err error
+}
+
+func (s *Store) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Store) budget() *Budget {
+	s.budgetOnce.Do(func() {
+		if s.Budget == nil {
+			s.Budget, _ = NewBudget(DefaultIngestMemory, DefaultIngestWait)
+		}
+	})
+	return s.Budget
+}
+
+// Ingest stores messages of community c (the fleet's own callers: the Waku
+// edge, the demo). The error is for the batch as a whole: an unregistered
+// community (registry.ErrNotFound) or a failed look-up; then nothing was
+// stored.
+func (s *Store) Ingest(ctx context.Context, c archive.CommunityID, msgs []archive.Message) (IngestResult, error) {
+	var res IngestResult
+	com, err := s.communities().Get(ctx, c)
+	if err != nil {
+		return res, err
+	}
+	e := &entries{res: &res}
+	for start := 0; start < len(msgs); start += chunkMessages {
+		part := msgs[start:min(start+chunkMessages, len(msgs))]
+		items := make([]indexed, len(part))
+		for i := range part {
+			items[i] = indexed{Item: Item{Msg: part[i]}, index: start + i}
+		}
+		if err := s.ingestChunk(ctx, c, com, items, "fleet", e); err != nil {
+			return res, err
+		}
+	}
+	s.record(&res, "")
+	return res, nil
+}
+
+// IngestBatch reads a batch (a JSON array of messages or JSON lines, at most
+// limit bytes) from r and stores its valid messages for community c, chunk
+// by chunk: memory holds one chunk, or one large message, never the batch.
+// Invalid messages are refused, each with its reason; a message whose
+// window is already archived is stored as Late. lease is the request's
+// share of the ingest budget (Budget().Acquire); a message too large for
+// what the budget can give within its wait ends the read with ErrBusy.
+//
+// The error is for the batch: an unregistered community
+// (registry.ErrNotFound) or a failed look-up before anything was read; or,
+// with the result of the messages before it, why the read stopped
+// (ErrMalformedBatch, ErrBatchTooLarge, ErrBusy, the reader's error).
+func (s *Store) IngestBatch(ctx context.Context, c archive.CommunityID, r io.Reader, limit int64, lease *Lease, source string) (IngestResult, error) {
+	var res IngestResult
+	com, err := s.communities().Get(ctx, c)
+	if err != nil {
+		return res, err
+	}
+	br := NewBatchReader(r, limit, func(n int64) error {
+		if n <= smallMessage {
+			return nil
+		}
+		return lease.Grow(ctx, maxLeaseFor(n))
+	})
+	e := &entries{res: &res}
+	var chunk []indexed
+	size := 0
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		fctx := ctx
+		if ctx.Err() != nil {
+			// The read ended the request (a client gone or too slow, a
+			// shut-down): what was read is stored all the same, briefly.
+			var cancel context.CancelFunc
+			fctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+			defer cancel()
+		}
+		err := s.ingestChunk(fctx, c, com, chunk, source, e)
+		clear(chunk)
+		chunk, size = chunk[:0], 0
+		lease.Shrink()
+		return err
+	}
+	for {
+		raw, where, err := br.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if ferr := flush(); ferr != nil {
+				err = ferr
+			}
+			res.Error = fmt.Sprintf("stopped after %d messages: %v", res.Total(), err)
+			s.record(&res, source)
+			return res, err
+		}
+		if len(raw) > chunkBytes {
+			if err := flush(); err != nil {
+				return res, err
+			}
+		}
+		chunk = append(chunk, indexed{Item: decodeItem(raw, where), index: br.Index() - 1})
+		size += len(raw)
+		if len(chunk) >= chunkMessages || size >= chunkBytes {
+			if err := flush(); err != nil {
+				return res, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return res, err
+	}
+	s.record(&res, source)
+	return res, nil
+}
+
+// record counts a result in the metrics and logs what was not stored.
+func (s *Store) record(res *IngestResult, source string) {
+	if s.Metrics != nil {
+		for o, n := range map[Outcome]int{Stored: res.Stored, Duplicate: res.Duplicates, Late: res.Late,
+			Refused: res.Refused, Failed: res.Failed, Conflict: res.Conflicts} {
+			s.Metrics.messages.WithLabelValues(string(o)).Add(float64(n))
+		}
+	}
+	if res.Refused+res.Failed+res.Conflicts > 0 {
+		first := ""
+		if i := slices.IndexFunc(res.Messages, func(r MessageResult) bool { return r.Outcome != Late }); i >= 0 {
+			first = res.Messages[i].Reason
+		}
+		s.log().Warn("ingest refused, failed or found conflicts for some messages; the reply names each", "source", source,
+			"stored", res.Stored, "late", res.Late, "duplicates", res.Duplicates, "refused", res.Refused,
+			"failed", res.Failed, "conflicts", res.Conflicts, "first_reason", first)
+	}
+}
+
+// indexed is an item with its position in the batch.
+type indexed struct {
+	Item
+	index int
+}
+
+// ingestChunk checks and stores one chunk, adding each message's outcome to
+// e. An error (the community's state could not be read) leaves the chunk
+// unstored, counted as failed.
+func (s *Store) ingestChunk(ctx context.Context, c archive.CommunityID, com *registry.Community, items []indexed, source string, e *entries) error {
+	defer e.flush()
+	st, _, err := (&state.Store{KV: s.Bus.State}).GetBuild(ctx, c.String())
+	if err != nil {
+		for _, it := range items {
+			e.add(Failed, it.index, it.Msg.Hash, CodeUnavailable, fmt.Sprintf("not stored: read community state: %v; send it again", err))
+		}
+		return nil
+	}
+	archivedTo := com.NextStart(st.LastEnd)
+	now := uint64(s.now().Unix())
+	type pending struct {
+		it     *indexed
+		rec    record
+		future jetstream.PubAckFuture
+		err    error
+	}
+	var sent []pending
+	drain := func() {
+		for i := range sent {
+			p := &sent[i]
+			err := p.err
+			if err == nil {
+				select {
+				case <-p.future.Ok():
+				case err = <-p.future.Err():
+				case <-ctx.Done():
+					err = ctx.Err()
+				}
+			}
+			m := &p.it.Msg
+			switch {
+			case err == nil && m.Timestamp < archivedTo:
+				e.add(Late, p.it.index, m.Hash, CodeLate, fmt.Sprintf("its window (before %d) is already archived: it goes into a supplement archive at the next build", archivedTo))
+			case err == nil:
+				e.add(Stored, p.it.index, m.Hash, "", "")
+			case isDuplicate(err):
+				o, code, reason := s.duplicateOrConflict(ctx, c, m, &p.rec, source)
+				e.add(o, p.it.index, m.Hash, code, reason)
+			default:
+				e.add(Failed, p.it.index, m.Hash, CodeUnavailable, fmt.Sprintf("not stored: %v; send it again", err))
+			}
+		}
+		sent = sent[:0]
+	}
+	for i := range items {
+		it := &items[i]
+		if code, reason := refusal(com, &it.Item, now); code != "" {
+			e.add(Refused, it.index, it.Msg.Hash, code, reason)
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			e.add(Failed, it.index, it.Msg.Hash, CodeUnavailable, fmt.Sprintf("not stored: %v; send it again", err))
+			continue
+		}
+		rec, err := s.prepare(ctx, c, &it.Msg)
+		p := pending{it: it, rec: rec, err: err}
+		if err == nil {
+			p.future, p.err = s.Bus.JS.PublishMsgAsync(rec.msg(), jetstream.WithExpectLastSequencePerSubject(0))
+		}
+		sent = append(sent, p)
+		if len(sent) == asyncWindow {
+			drain()
+		}
+	}
+	drain()
+	return nil
+}
+
+// refusal says why a message will never be archived for com: a code and a
+// reason, or "".
+func refusal(com *registry.Community, it *Item, now uint64) (code, reason string) {
+	m := &it.Msg
+	if it.Err != nil {
+		if errors.Is(it.Err, archive.ErrTooLarge) {
+			return CodeOversize, it.Err.Error()
+		}
+		return CodeInvalid, it.Err.Error()
+	}
+	if err := m.Validate(); err != nil {
+		if errors.Is(err, archive.ErrTooLarge) {
+			return CodeOversize, err.Error()
+		}
+		return CodeInvalid, err.Error()
+	}
+	switch {
+	case len(m.Hash) > MaxHashBytes:
+		return CodeHash, fmt.Sprintf("hash is %d bytes, over %d", len(m.Hash), MaxHashBytes)
+	case !slices.Contains(com.Topics, m.Topic):
+		return CodeTopic, fmt.Sprintf("topic %s is not one of the community's topics", m.Topic)
+	case m.Timestamp < com.Since:
+		return CodeEarly, fmt.Sprintf("timestamp %d is before the community's archives start (since %d)", m.Timestamp, com.Since)
+	case m.Timestamp > now+uint64(MaxFutureSkew/time.Second):
+		return CodeFuture, fmt.Sprintf("future: timestamp %d is more than %v ahead of the fleet's clock (%d)", m.Timestamp, MaxFutureSkew, now)
+	}
+	return "", ""
+}
+
+// record is a message as it is stored: its subject, headers, data and the
+// object holding its payload when that is not inline.
+type record struct {
+	subject string
+	header  nats.Header
+	data    []byte
+	body    string
+}
+
+func (r *record) msg() *nats.Msg {
+	return &nats.Msg{Subject: r.subject, Header: r.header, Data: r.data}
+}
+
+// prepare makes m's record, first storing its payload object when it is
+// large. The object is named by the payload's digest: two messages under one
+// hash never share, or overwrite, each other's object.
+func (s *Store) prepare(ctx context.Context, c archive.CommunityID, m *archive.Message) (record, error) {
+	rec := *m
+	hdr := nats.Header{}
+	hdr.Set(headerTimestamp, strconv.FormatUint(m.Timestamp, 10))
+	var body string
+	if len(m.Payload) > InlinePayloadBytes {
+		body = bodyObject(c, m.Hash, m.Payload)
+		err := bus.Retry(ctx, func(ctx context.Context) error {
+			if _, err := s.Bus.Objects.GetInfo(ctx, body); err == nil {
+				return nil
+			} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
+				return err
+			}
+			_, err := s.Bus.Objects.PutBytes(ctx, body, m.Payload)
+			return err
+		})
+		if err != nil {
+			return record{}, fmt.Errorf("store payload: %w", err)
+		}
+		hdr.Set(headerBody, body)
+		rec.Payload = nil
+	}
+	data, err := rec.MarshalBinary()
+	if err != nil {
+		return record{}, err
+	}
+	return record{subject: Subject(c, m.Timestamp, m.Hash), header: hdr, data: data, body: body}, nil
+}
+
+// bodyObject names the object holding a large payload: the community, the
+// message hash and the payload's digest.
+func bodyObject(c archive.CommunityID, hash, payload []byte) string {
+	d := sha256.Sum256(payload)
+	return "messages/" + c.String() + "/" + hex.EncodeToString(hash) + "." + hex.EncodeToString(d[:16])
+}
+
+// duplicateOrConflict compares a message refused as a duplicate with the
+// record stored under its hash: the same content is a Duplicate; other
+// content a Conflict, kept aside as evidence. A comparison that fails is a
+// Failed outcome: the client sends it again.
+func (s *Store) duplicateOrConflict(ctx context.Context, c archive.CommunityID, m *archive.Message, rec *record, source string) (Outcome, string, string) {
+	stored, err := s.storedRecord(ctx, rec.subject)
+	if err != nil {
+		return Failed, CodeUnavailable, fmt.Sprintf("not stored: its hash is stored already and the stored record could not be read to compare: %v; send it again", err)
+	}
+	same, err := s.sameContent(ctx, stored, rec, m)
+	if err != nil {
+		return Failed, CodeUnavailable, fmt.Sprintf("not stored: comparing with the stored record: %v; send it again", err)
+	}
+	if same {
+		return Duplicate, "", ""
+	}
+	s.keepEvidence(ctx, c, m, rec, stored, source)
+	return Conflict, CodeConflict, fmt.Sprintf("conflict: a message with this hash and other content was stored first (stream sequence %d); "+
+		"it stays, and this one is kept aside for the operator (archivectl conflicts list)", stored.Sequence)
+}
+
+func (s *Store) storedRecord(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	return bus.RetryValue(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		st := s.stream.Load()
+		if st == nil {
+			got, err := s.Bus.JS.Stream(ctx, bus.StreamMessages)
+			if err != nil {
+				return nil, err
+			}
+			st = &got
+			s.stream.Store(st)
+		}
+		return (*st).GetLastMsgForSubject(ctx, subject)
+	})
+}
+
+// sameContent tells whether the stored record holds m. Records are
+// deterministic protobuf with a large payload named by its digest, so equal
+// bytes and names mean equal content; a payload object named by the hash
+// alone (earlier versions) is read and compared.
+func (s *Store) sameContent(ctx context.Context, stored *jetstream.RawStreamMsg, rec *record, m *archive.Message) (bool, error) {
+	if !bytes.Equal(stored.Data, rec.data) {
+		return false, nil
+	}
+	body := stored.Header.Get(headerBody)
+	switch {
+	case body == rec.body:
+		return true, nil
+	case body == "" || rec.body == "":
+		return false, nil
+	case strings.Contains(body[strings.LastIndexByte(body, '/')+1:], "."):
+		return false, nil // both named by digest, and the digests differ
+	}
+	payload, err := bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) { return s.Bus.Objects.GetBytes(ctx, body) })
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(payload, m.Payload), nil
+}
