@@ -95,6 +95,12 @@ var ErrTooLarge = errors.New("message too large to archive")
 // Size is what status-go counts against the 30,000,000-byte chunk cap.
 func (m *Message) Size() int { return len(m.Payload) + len(m.Sig) }
 
+// Valid is Validate() == nil without building an error: a cheap check for
+// callers that count many invalid messages and explain few.
+func (m *Message) Valid() bool {
+	return len(m.Sig) == 65 && m.Sig[0] == 0x04 && len(m.Hash) > 0 && m.Size() <= MaxMessageBytes && utf8.ValidString(m.ThirdPartyID)
+}
+
 // Validate reports what would make a status-go member drop the message: a sig
 // that is not an uncompressed public key, or a message no archive can hold.
 func (m *Message) Validate() error {
@@ -112,6 +118,10 @@ func (m *Message) Validate() error {
 	}
 	return nil
 }
+
+// ParseMessageJSON decodes one JSON message as DecodeMessageJSON does,
+// without validating it.
+func ParseMessageJSON(b []byte) (Message, error) { return parseMessageJSON(b) }
 
 // DecodeMessageJSON decodes one JSON message and validates it. Unknown
 // fields are refused; otherwise the rules are encoding/json's. Its memory is

@@ -40,6 +40,7 @@ var commands = []command{
 	{"backfill", "publish due events now for one or all communities (and wait with -wait)", runBackfill},
 	{"trigger", "archive one community now, up to the current time", runTrigger},
 	{"dlq", "list dead-lettered events or retry them (dlq list, dlq retry -seq N or -all)", runDLQ},
+	{"conflicts", "list messages refused because their hash was stored with other content", runConflicts},
 }
 
 // errUsage marks errors whose message is usage help already printed.

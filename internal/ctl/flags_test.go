@@ -14,7 +14,7 @@ import (
 var subcommands = [][]string{
 	{"build"}, {"inspect"}, {"extract"}, {"fetch"}, {"probe"}, {"sample"}, {"keygen"},
 	{"community", "add"}, {"community", "list"}, {"community", "disable"}, {"community", "enable"}, {"community", "remove"},
-	{"backfill"}, {"trigger"}, {"dlq", "list"}, {"dlq", "retry"},
+	{"backfill"}, {"trigger"}, {"dlq", "list"}, {"dlq", "retry"}, {"conflicts", "list"},
 }
 
 // TestEveryCommandFlags checks that every subcommand answers -h with its
@@ -48,6 +48,7 @@ func TestEveryCommandFlags(t *testing.T) {
 		{[]string{"dlq", "-h"}, 0, "usage: archivectl dlq"},
 		{[]string{"dlq"}, 2, "usage: archivectl dlq"},
 		{[]string{"dlq", "frob"}, 2, "usage: archivectl dlq"},
+		{[]string{"conflicts"}, 2, "usage: archivectl conflicts"},
 		{[]string{"community", "list", "extra"}, 2, "usage: archivectl community list"},
 		{[]string{"backfill"}, 2, "give -community 0x… or -all"},
 		{[]string{"sample", "-from", "yesterday"}, 2, `invalid value "yesterday" for flag -from`},

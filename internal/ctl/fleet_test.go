@@ -391,3 +391,43 @@ func TestCommunityChats(t *testing.T) {
 		t.Fatalf("list -json after clearing: chats %#v, want []", row.Chats)
 	}
 }
+
+// TestConflictsCommand: a forged record carrying a stored message's hash
+// shows in conflicts list, both contents, for its community and not for
+// another.
+func TestConflictsCommand(t *testing.T) {
+	ns := testenv.NATS(t)
+	url := ns.ClientURL()
+	b := testenv.Bus(t, ns, bus.Config{})
+	ctx := context.Background()
+	if out := mustRun(t, "", "conflicts", "list", "-nats", url); strings.TrimSpace(out) != "no conflicts" {
+		t.Fatalf("empty: %q", out)
+	}
+	now := uint64(time.Now().Unix())
+	com := fixture.Community(7*24*time.Hour, now-3600, archive.Topic{1, 2, 3, 4})
+	if err := registry.New(b.Communities).Put(ctx, com); err != nil {
+		t.Fatal(err)
+	}
+	msgs := fixture.Messages{N: 2, From: now - 60, Topics: com.Topics}.Make()
+	forged := msgs[1]
+	forged.Hash = msgs[0].Hash
+	st := &store.Store{Bus: b, Logger: slog.New(slog.DiscardHandler)}
+	if res, err := st.Ingest(ctx, com.ID, []archive.Message{forged, msgs[0]}); err != nil || res.Conflicts != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	out := mustRun(t, "", "conflicts", "list", "-nats", url)
+	if !strings.Contains(out, "REFUSED") || !strings.Contains(out, fmt.Sprintf("ts %d", msgs[0].Timestamp)) || !strings.Contains(out, "fleet") {
+		t.Fatalf("conflicts list: %s", out)
+	}
+	var rec store.ConflictRecord
+	if err := json.Unmarshal([]byte(mustRun(t, "", "conflicts", "list", "-json", "-community", com.ID.String(), "-nats", url)), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rec.Refused.Payload, msgs[0].Payload) || rec.Stored == nil || !bytes.Equal(rec.Stored.Payload, forged.Payload) {
+		t.Fatalf("-json: %+v", rec)
+	}
+	other := fixture.Community(time.Hour, now, archive.Topic{9})
+	if out := mustRun(t, "", "conflicts", "list", "-community", other.ID.String(), "-nats", url); strings.TrimSpace(out) != "no conflicts" {
+		t.Fatalf("another community: %s", out)
+	}
+}

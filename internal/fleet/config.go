@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -407,7 +409,25 @@ func splitList(s string) []string {
 func (c ArchiverConfig) Validate() error {
 	return errors.Join(c.Common.Validate(), c.Redis.Validate(), natsconf.NonEmpty("WORK_DIR", c.WorkDir),
 		natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr), natsconf.AtLeast("SLOTS", c.Slots, 1),
-		natsconf.AtLeast("LOCK_TTL", c.LockTTL, time.Second), natsconf.NotNegative("MESSAGE_PRUNE_GRACE", c.PruneGrace))
+		natsconf.AtLeast("LOCK_TTL", c.LockTTL, time.Second), natsconf.NotNegative("MESSAGE_PRUNE_GRACE", c.PruneGrace),
+		ingestIdentity(c.HTTPAddr, c.IngestToken))
+}
+
+// ingestIdentity refuses ingest that anyone on the network could use: an
+// HTTP address other hosts reach needs INGEST_TOKEN (which NATS ingest then
+// requires too). On loopback only local processes reach it.
+func ingestIdentity(addr, token string) error {
+	if token != "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil // HTTP_ADDR's own check reports it
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() || host == "localhost" {
+		return nil
+	}
+	return natsconf.Bad("INGEST_TOKEN", `""`, "is required when HTTP_ADDR ("+addr+") is reachable from other hosts: ingest would accept anyone's messages")
 }
 
 // Validate checks the Redis settings.
@@ -446,7 +466,8 @@ func (c AllInOneConfig) Validate() error {
 	com := c.Common
 	com.Settle = c.settle()
 	errs := []error{com.Validate(), natsconf.NonEmpty("DATA_DIR", c.DataDir), natsconf.NonEmpty("BT_LISTEN", c.BTListen),
-		natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr), natsconf.NotNegative("MESSAGE_PRUNE_GRACE", c.PruneGrace)}
+		natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr), natsconf.NotNegative("MESSAGE_PRUNE_GRACE", c.PruneGrace),
+		ingestIdentity(c.HTTPAddr, c.IngestToken)}
 	if c.NATSPort < -1 || c.NATSPort > 65535 {
 		errs = append(errs, natsconf.Bad("EMBEDDED_NATS_PORT", c.NATSPort, "must be a port, 0 or -1 (random)"))
 	}

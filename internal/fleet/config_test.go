@@ -307,3 +307,29 @@ func TestAllInOneRestart(t *testing.T) {
 		t.Fatalf("waku listen addresses: first %v, second %v", m1, m2)
 	}
 }
+
+// TestIngestNeedsIdentity: ingest reachable from other hosts needs a token.
+func TestIngestNeedsIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		addr, token string
+		ok          bool
+	}{
+		{"127.0.0.1:9102", "", true},
+		{"[::1]:9102", "", true},
+		{"localhost:9102", "", true},
+		{"0.0.0.0:9100", "", false},
+		{":9100", "", false},
+		{"10.1.2.3:9100", "", false},
+		{"0.0.0.0:9100", "s3cret", true},
+	} {
+		a := DefaultArchiverConfig()
+		a.HTTPAddr, a.IngestToken = tc.addr, tc.token
+		f := DefaultAllInOneConfig()
+		f.HTTPAddr, f.IngestToken = tc.addr, tc.token
+		for name, err := range map[string]error{"archiver": a.Validate(), "fleet": f.Validate()} {
+			if (err == nil) != tc.ok || err != nil && !strings.Contains(err.Error(), "INGEST_TOKEN") {
+				t.Errorf("%s at %s, token %q: %v", name, tc.addr, tc.token, err)
+			}
+		}
+	}
+}

@@ -92,3 +92,24 @@ func report(t *testing.T, format string, args ...any) {
 	t.Helper()
 	t.Logf("FIGURE %s", strings.TrimSpace(fmt.Sprintf(format, args...)))
 }
+
+// restartFleet starts the all-in-one again on f's data dir (after f
+// exited), with env added.
+func restartFleet(t *testing.T, f *fleetProc, env ...string) *fleetProc {
+	t.Helper()
+	base := []string{
+		"ARCHIVEFLEET_DATA_DIR=" + f.DataDir,
+		"ARCHIVEFLEET_DEMO=false",
+		"ARCHIVEFLEET_EMBEDDED_NATS_PORT=-1",
+		"ARCHIVEFLEET_HTTP_ADDR=127.0.0.1:0",
+		"ARCHIVEFLEET_LOG_FORMAT=text",
+		"ARCHIVEFLEET_LOG_LEVEL=info",
+		"ARCHIVEFLEET_SETTLE=0s",
+	}
+	p := testenv.StartProc(t, "fleet (restarted)", filepath.Join(binDir, "fleet"), append(base, env...)...)
+	g := &fleetProc{Proc: p, DataDir: f.DataDir}
+	g.NATS = testenv.LogAttr(p.WaitLog(t, 60*time.Second, "embedded NATS JetStream started"), "url")
+	g.HTTP = testenv.LogAttr(p.WaitLog(t, 60*time.Second, "http listening"), "addr")
+	p.WaitLog(t, 60*time.Second, "fleet started")
+	return g
+}

@@ -77,7 +77,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	for p, h := range s.Handlers {
 		mux.Handle(p, h)
 	}
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Requests run under a context that ends when the service stops, so a
+	// long one (an ingest batch) answers with what it did instead of
+	// holding the shut-down.
+	base, stopRequests := context.WithCancel(context.Background())
+	defer stopRequests()
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxHeaderBytes,
+		BaseContext: func(net.Listener) context.Context { return base }}
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
 	if s.Logger != nil {
@@ -89,13 +95,24 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.Drain()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	stopRequests()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := s.srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+		if s.Logger != nil {
+			s.Logger.Warn("http requests still running at shut-down: closing their connections", "after", shutdownGrace, "err", err)
+		}
+		s.srv.Close()
 	}
 	return nil
 }
+
+// HTTP server bounds: request headers at most maxHeaderBytes; at shut-down,
+// requests in flight (told to stop) get shutdownGrace to answer.
+const (
+	maxHeaderBytes = 64 << 10
+	shutdownGrace  = 10 * time.Second
+)
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {

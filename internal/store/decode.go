@@ -52,20 +52,37 @@ func NewBatchReader(r io.Reader, limit int64, reserve func(n int64) error) *Batc
 // next.
 func (b *BatchReader) Index() int { return b.index }
 
-// Next returns the next message's JSON bytes (valid until the next call)
-// and where it is in the batch ("message 3", "line 5"); io.EOF after the
-// last one. A batch that is not a JSON array or JSON lines is
-// ErrMalformedBatch (wrapped with where); one over its limit
+// Line is the line of the message Next returned last, in a batch of JSON
+// lines; 0 in a JSON array.
+func (b *BatchReader) Line() int {
+	if b.format == '\n' {
+		return b.line
+	}
+	return 0
+}
+
+// where names a message of a batch by its position: "line 5" in JSON
+// lines, "message 3" in an array.
+func where(index, line int) string {
+	if line > 0 {
+		return "line " + strconv.Itoa(line)
+	}
+	return "message " + strconv.Itoa(index)
+}
+
+// Next returns the next message's JSON bytes (valid until the next call);
+// io.EOF after the last one. A batch that is not a JSON array or JSON
+// lines is ErrMalformedBatch (saying where); one over its limit
 // ErrBatchTooLarge; errors of the underlying reader are returned as they
 // are.
-func (b *BatchReader) Next() (raw []byte, where string, err error) {
+func (b *BatchReader) Next() (raw []byte, err error) {
 	if b.format == 0 {
 		c, err := b.skipSpace()
 		if err == io.EOF {
-			return nil, "", fmt.Errorf("%w: empty batch", ErrMalformedBatch)
+			return nil, fmt.Errorf("%w: empty batch", ErrMalformedBatch)
 		}
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		if c == '[' {
 			b.format = '['
@@ -80,70 +97,70 @@ func (b *BatchReader) Next() (raw []byte, where string, err error) {
 	return b.nextElement()
 }
 
-func (b *BatchReader) nextLine() ([]byte, string, error) {
+func (b *BatchReader) nextLine() ([]byte, error) {
 	for {
 		b.buf = b.buf[:0]
 		for {
 			chunk, err := b.r.ReadSlice('\n')
 			if len(chunk) > 0 {
 				if err := b.take(chunk); err != nil {
-					return nil, "", err
+					return nil, err
 				}
 			}
 			if err == bufio.ErrBufferFull {
 				continue
 			}
 			if err == io.EOF && len(b.buf) == 0 {
-				return nil, "", io.EOF
+				return nil, io.EOF
 			}
 			if err != nil && err != io.EOF {
-				return nil, "", err
+				return nil, err
 			}
 			break
 		}
 		b.line++
 		if l := bytes.TrimSpace(b.buf); len(l) > 0 {
 			b.index++
-			return l, "line " + strconv.Itoa(b.line), nil
+			return l, nil
 		}
 	}
 }
 
-func (b *BatchReader) nextElement() ([]byte, string, error) {
+func (b *BatchReader) nextElement() ([]byte, error) {
 	if b.closed {
 		// Only white space may follow the array.
 		if _, err := b.skipSpace(); err == io.EOF {
-			return nil, "", io.EOF
+			return nil, io.EOF
 		} else if err != nil {
-			return nil, "", err
+			return nil, err
 		}
-		return nil, "", fmt.Errorf("%w: data after the array's closing ]", ErrMalformedBatch)
+		return nil, fmt.Errorf("%w: data after the array's closing ]", ErrMalformedBatch)
 	}
 	c, err := b.skipSpace()
 	if err == io.EOF {
-		return nil, "", fmt.Errorf("%w: the array is not closed", ErrMalformedBatch)
+		return nil, fmt.Errorf("%w: the array is not closed", ErrMalformedBatch)
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if b.index > 0 {
 		switch c {
 		case ',':
 			b.discard(1)
 			if c, err = b.skipSpace(); err == io.EOF {
-				return nil, "", fmt.Errorf("%w: the array is not closed", ErrMalformedBatch)
+				return nil, fmt.Errorf("%w: the array is not closed", ErrMalformedBatch)
 			} else if err != nil {
-				return nil, "", err
+				return nil, err
 			}
 			if c == ']' {
-				return nil, "", fmt.Errorf("%w: a comma before the array's ]", ErrMalformedBatch)
+				return nil, fmt.Errorf("%w: a comma before the array's ]", ErrMalformedBatch)
 			}
 		case ']':
 			b.discard(1)
 			b.closed = true
 			return b.nextElement()
 		default:
-			return nil, "", fmt.Errorf("%w: after message %d: want , or ] and got %q", ErrMalformedBatch, b.index-1, c)
+			return nil, fmt.Errorf("%w: after message %d: want , or ] and got %q", ErrMalformedBatch, b.index-1, c)
 		}
 	} else if c == ']' {
 		b.discard(1)
@@ -152,11 +169,10 @@ func (b *BatchReader) nextElement() ([]byte, string, error) {
 	}
 	b.buf = b.buf[:0]
 	if err := b.value(); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	where := "message " + strconv.Itoa(b.index)
 	b.index++
-	return b.buf, where, nil
+	return b.buf, nil
 }
 
 // value copies one JSON value into b.buf: a string, an object or array
@@ -282,14 +298,14 @@ func DecodeBatch(data []byte, limit int) ([]Item, error) {
 	r := NewBatchReader(bytes.NewReader(data), int64(limit), nil)
 	var out []Item
 	for {
-		raw, where, err := r.Next()
+		raw, err := r.Next()
 		if err == io.EOF {
 			return out, nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, decodeItem(raw, where))
+		out = append(out, decodeItem(raw, where(r.Index()-1, r.Line())))
 	}
 }
 

@@ -146,7 +146,7 @@ func (e *entries) add(o Outcome, i int, hash []byte, code, reason string) {
 	if code == "" {
 		return
 	}
-	if len(e.res.Messages)+len(e.list) >= MaxReportedMessages {
+	if e.full() {
 		e.res.Omitted++
 		return
 	}
@@ -156,6 +156,9 @@ func (e *entries) add(o Outcome, i int, hash []byte, code, reason string) {
 	}
 	e.list = append(e.list, mr)
 }
+
+// full tells whether no more entries will be reported.
+func (e *entries) full() bool { return len(e.res.Messages)+len(e.list) >= MaxReportedMessages }
 
 func (e *entries) flush() {
 	slices.SortFunc(e.list, func(a, b MessageResult) int { return cmp.Compare(a.Index, b.Index) })
@@ -239,7 +242,7 @@ func (s *Store) Ingest(ctx context.Context, c archive.CommunityID, msgs []archiv
 		part := msgs[start:min(start+chunkMessages, len(msgs))]
 		items := make([]indexed, len(part))
 		for i := range part {
-			items[i] = indexed{Item: Item{Msg: part[i]}, index: start + i}
+			items[i] = indexed{msg: part[i], index: start + i}
 		}
 		if err := s.ingestChunk(ctx, c, com, items, "fleet", e); err != nil {
 			return res, err
@@ -295,7 +298,7 @@ func (s *Store) IngestBatch(ctx context.Context, c archive.CommunityID, r io.Rea
 		return err
 	}
 	for {
-		raw, where, err := br.Next()
+		raw, err := br.Next()
 		if err == io.EOF {
 			break
 		}
@@ -312,7 +315,8 @@ func (s *Store) IngestBatch(ctx context.Context, c archive.CommunityID, r io.Rea
 				return res, err
 			}
 		}
-		chunk = append(chunk, indexed{Item: decodeItem(raw, where), index: br.Index() - 1})
+		m, perr := archive.ParseMessageJSON(raw)
+		chunk = append(chunk, indexed{msg: m, parseErr: perr, index: br.Index() - 1, line: br.Line()})
 		size += len(raw)
 		if len(chunk) >= chunkMessages || size >= chunkBytes {
 			if err := flush(); err != nil {
@@ -346,10 +350,13 @@ func (s *Store) record(res *IngestResult, source string) {
 	}
 }
 
-// indexed is an item with its position in the batch.
+// indexed is a message of a batch, or why it did not parse, with its
+// position.
 type indexed struct {
-	Item
-	index int
+	msg      archive.Message
+	parseErr error
+	index    int
+	line     int // in JSON lines; 0 in an array
 }
 
 // ingestChunk checks and stores one chunk, adding each message's outcome to
@@ -360,7 +367,7 @@ func (s *Store) ingestChunk(ctx context.Context, c archive.CommunityID, com *reg
 	st, _, err := (&state.Store{KV: s.Bus.State}).GetBuild(ctx, c.String())
 	if err != nil {
 		for _, it := range items {
-			e.add(Failed, it.index, it.Msg.Hash, CodeUnavailable, fmt.Sprintf("not stored: read community state: %v; send it again", err))
+			e.add(Failed, it.index, it.msg.Hash, CodeUnavailable, fmt.Sprintf("not stored: read community state: %v; send it again", err))
 		}
 		return nil
 	}
@@ -385,7 +392,7 @@ func (s *Store) ingestChunk(ctx context.Context, c archive.CommunityID, com *reg
 					err = ctx.Err()
 				}
 			}
-			m := &p.it.Msg
+			m := &p.it.msg
 			switch {
 			case err == nil && m.Timestamp < archivedTo:
 				e.add(Late, p.it.index, m.Hash, CodeLate, fmt.Sprintf("its window (before %d) is already archived: it goes into a supplement archive at the next build", archivedTo))
@@ -402,15 +409,19 @@ func (s *Store) ingestChunk(ctx context.Context, c archive.CommunityID, com *reg
 	}
 	for i := range items {
 		it := &items[i]
-		if code, reason := refusal(com, &it.Item, now); code != "" {
-			e.add(Refused, it.index, it.Msg.Hash, code, reason)
+		if code := refusal(com, it, now); code != "" {
+			if !e.full() {
+				e.add(Refused, it.index, it.msg.Hash, code, explain(com, it, code, now))
+			} else {
+				e.add(Refused, it.index, nil, code, "")
+			}
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			e.add(Failed, it.index, it.Msg.Hash, CodeUnavailable, fmt.Sprintf("not stored: %v; send it again", err))
+			e.add(Failed, it.index, it.msg.Hash, CodeUnavailable, fmt.Sprintf("not stored: %v; send it again", err))
 			continue
 		}
-		rec, err := s.prepare(ctx, c, &it.Msg)
+		rec, err := s.prepare(ctx, c, &it.msg)
 		p := pending{it: it, rec: rec, err: err}
 		if err == nil {
 			p.future, p.err = s.Bus.JS.PublishMsgAsync(rec.msg(), jetstream.WithExpectLastSequencePerSubject(0))
@@ -424,33 +435,52 @@ func (s *Store) ingestChunk(ctx context.Context, c archive.CommunityID, com *reg
 	return nil
 }
 
-// refusal says why a message will never be archived for com: a code and a
-// reason, or "".
-func refusal(com *registry.Community, it *Item, now uint64) (code, reason string) {
-	m := &it.Msg
-	if it.Err != nil {
-		if errors.Is(it.Err, archive.ErrTooLarge) {
-			return CodeOversize, it.Err.Error()
-		}
-		return CodeInvalid, it.Err.Error()
-	}
-	if err := m.Validate(); err != nil {
-		if errors.Is(err, archive.ErrTooLarge) {
-			return CodeOversize, err.Error()
-		}
-		return CodeInvalid, err.Error()
-	}
+// refusal says why a message will never be archived for com, as a code;
+// "" when it may be stored. explain gives the reason.
+func refusal(com *registry.Community, it *indexed, now uint64) string {
+	m := &it.msg
 	switch {
+	case it.parseErr != nil:
+		return CodeInvalid
+	case !m.Valid():
+		if len(m.Sig) == 65 && m.Sig[0] == 0x04 && len(m.Hash) > 0 && m.Size() > archive.MaxMessageBytes {
+			return CodeOversize
+		}
+		return CodeInvalid
 	case len(m.Hash) > MaxHashBytes:
-		return CodeHash, fmt.Sprintf("hash is %d bytes, over %d", len(m.Hash), MaxHashBytes)
+		return CodeHash
 	case !slices.Contains(com.Topics, m.Topic):
-		return CodeTopic, fmt.Sprintf("topic %s is not one of the community's topics", m.Topic)
+		return CodeTopic
 	case m.Timestamp < com.Since:
-		return CodeEarly, fmt.Sprintf("timestamp %d is before the community's archives start (since %d)", m.Timestamp, com.Since)
+		return CodeEarly
 	case m.Timestamp > now+uint64(MaxFutureSkew/time.Second):
-		return CodeFuture, fmt.Sprintf("future: timestamp %d is more than %v ahead of the fleet's clock (%d)", m.Timestamp, MaxFutureSkew, now)
+		return CodeFuture
 	}
-	return "", ""
+	return ""
+}
+
+// explain is the reason for refusal's code, made only for the messages a
+// reply names: a batch of millions of invalid messages explains a thousand.
+func explain(com *registry.Community, it *indexed, code string, now uint64) string {
+	m := &it.msg
+	var r string
+	switch code {
+	case CodeInvalid, CodeOversize:
+		if it.parseErr != nil {
+			r = "decode message: " + it.parseErr.Error()
+		} else {
+			r = "message " + m.Hash.String() + ": " + m.Validate().Error()
+		}
+	case CodeHash:
+		r = fmt.Sprintf("hash is %d bytes, over %d", len(m.Hash), MaxHashBytes)
+	case CodeTopic:
+		r = fmt.Sprintf("topic %s is not one of the community's topics", m.Topic)
+	case CodeEarly:
+		r = fmt.Sprintf("timestamp %d is before the community's archives start (since %d)", m.Timestamp, com.Since)
+	case CodeFuture:
+		r = fmt.Sprintf("future: timestamp %d is more than %v ahead of the fleet's clock (%d)", m.Timestamp, MaxFutureSkew, now)
+	}
+	return where(it.index, it.line) + ": " + r
 }
 
 // record is a message as it is stored: its subject, headers, data and the

@@ -65,7 +65,7 @@ func TestBatchReader(t *testing.T) {
 			var err error
 			for {
 				var raw []byte
-				raw, _, err = r.Next()
+				raw, err = r.Next()
 				if err != nil {
 					break
 				}
@@ -91,10 +91,10 @@ func TestBatchReaderReservesForLargeMessages(t *testing.T) {
 		}
 		return nil
 	})
-	if raw, _, err := r.Next(); err != nil || string(raw) != "{}" {
+	if raw, err := r.Next(); err != nil || string(raw) != "{}" {
 		t.Fatal(string(raw), err)
 	}
-	raw, _, err := r.Next()
+	raw, err := r.Next()
 	if err != nil || len(raw) != len(big) {
 		t.Fatalf("%d bytes, %v", len(raw), err)
 	}
@@ -108,7 +108,7 @@ func TestBatchReaderReservesForLargeMessages(t *testing.T) {
 		}
 		return nil
 	})
-	if _, _, err := r.Next(); !errors.Is(err, ErrBusy) {
+	if _, err := r.Next(); !errors.Is(err, ErrBusy) {
 		t.Fatalf("a message over what the budget gives: %v", err)
 	}
 }
