@@ -13,10 +13,11 @@ import (
 )
 
 // ServeHTTP answers "<any prefix>/announce" (BEP 3, 23, 7) and
-// "<any prefix>/scrape" (BEP 48). A refused request gets a bencoded
-// "failure reason" with status 200, as trackers answer and clients
-// (anacrolix, aria2c, libtorrent) show; a registry failure gets one with
-// status 503, so a proxy may try another replica.
+// "<any prefix>/scrape" (BEP 48). A refused request (malformed, or for a
+// torrent the fleet does not seed) gets a bencoded "failure reason" with
+// status 200, as trackers answer and clients (anacrolix, aria2c,
+// libtorrent) show; a registry failure gets one with status 503, so a
+// proxy may try another replica.
 func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var scrape bool
 	switch {
@@ -55,7 +56,12 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, err := t.announce(r.Context(), "http", a)
-	if err != nil {
+	var bad errBadRequest
+	switch {
+	case errors.As(err, &bad):
+		writeBencode(w, http.StatusOK, failure(bad.Error()))
+		return
+	case err != nil:
 		writeBencode(w, http.StatusServiceUnavailable, failure("tracker unavailable, retry later"))
 		return
 	}
@@ -90,9 +96,12 @@ func (t *Tracker) serveHTTPScrape(w http.ResponseWriter, r *http.Request, q url.
 		writeBencode(w, http.StatusServiceUnavailable, failure("tracker unavailable, retry later"))
 		return
 	}
-	files := make(map[string]scrapeResult, len(hashes))
+	// Torrents the tracker does not serve are left out, as opentracker does.
+	files := make(map[string]scrapeResult, min(len(hashes), maxScrape))
 	for i, ih := range hashes {
-		files[string(ih[:])] = res[i]
+		if res[i].known {
+			files[string(ih[:])] = res[i].scrapeResult
+		}
 	}
 	writeBencode(w, http.StatusOK, struct {
 		Files map[string]scrapeResult `bencode:"files"`
