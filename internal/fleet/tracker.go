@@ -41,10 +41,7 @@ func newTrackerServer(b *bus.Bus, addr string, log *slog.Logger, reg prometheus.
 		ln.Close()
 		return nil, fmt.Errorf("tracker: listen udp %s: %w", ln.Addr(), err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/announce", t)
-	mux.Handle("/scrape", t)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := t.HTTPServer()
 	ts := &trackerServer{announceURL: "http://" + ln.Addr().String() + "/announce", udpURL: "udp://" + pc.LocalAddr().String()}
 	log.Info("fleet tracker listening", "announce", ts.announceURL, "udp", ts.udpURL)
 	ts.run = func(ctx context.Context) error {

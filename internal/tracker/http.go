@@ -3,14 +3,39 @@ package tracker
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/anacrolix/torrent/bencode"
 )
+
+// Limits of the tracker's HTTP server, which faces the internet: a request
+// is one request line and a few headers (a scrape of 64 escaped infohashes
+// is ~4.5 KB), and its answer a few KB at most.
+const (
+	HTTPMaxHeaderBytes    = 8 << 10
+	HTTPReadHeaderTimeout = 5 * time.Second
+	HTTPReadTimeout       = 10 * time.Second
+	HTTPWriteTimeout      = 10 * time.Second
+	HTTPIdleTimeout       = 60 * time.Second
+)
+
+// HTTPServer is a server for t on "/announce" and "/scrape" with the limits
+// above: a client that sends a large or slow request is cut off instead of
+// holding a connection and its buffers.
+func (t *Tracker) HTTPServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/announce", t)
+	mux.Handle("/scrape", t)
+	return &http.Server{Handler: mux, MaxHeaderBytes: HTTPMaxHeaderBytes, ReadHeaderTimeout: HTTPReadHeaderTimeout,
+		ReadTimeout: HTTPReadTimeout, WriteTimeout: HTTPWriteTimeout, IdleTimeout: HTTPIdleTimeout,
+		ErrorLog: slog.NewLogLogger(t.log.Handler(), slog.LevelDebug)}
+}
 
 // ServeHTTP answers "<any prefix>/announce" (BEP 3, 23, 7) and
 // "<any prefix>/scrape" (BEP 48). A refused request (malformed, or for a

@@ -3,6 +3,8 @@ package tracker
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -312,5 +314,40 @@ func TestViewExpiresWithBucket(t *testing.T) {
 	waitView(t, tr, "forgetting the expired torrent", func(v *view) bool { return len(v.swarms) == 0 && v.expiry.Len() == 0 })
 	if _, err := localAnnounce(t, tr, ih, 7000, 10, eventStarted); err == nil || err.Error() != refusal {
 		t.Fatalf("announce after expiry: %v, want the refusal", err)
+	}
+}
+
+// TestHTTPServerLimits: the tracker's server refuses a request whose
+// headers exceed its limit, and has every timeout set.
+func TestHTTPServerLimits(t *testing.T) {
+	tr := startTracker(t, NewRegistry(testBus(t)), Config{})
+	srv := tr.HTTPServer()
+	if srv.ReadHeaderTimeout == 0 || srv.ReadTimeout == 0 || srv.WriteTimeout == 0 || srv.IdleTimeout == 0 {
+		t.Fatalf("timeouts %v %v %v %v: want all set", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	u := "http://" + ln.Addr().String() + "/announce"
+	for _, tc := range []struct {
+		name   string
+		header int
+		status int
+	}{{"small", 100, 200}, {"over the limit", 2 * HTTPMaxHeaderBytes, http.StatusRequestHeaderFieldsTooLarge}} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", u+"?"+query("info_hash", strings.Repeat("q", 20), "peer_id", pid, "port", "1"), nil)
+			req.Header.Set("X-Pad", strings.Repeat("a", tc.header))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+		})
 	}
 }
