@@ -59,10 +59,10 @@ type Config struct {
 	MaxPeers int
 }
 
-// Defaults of Config's caps. An announced peer takes at most ~250 bytes in
-// the bucket (an IPv6 key and value), so DefaultMaxPeers keeps announces
-// within ~24 MiB of the bucket's 64 MiB, and a process's view of them
-// within ~30 MiB of memory.
+// Defaults of Config's caps. An announced peer takes ~180 bytes in the
+// bucket (at most ~250 for an IPv6 key and value) and ~450 in a process's
+// view, so DefaultMaxPeers keeps announces within ~24 MiB of the bucket's
+// 64 MiB and ~45 MiB of memory.
 const (
 	DefaultMaxSwarmPeers = 2000
 	DefaultMaxPeers      = 100_000

@@ -31,9 +31,11 @@ type view struct {
 
 	mu     sync.Mutex
 	swarms map[[20]byte]*swarm
-	// expiry holds every entry, least recently stored first. The bucket
+	// expiry holds every entry, least recently stored first: the bucket
 	// stores messages in time order and a rewrite moves its entry to the
-	// back, so the expired entries are always at the front.
+	// back, so the expired entries are at the front (give or take the
+	// skew between this process's clock, for its own writes, and the
+	// server's).
 	expiry list.List
 	// announced counts announced peers' entries in every swarm (live or
 	// markers: both take bytes in the bucket); pending counts new ones
