@@ -75,6 +75,12 @@ const FailuresMaxAge = 30 * 24 * time.Hour
 // without a "stopped" leaves the swarm by itself.
 const TrackerPeersTTL = 30 * time.Minute
 
+// TrackerPeersMaxBytes bounds the tracker bucket, which shares the
+// JetStream store with the archives. The tracker keeps announced peers
+// within part of it (internal/tracker's caps); a write past it fails
+// rather than evicting a seeder's registration.
+const TrackerPeersMaxBytes = 64 << 20
+
 // Subject builders.
 func SubjectDue(c string) string       { return "archive.due." + c }
 func SubjectBuilt(c string) string     { return "archive.built." + c }
@@ -235,7 +241,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("bucket %s: %w", BucketFailures, err)
 	}
 	if b.TrackerPeers, err = ensureKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: BucketTrackerPeers, Storage: storage,
-		Replicas: cfg.Replicas, History: 1, TTL: TrackerPeersTTL}); err != nil {
+		Replicas: cfg.Replicas, History: 1, TTL: TrackerPeersTTL, MaxBytes: TrackerPeersMaxBytes}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", BucketTrackerPeers, err)
 	}
 	if b.Objects, err = ensureObjectStore(ctx, js, jetstream.ObjectStoreConfig{Bucket: BucketObjects, Storage: storage, Replicas: cfg.Replicas}); err != nil {

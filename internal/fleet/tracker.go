@@ -25,7 +25,8 @@ type trackerServer struct {
 
 // newTrackerServer opens the fleet tracker on addr, HTTP (/announce,
 // /scrape) on TCP and BEP 15 on UDP at the same port, answering from the
-// swarm shared in NATS (any replica answers for every torrent).
+// swarm shared in NATS (any replica answers for every torrent the fleet's
+// seeders are registered for).
 func newTrackerServer(b *bus.Bus, addr string, log *slog.Logger, reg prometheus.Registerer) (*trackerServer, error) {
 	t, err := tracker.New(tracker.NewRegistry(b), tracker.Config{}, log, reg)
 	if err != nil {
@@ -40,10 +41,7 @@ func newTrackerServer(b *bus.Bus, addr string, log *slog.Logger, reg prometheus.
 		ln.Close()
 		return nil, fmt.Errorf("tracker: listen udp %s: %w", ln.Addr(), err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/announce", t)
-	mux.Handle("/scrape", t)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := t.HTTPServer()
 	ts := &trackerServer{announceURL: "http://" + ln.Addr().String() + "/announce", udpURL: "udp://" + pc.LocalAddr().String()}
 	log.Info("fleet tracker listening", "announce", ts.announceURL, "udp", ts.udpURL)
 	ts.run = func(ctx context.Context) error {
@@ -54,6 +52,7 @@ func newTrackerServer(b *bus.Bus, addr string, log *slog.Logger, reg prometheus.
 			}
 			return nil
 		})
+		g.Go(func() error { return t.Run(gctx) })
 		g.Go(func() error { return t.ServeUDP(gctx, pc) })
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
+	anacrolixTracker "github.com/anacrolix/torrent/tracker"
+	"github.com/anacrolix/torrent/types/infohash"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/testenv"
-	"github.com/archivefleet/archivefleet/internal/tracker"
 )
 
 // TestAria2cFetchesAnnouncedMagnet (#12): the fleet serves its tracker and
@@ -65,19 +66,9 @@ func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 	if len(m.Trackers) == 0 || m.Trackers[0] != serve.announceURL {
 		t.Fatalf("magnet trackers %v: want ours (%s) first", m.Trackers, serve.announceURL)
 	}
-	swarm := tracker.NewRegistry(c.ctl)
-	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		peers, err := swarm.Peers(context.Background(), m.InfoHash)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seeders := slices.DeleteFunc(peers, func(p tracker.Peer) bool { return !p.Seeder }); len(seeders) == 2 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("the tracker knows %d peers of %s, want both seeders", len(peers), m.InfoHash.HexString())
-		}
-	}
+	// The tracker serves only torrents its seeders registered for: it
+	// lists both before aria2c asks.
+	waitTrackerSeeders(t, serve.announceURL, m.InfoHash, 2)
 	if keep.Seeding(com.ID.String()) != m.InfoHash.HexString() {
 		t.Fatal("seeder s1 does not seed the announced torrent")
 	}
@@ -104,6 +95,11 @@ func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 		}
 	}
 	fetch("superseded magnet", v.Magnet, msgs)
+	m2, err := metainfo.ParseMagnetUri(v2.Magnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitTrackerSeeders(t, serve.announceURL, m2.InfoHash, 1)
 	fetch("new magnet", v2.Magnet, append(slices.Clone(msgs), later...))
 	kill()
 	<-done
@@ -122,5 +118,27 @@ func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(out, com.ID.String(), archive.DataFile)); err == nil && fi.Size() > 0 {
 		t.Fatalf("aria2c wrote %d bytes of the superseded torrent's data after its grace", fi.Size())
+	}
+}
+
+// waitTrackerSeeders waits up to 30 s until a scrape of the tracker at
+// announceURL counts at least n seeders of ih.
+func waitTrackerSeeders(t *testing.T, announceURL string, ih metainfo.Hash, n int32) {
+	t.Helper()
+	cl, err := anacrolixTracker.NewClient(announceURL, anacrolixTracker.NewClientOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := cl.Scrape(ctx, []infohash.T{ih})
+		cancel()
+		if err == nil && len(res) == 1 && res[0].Seeders >= n {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the tracker counts %+v (%v) for %s, want %d seeders", res, err, ih.HexString(), n)
+		}
 	}
 }

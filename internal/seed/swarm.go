@@ -11,6 +11,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 
 	"github.com/archivefleet/archivefleet/internal/placement"
+	"github.com/archivefleet/archivefleet/internal/tracker"
 )
 
 // Swarm is the fleet tracker's peer registry (*tracker.Registry): the
@@ -26,10 +27,11 @@ type Swarm interface {
 const DefaultSwarmEvery = 10 * time.Minute
 
 // swarmID is the seeder's peer id in the tracker registry: its replica id
-// with anything outside the registry's key alphabet replaced.
+// with anything outside the registry's key alphabet replaced, after the
+// prefix by which the tracker knows a torrent the fleet seeds.
 func (s *Service) swarmID() string {
 	id := placement.Key(s.Config.ID)
-	return "seeder-" + id[:min(len(id), 50)]
+	return tracker.SeederIDPrefix + id[:min(len(id), 50)]
 }
 
 // swarmAddrs resolves PublicAddr to the addresses members dial.

@@ -5,10 +5,10 @@ import (
 	"context"
 	crand "crypto/rand"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -39,7 +39,8 @@ type seeded struct {
 }
 
 // seedThrough seeds 3 MiB of random bytes with announceURL as the only
-// tracker, and waits until the tracker lists the seeder as one.
+// tracker, registered as a fleet seeder (so the tracker serves it), and
+// waits until the tracker lists the seeder's own announce as a seeder's.
 func seedThrough(t *testing.T, tt *testTracker, announceURL string) seeded {
 	t.Helper()
 	dir := t.TempDir()
@@ -71,24 +72,21 @@ func seedThrough(t *testing.T, tt *testTracker, announceURL string) seeded {
 			t.Fatalf("seeder's data incomplete after verification: %d of %d bytes", tor.BytesCompleted(), tor.Length())
 		}
 	}
-	tor.AddTrackers([][]string{{announceURL}})
 	s.infoHash = mi.HashInfoBytes()
 	s.magnet = "magnet:?xt=urn:btih:" + s.infoHash.HexString() + "&tr=" + url.QueryEscape(announceURL)
-	self := "127.0.0.1:" + strconv.Itoa(cl.LocalPort())
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		peers, err := tt.reg.Peers(context.Background(), s.infoHash)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(peers) == 1 && peers[0].Addr.String() == self && peers[0].Seeder {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("seeder %s not registered as a seeder through %s within 20 s: registry has %+v", self, announceURL, peers)
-		}
-		time.Sleep(20 * time.Millisecond)
+	self := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(cl.LocalPort()))
+	registerSeeder(t, tt.Tracker, s.infoHash, "e2e", self)
+	tor.AddTrackers([][]string{{announceURL}})
+	waitView(t, tt.Tracker, "listing the seeder's announce through "+announceURL, func(v *view) bool {
+		e := liveEntry(v, s.infoHash, addrID(self))
+		return e != nil && e.seeder
+	})
+	// The bucket has both, as one peer.
+	peers, err := tt.reg.Peers(context.Background(), s.infoHash)
+	if err != nil || len(peers) != 1 || peers[0].Addr != self || !peers[0].Seeder {
+		t.Fatalf("registry has %+v, %v; want the seeder %v once", peers, err, self)
 	}
+	return s
 }
 
 // TestAnacrolixDownloadsThroughTracker: one anacrolix client seeds, another

@@ -3,20 +3,46 @@ package tracker
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/anacrolix/torrent/bencode"
 )
 
+// Limits of the tracker's HTTP server, which faces the internet: a request
+// is one request line and a few headers (a scrape of 64 escaped infohashes
+// is ~4.5 KB), and its answer a few KB at most.
+const (
+	HTTPMaxHeaderBytes    = 8 << 10
+	HTTPReadHeaderTimeout = 5 * time.Second
+	HTTPReadTimeout       = 10 * time.Second
+	HTTPWriteTimeout      = 10 * time.Second
+	HTTPIdleTimeout       = 60 * time.Second
+)
+
+// HTTPServer is a server for t on "/announce" and "/scrape" with the limits
+// above: a client that sends a large or slow request is cut off instead of
+// holding a connection and its buffers.
+func (t *Tracker) HTTPServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/announce", t)
+	mux.Handle("/scrape", t)
+	return &http.Server{Handler: mux, MaxHeaderBytes: HTTPMaxHeaderBytes, ReadHeaderTimeout: HTTPReadHeaderTimeout,
+		ReadTimeout: HTTPReadTimeout, WriteTimeout: HTTPWriteTimeout, IdleTimeout: HTTPIdleTimeout,
+		ErrorLog: slog.NewLogLogger(t.log.Handler(), slog.LevelDebug)}
+}
+
 // ServeHTTP answers "<any prefix>/announce" (BEP 3, 23, 7) and
-// "<any prefix>/scrape" (BEP 48). A refused request gets a bencoded
-// "failure reason" with status 200, as trackers answer and clients
-// (anacrolix, aria2c, libtorrent) show; a registry failure gets one with
-// status 503, so a proxy may try another replica.
+// "<any prefix>/scrape" (BEP 48). A refused request (malformed, or for a
+// torrent the fleet does not seed) gets a bencoded "failure reason" with
+// status 200, as trackers answer and clients (anacrolix, aria2c,
+// libtorrent) show; a registry failure gets one with status 503, so a
+// proxy may try another replica.
 func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var scrape bool
 	switch {
@@ -55,7 +81,12 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, err := t.announce(r.Context(), "http", a)
-	if err != nil {
+	var bad errBadRequest
+	switch {
+	case errors.As(err, &bad):
+		writeBencode(w, http.StatusOK, failure(bad.Error()))
+		return
+	case err != nil:
 		writeBencode(w, http.StatusServiceUnavailable, failure("tracker unavailable, retry later"))
 		return
 	}
@@ -90,9 +121,12 @@ func (t *Tracker) serveHTTPScrape(w http.ResponseWriter, r *http.Request, q url.
 		writeBencode(w, http.StatusServiceUnavailable, failure("tracker unavailable, retry later"))
 		return
 	}
-	files := make(map[string]scrapeResult, len(hashes))
+	// Torrents the tracker does not serve are left out, as opentracker does.
+	files := make(map[string]scrapeResult, min(len(hashes), maxScrape))
 	for i, ih := range hashes {
-		files[string(ih[:])] = res[i]
+		if res[i].known {
+			files[string(ih[:])] = res[i].scrapeResult
+		}
 	}
 	writeBencode(w, http.StatusOK, struct {
 		Files map[string]scrapeResult `bencode:"files"`

@@ -32,10 +32,7 @@ type testTracker struct {
 func newTestTracker(t *testing.T, cfg Config) *testTracker {
 	t.Helper()
 	r := NewRegistry(testBus(t))
-	tr, err := New(r, cfg, nil, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := startTracker(t, r, cfg)
 	srv := httptest.NewServer(tr)
 	t.Cleanup(srv.Close)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -52,6 +49,71 @@ func newTestTracker(t *testing.T, cfg Config) *testTracker {
 		}
 	})
 	return &testTracker{Tracker: tr, reg: r, announce: srv.URL + "/announce", udp: "udp://" + pc.LocalAddr().String() + "/announce"}
+}
+
+// startTracker returns a tracker on r whose view runs until the test ends,
+// once the view has loaded.
+func startTracker(t *testing.T, r *Registry, cfg Config) *Tracker {
+	t.Helper()
+	tr, err := New(r, cfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := tr.view.wait(wctx); err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// waitView waits up to 10 s until cond holds on tr's view.
+func waitView(t *testing.T, tr *Tracker, what string, cond func(v *view) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		tr.view.mu.Lock()
+		ok := cond(tr.view)
+		tr.view.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tracker's view: not %s within 10 s", what)
+		}
+	}
+}
+
+// liveEntry is ih's entry id in v, if live.
+func liveEntry(v *view, ih [20]byte, id string) *entry {
+	if sw := v.swarms[ih]; sw != nil {
+		if e := sw.entries[id]; e != nil && e.live {
+			return e
+		}
+	}
+	return nil
+}
+
+// registerSeeder lists fleet seeder id (SeederIDPrefix added) for ih at
+// addr, and waits until tr's view has it: tr then serves ih.
+func registerSeeder(t *testing.T, tr *Tracker, ih [20]byte, id string, addr netip.AddrPort) {
+	t.Helper()
+	id = SeederIDPrefix + id
+	if err := tr.reg.Register(context.Background(), ih, id, addr, true); err != nil {
+		t.Fatal(err)
+	}
+	waitView(t, tr, fmt.Sprintf("listing %s for %x at %v", id, ih, addr), func(v *view) bool {
+		e := liveEntry(v, ih, id)
+		return e != nil && e.addr == addr && v.allowed(ih) != nil
+	})
 }
 
 // ih20 is an infohash with bytes URLs must escape (NUL, ';', '+', '&', '%', '=').
@@ -255,45 +317,77 @@ func compactPeers(s any, size int) []string {
 	return out
 }
 
+// checkGroups checks peers against groups: the order of groups is fixed,
+// within one it is random (a sample, shuffled so load spreads). n is how
+// many peers were asked for: the last group used may be cut to a subset.
+func checkGroups(got []string, groups [][]string, n int) error {
+	total := 0
+	for _, g := range groups {
+		total += len(g)
+	}
+	if len(got) != min(total, n) {
+		return fmt.Errorf("%d peers, want %d", len(got), min(total, n))
+	}
+	rest := got
+	for _, g := range groups {
+		k := min(len(g), len(rest))
+		seg := slices.Sorted(slices.Values(rest[:k]))
+		if len(slices.Compact(slices.Clone(seg))) != k {
+			return fmt.Errorf("duplicate peers in %v", seg)
+		}
+		for _, p := range seg {
+			if !slices.Contains(g, p) {
+				return fmt.Errorf("peer %s where one of %v was due", p, g)
+			}
+		}
+		rest = rest[k:]
+	}
+	return nil
+}
+
 // TestHTTPAnnounce drives a swarm through the HTTP endpoint on real NATS:
 // who gets whom, in what order, and what a refused announce gets.
 func TestHTTPAnnounce(t *testing.T) {
 	// Requests come from 127.0.0.1, a trusted proxy here, so one peer can
 	// be an IPv6 client named by X-Forwarded-For.
 	tt := newTestTracker(t, Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	const (
+		l1, l2, s1, s2, f1 = "127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:2001", "127.0.0.1:2002", "127.0.0.1:3001"
+	)
+	// The fleet seeds ih20: its seeder f1 is registered.
+	registerSeeder(t, tt.Tracker, ih20, "f1", netip.MustParseAddrPort(f1))
 	ih := string(ih20[:])
 	peer := func(id, port string, more ...string) string {
 		return query(append([]string{"info_hash", ih, "peer_id", fmt.Sprintf("%-20s", id), "port", port}, more...)...)
 	}
-	const (
-		l1, l2, s1, s2 = "127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:2001", "127.0.0.1:2002"
-	)
 	for _, tc := range []struct {
 		name string
 		raw  string
 		xff  string
-		// want lists the peers in groups: the order of groups is fixed,
-		// within one it is random (shuffled for load spreading).
+		// want lists the peers in groups (see checkGroups); n is how many
+		// were asked for (default 50).
 		want    [][]string
+		n       int
 		want6   []string
 		counts  [2]int // complete, incomplete
 		failure string
 	}{
-		{name: "first leecher: nobody yet", raw: peer("L1", "1001", "event", "started", "left", "100"), counts: [2]int{0, 1}},
-		{name: "a seeder", raw: peer("S1", "2001", "event", "started", "left", "0"), want: [][]string{{l1}}, counts: [2]int{1, 1}},
-		{name: "a seeder gets leechers first", raw: peer("S2", "2002", "left", "0"), want: [][]string{{l1}, {s1}}, counts: [2]int{2, 1}},
-		{name: "numwant 2: seeders first", raw: peer("L2", "1002", "left", "5", "numwant", "2"),
-			want: [][]string{{s1, s2}}, counts: [2]int{2, 2}},
+		{name: "first leecher: the fleet's seeder", raw: peer("L1", "1001", "event", "started", "left", "100"), want: [][]string{{f1}}, counts: [2]int{1, 1}},
+		{name: "a seeder gets leechers first", raw: peer("S1", "2001", "event", "started", "left", "0"), want: [][]string{{l1}, {f1}}, counts: [2]int{2, 1}},
+		{name: "another seeder", raw: peer("S2", "2002", "left", "0"), want: [][]string{{l1}, {s1, f1}}, counts: [2]int{3, 1}},
+		{name: "numwant 2: two of the seeders", raw: peer("L2", "1002", "left", "5", "numwant", "2"),
+			want: [][]string{{s1, s2, f1}}, n: 2, counts: [2]int{3, 2}},
 		{name: "default numwant: seeders then leechers, never itself", raw: peer("L2", "1002", "left", "5"),
-			want: [][]string{{s1, s2}, {l1}}, counts: [2]int{2, 2}},
-		{name: "an IPv6 leecher behind the proxy", raw: peer("L6", "1006", "left", "5", "numwant", "0"), xff: "2001:db8::6", counts: [2]int{2, 3}},
+			want: [][]string{{s1, s2, f1}, {l1}}, counts: [2]int{3, 2}},
+		{name: "an IPv6 leecher behind the proxy", raw: peer("L6", "1006", "left", "5", "numwant", "0"), xff: "2001:db8::6", n: 0, counts: [2]int{3, 3}},
 		{name: "IPv6 peers in peers6", raw: peer("L1", "1001", "left", "100"),
-			want: [][]string{{s1, s2}, {l2}}, want6: []string{"[2001:db8::6]:1006"}, counts: [2]int{2, 3}},
-		{name: "stopped leaves (and reads no swarm)", raw: peer("L6", "1006", "event", "stopped", "left", "5"), xff: "2001:db8::6"},
+			want: [][]string{{s1, s2, f1}, {l2}}, want6: []string{"[2001:db8::6]:1006"}, counts: [2]int{3, 3}},
+		{name: "stopped leaves", raw: peer("L6", "1006", "event", "stopped", "left", "5"), xff: "2001:db8::6"},
 		{name: "stopped seeder leaves", raw: peer("S2", "2002", "event", "stopped", "left", "0")},
-		{name: "completed: now a seeder", raw: peer("L2", "1002", "event", "completed", "left", "0"), want: [][]string{{l1}, {s1}}, counts: [2]int{2, 1}},
-		{name: "dict peers on compact=0", raw: peer("L1", "1001", "left", "100", "compact", "0"), want: [][]string{{s1, l2}}, counts: [2]int{2, 1}},
-		{name: "unknown torrent: no peers, no failure", raw: query("info_hash", strings.Repeat("z", 20), "peer_id", pid, "port", "3000"), counts: [2]int{0, 1}},
+		{name: "completed: now a seeder", raw: peer("L2", "1002", "event", "completed", "left", "0"), want: [][]string{{l1}, {s1, f1}}, counts: [2]int{3, 1}},
+		{name: "dict peers on compact=0", raw: peer("L1", "1001", "left", "100", "compact", "0"), want: [][]string{{s1, l2, f1}}, counts: [2]int{3, 1}},
+		{name: "a torrent the fleet does not seed is refused", raw: query("info_hash", strings.Repeat("z", 20), "peer_id", pid, "port", "3000"),
+			failure: "Requested download is not authorized for use with this tracker."},
 		{name: "bad info_hash", raw: query("info_hash", "short", "peer_id", pid, "port", "3000"), failure: "info_hash must be one 20-byte value"},
 		{name: "missing port", raw: query("info_hash", ih, "peer_id", pid), failure: "missing port"},
 	} {
@@ -333,26 +427,24 @@ func TestHTTPAnnounce(t *testing.T) {
 			if m["peers6"] != nil {
 				got6 = compactPeers(m["peers6"], 18)
 			}
-			var want []string
-			for _, g := range tc.want {
-				if len(got) < len(want)+len(g) {
-					break
-				}
-				slices.Sort(got[len(want) : len(want)+len(g)])
-				want = append(want, slices.Sorted(slices.Values(g))...)
+			n := 50
+			if tc.n != 0 || tc.want == nil {
+				n = tc.n
 			}
-			if fmt.Sprint(got) != fmt.Sprint(want) || len(got) != len(slices.Concat(tc.want...)) || fmt.Sprint(got6) != fmt.Sprint(tc.want6) {
-				t.Fatalf("peers %v peers6 %v, want %v %v", got, got6, tc.want, tc.want6)
+			if err := checkGroups(got, tc.want, n); err != nil || fmt.Sprint(got6) != fmt.Sprint(tc.want6) {
+				t.Fatalf("peers %v peers6 %v, want %v %v: %v", got, got6, tc.want, tc.want6, err)
 			}
 			if c := [2]int{int(m["complete"].(int64)), int(m["incomplete"].(int64))}; tc.counts != c {
 				t.Fatalf("complete, incomplete %v, want %v", c, tc.counts)
 			}
 		})
 	}
-	if n := testutil.ToFloat64(tt.metrics.announces.WithLabelValues("http", "started", "ok")); n != 2 {
-		t.Fatalf("started ok announces %v, want 2", n)
-	}
-	if n := testutil.ToFloat64(tt.metrics.announces.WithLabelValues("http", "none", "bad_request")); n != 2 {
-		t.Fatalf("bad requests %v, want 2", n)
+	for _, c := range []struct {
+		event, result string
+		want          float64
+	}{{"started", "ok", 2}, {"none", "bad_request", 2}, {"none", "unregistered", 1}} {
+		if n := testutil.ToFloat64(tt.metrics.announces.WithLabelValues("http", c.event, c.result)); n != c.want {
+			t.Errorf("%s %s announces %v, want %v", c.event, c.result, n, c.want)
+		}
 	}
 }

@@ -5,10 +5,12 @@
 // to any of them, and the fleet's seeders can register themselves without
 // announcing.
 //
-// A peer is one key, "<infohash hex>.<id>", rewritten at each announce; the
-// bucket's TTL (bus.TrackerPeersTTL, three announce intervals) forgets peers
-// that stop announcing, so the tracker keeps no state of its own and needs
-// no sweeper.
+// A peer is one key, "<infohash hex>.<id>": an announcing peer's id is its
+// address (addrID), a registered seeder's the id it chose. The bucket's TTL
+// (bus.TrackerPeersTTL, three announce intervals) forgets peers that stop
+// announcing. Each tracker process answers from its own copy of the bucket
+// (view), kept by one watch, and only for torrents a fleet seeder is
+// registered for (SeederIDPrefix).
 package tracker
 
 import (
@@ -20,6 +22,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +65,11 @@ func newRegistry(nc *nats.Conn, kv jetstream.KeyValue) *Registry {
 		prefix: "$KV." + kv.Bucket() + ".", now: time.Now}
 }
 
+// SeederIDPrefix starts the registry id of every fleet seeder. A torrent is
+// served only while a registration under such an id is live; announced
+// peers' ids are hex addresses (addrID), which never start with it.
+const SeederIDPrefix = "seeder-"
+
 // ErrBadID is returned for a peer id that cannot be one token of a KV key.
 var ErrBadID = errors.New("tracker: peer id must be 1-64 characters of A-Z a-z 0-9 _ - =")
 
@@ -81,24 +89,44 @@ func validID(id string) bool {
 
 func peerKey(ih [20]byte, id string) string { return hex.EncodeToString(ih[:]) + "." + id }
 
+// addrID is an announced peer's registry id: its address, so a client
+// restarted with a new peer id is the same peer, and only a request from
+// that address can replace or remove it. "7f000001-6881" for 127.0.0.1:6881.
+func addrID(ap netip.AddrPort) string {
+	return hex.EncodeToString(ap.Addr().Unmap().AsSlice()) + "-" + strconv.Itoa(int(ap.Port()))
+}
+
+// encodePeer is a registration's stored value.
+func encodePeer(addr netip.AddrPort, seeder bool, at time.Time) ([]byte, error) {
+	return json.Marshal(Peer{Addr: netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), Seeder: seeder, At: at.UTC()})
+}
+
 // Register records (or refreshes) id as a peer of infohash reachable at
 // addr. A registration lasts bus.TrackerPeersTTL: callers repeat it at
 // least once an announce interval (DefaultInterval).
 func (r *Registry) Register(ctx context.Context, infohash [20]byte, id string, addr netip.AddrPort, seeder bool) error {
+	_, _, err := r.put(ctx, infohash, id, addr, seeder)
+	return err
+}
+
+// put writes a registration and returns its value and revision, so the
+// writer's view can apply it before the watch brings it back.
+func (r *Registry) put(ctx context.Context, infohash [20]byte, id string, addr netip.AddrPort, seeder bool) ([]byte, uint64, error) {
 	if !validID(id) {
-		return fmt.Errorf("%w: %q", ErrBadID, id)
+		return nil, 0, fmt.Errorf("%w: %q", ErrBadID, id)
 	}
 	if !addr.IsValid() || addr.Port() == 0 {
-		return fmt.Errorf("tracker: register %s: invalid address %v", id, addr)
+		return nil, 0, fmt.Errorf("tracker: register %s: invalid address %v", id, addr)
 	}
-	v, err := json.Marshal(Peer{Addr: netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), Seeder: seeder, At: r.now().UTC()})
+	v, err := encodePeer(addr, seeder, r.now())
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	if _, err := r.kv.Put(ctx, peerKey(infohash, id), v); err != nil {
-		return fmt.Errorf("tracker: register %s for %x: %w", id, infohash, err)
+	rev, err := r.kv.Put(ctx, peerKey(infohash, id), v)
+	if err != nil {
+		return nil, 0, fmt.Errorf("tracker: register %s for %x: %w", id, infohash, err)
 	}
-	return nil
+	return v, rev, nil
 }
 
 // Remove forgets id as a peer of infohash (a "stopped" announce).
@@ -115,15 +143,15 @@ func (r *Registry) Remove(ctx context.Context, infohash [20]byte, id string) err
 // errDirectUnavailable sends Peers to its watcher fallback.
 var errDirectUnavailable = errors.New("direct get unavailable")
 
-// Peers returns the live peers of infohash, one per address (the freshest
-// registration wins: a client restarted with a new peer id, or a seeder
-// that also announces, is one peer), oldest registration first. An unknown
-// torrent has no peers, not an error.
+// Peers returns the live peers of infohash as stored in the bucket, one per
+// address (the freshest registration wins: a seeder that also announces is
+// one peer), oldest registration first. An unknown torrent has no peers,
+// not an error.
 //
-// Every announce reads its swarm, so the read is one direct-get request
-// (the last message of each key under the infohash, answered by any
-// replica of the stream, NATS 2.11+) rather than a KV watcher, which would
-// create and delete a consumer per announce. The watcher remains for swarms
+// Its cost grows with the swarm, so the tracker does not call it: it
+// answers from its view. It is for operators and tests, which want what
+// the bucket holds. The read is one direct-get request (the last message of
+// each key under the infohash, NATS 2.11+), with a KV watcher for swarms
 // over the server's 1024-message limit on one direct get, and for servers
 // without it.
 func (r *Registry) Peers(ctx context.Context, infohash [20]byte) ([]Peer, error) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/archivefleet/archivefleet/internal/bus"
@@ -183,13 +184,39 @@ func TestPeersExpire(t *testing.T) {
 	}
 }
 
-func TestBucketTTL(t *testing.T) {
-	b := testBus(t)
-	st, err := b.TrackerPeers.Status(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.TTL() != bus.TrackerPeersTTL || st.History() != 1 || DefaultInterval*3 != st.TTL() {
-		t.Fatalf("bucket TTL %v history %d; want %v (3 × %v), history 1", st.TTL(), st.History(), bus.TrackerPeersTTL, DefaultInterval)
+// TestBucketConfig: the bucket keeps a peer three announce intervals, one
+// message per key, and at most bus.TrackerPeersMaxBytes, also when Setup
+// finds it as an earlier version created it (without MaxBytes).
+func TestBucketConfig(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		existing bool
+	}{{"created", false}, {"an earlier version's, updated", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := testenv.NATS(t)
+			if tc.existing {
+				nc, err := nats.Connect(s.ClientURL())
+				if err != nil {
+					t.Fatal(err)
+				}
+				js, _ := jetstream.New(nc)
+				if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketTrackerPeers, History: 1,
+					TTL: bus.TrackerPeersTTL, Storage: jetstream.MemoryStorage}); err != nil {
+					t.Fatal(err)
+				}
+				nc.Close()
+			}
+			b := testenv.Bus(t, s, bus.Config{Memory: true})
+			st, err := b.TrackerPeers.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			maxBytes := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.MaxBytes
+			if st.TTL() != bus.TrackerPeersTTL || st.History() != 1 || DefaultInterval*3 != st.TTL() || maxBytes != bus.TrackerPeersMaxBytes {
+				t.Fatalf("bucket TTL %v history %d max bytes %d; want %v (3 × %v), history 1, %d",
+					st.TTL(), st.History(), maxBytes, bus.TrackerPeersTTL, DefaultInterval, bus.TrackerPeersMaxBytes)
+			}
+		})
 	}
 }

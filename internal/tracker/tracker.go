@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -48,7 +49,24 @@ type Config struct {
 	// UDP address without per-client affinity need the same secret; empty
 	// means a random one per process.
 	UDPSecret []byte
+	// MaxSwarmPeers caps the announced peers stored per torrent (default
+	// DefaultMaxSwarmPeers): one more still gets peers, but is not stored.
+	// Fleet seeders' registrations are neither counted nor capped.
+	MaxSwarmPeers int
+	// MaxPeers caps the announced peers stored for all torrents (default
+	// DefaultMaxPeers), so they fill at most part of the bucket
+	// (bus.TrackerPeersMaxBytes) and seeders' registrations still fit.
+	MaxPeers int
 }
+
+// Defaults of Config's caps. An announced peer takes ~180 bytes in the
+// bucket (at most ~250 for an IPv6 key and value) and ~450 in a process's
+// view, so DefaultMaxPeers keeps announces within ~24 MiB of the bucket's
+// 64 MiB and ~45 MiB of memory.
+const (
+	DefaultMaxSwarmPeers = 2000
+	DefaultMaxPeers      = 100_000
+)
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Interval == 0 {
@@ -63,6 +81,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxNumWant == 0 {
 		c.MaxNumWant = 200
 	}
+	if c.MaxSwarmPeers == 0 {
+		c.MaxSwarmPeers = DefaultMaxSwarmPeers
+	}
+	if c.MaxPeers == 0 {
+		c.MaxPeers = DefaultMaxPeers
+	}
 	if c.Interval < time.Second || c.Interval > bus.TrackerPeersTTL/2 {
 		return c, fmt.Errorf("tracker: interval %v must be between 1s and half the peer TTL (%v)", c.Interval, bus.TrackerPeersTTL/2)
 	}
@@ -75,11 +99,13 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Tracker answers announces and scrapes from the Registry. It is an
-// http.Handler for "<prefix>/announce" and "<prefix>/scrape" (clients derive
-// the scrape URL from the announce URL), and serves UDP with ServeUDP.
+// Tracker answers announces and scrapes for the torrents the fleet seeds,
+// from its view of the Registry, which Run keeps. It is an http.Handler for
+// "<prefix>/announce" and "<prefix>/scrape" (clients derive the scrape URL
+// from the announce URL), and serves UDP with ServeUDP.
 type Tracker struct {
 	reg     *Registry
+	view    *view
 	cfg     Config
 	log     *slog.Logger
 	metrics metrics
@@ -89,6 +115,8 @@ type metrics struct {
 	announces *prometheus.CounterVec
 	returned  prometheus.Histogram
 	scrapes   *prometheus.CounterVec
+	notStored *prometheus.CounterVec
+	skipped   prometheus.Counter
 }
 
 // New returns a tracker on r and registers its metrics on reg.
@@ -101,15 +129,40 @@ func New(r *Registry, cfg Config, log *slog.Logger, reg prometheus.Registerer) (
 		log = slog.Default()
 	}
 	f := promauto.With(reg)
-	return &Tracker{reg: r, cfg: cfg, log: log.With("component", "tracker"), metrics: metrics{
+	t := &Tracker{reg: r, view: newView(), cfg: cfg, log: log.With("component", "tracker"), metrics: metrics{
 		announces: f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_tracker_announces_total",
-			Help: "Tracker announces by transport (http, udp), event (started, completed, stopped, none) and result (ok, bad_request, error)."},
+			Help: "Tracker announces by transport (http, udp), event (started, completed, stopped, none) and result " +
+				"(ok, bad_request, unregistered: a torrent no fleet seeder is registered for, error)."},
 			[]string{"transport", "event", "result"}),
 		returned: f.NewHistogram(prometheus.HistogramOpts{Name: "archivefleet_tracker_announce_peers",
 			Help: "Peers returned per successful announce.", Buckets: []float64{0, 1, 2, 5, 10, 20, 50, 100, 200}}),
 		scrapes: f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_tracker_scrapes_total",
 			Help: "Tracker scrapes by transport and result (ok, bad_request, error)."}, []string{"transport", "result"}),
-	}}, nil
+		notStored: f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_tracker_peers_not_stored_total",
+			Help: "Announced new peers answered but not stored, by reason (swarm_full, tracker_full, bucket_full)."}, []string{"reason"}),
+		skipped: f.NewCounter(prometheus.CounterOpts{Name: "archivefleet_tracker_rewrites_skipped_total",
+			Help: "Announces of a peer stored unchanged less than the min interval before, not written again."}),
+	}}
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "archivefleet_tracker_swarms",
+		Help: "Torrents the tracker serves (a fleet seeder is registered)."}, func() float64 {
+		t.view.mu.Lock()
+		defer t.view.mu.Unlock()
+		return float64(t.view.served)
+	})
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "archivefleet_tracker_peers",
+		Help: "Announced peers' entries in the tracker's view of the bucket (MaxPeers caps them)."}, func() float64 {
+		t.view.mu.Lock()
+		defer t.view.mu.Unlock()
+		return float64(t.view.announced)
+	})
+	return t, nil
+}
+
+// Run keeps the tracker's view of the registry (one watch on its bucket)
+// until ctx ends; announces and scrapes wait for its first load. It
+// returns an error if the watch fails.
+func (t *Tracker) Run(ctx context.Context) error {
+	return t.view.run(ctx, t.reg.kv)
 }
 
 // event is an announce's event (BEP 3). Its values are UDP's (BEP 15).
@@ -168,12 +221,18 @@ func (e errBadRequest) Error() string { return string(e) }
 
 func badRequest(format string, args ...any) error { return errBadRequest(fmt.Sprintf(format, args...)) }
 
+// errUnregistered refuses an announce for a torrent no fleet seeder is
+// registered for, in opentracker's words for its whitelist.
+var errUnregistered = errBadRequest("Requested download is not authorized for use with this tracker.")
+
 // result labels an outcome for the metrics.
 func result(err error) string {
 	var bad errBadRequest
 	switch {
 	case err == nil:
 		return "ok"
+	case errors.Is(err, errUnregistered):
+		return "unregistered"
 	case errors.As(err, &bad):
 		return "bad_request"
 	default:
@@ -181,79 +240,137 @@ func result(err error) string {
 	}
 }
 
+// requestTimeout bounds the work of one announce or scrape, waiting for
+// the view's first load and the write to the bucket included.
+const requestTimeout = 5 * time.Second
+
+// sweepPerRequest is how many expired entries an announce drops on the way,
+// so answers stay fresh between the watch loop's sweeps at a fixed cost.
+const sweepPerRequest = 16
+
 // announce records a (parsed) announce and picks the peers it gets.
 func (t *Tracker) announce(ctx context.Context, transport string, a announceRequest) (announceResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	resp, err := t.serveAnnounce(ctx, a)
 	t.metrics.announces.WithLabelValues(transport, a.Event.String(), result(err)).Inc()
-	if err != nil {
+	switch result(err) {
+	case "ok":
+		t.metrics.returned.Observe(float64(len(resp.Peers)))
+	case "error":
 		t.log.Warn("announce failed", "transport", transport, "infohash", hex.EncodeToString(a.InfoHash[:]), "peer", a.Addr, "err", err)
-		return resp, err
 	}
-	t.metrics.returned.Observe(float64(len(resp.Peers)))
-	return resp, nil
+	return resp, err
 }
 
+// write is what an announce does to the bucket.
+type write int
+
+const (
+	writeNone write = iota
+	writePut
+	writeDelete
+)
+
+// serveAnnounce answers from the view: only for a torrent a fleet seeder
+// is registered for, with counts and a sample that cost the same for any
+// swarm. The bucket is written when the peer is new (within the caps),
+// changed, stopped, or last written a min interval ago or more.
 func (t *Tracker) serveAnnounce(ctx context.Context, a announceRequest) (announceResponse, error) {
-	id := hex.EncodeToString(a.PeerID[:])
 	resp := announceResponse{Interval: t.cfg.Interval, MinInterval: t.cfg.MinInterval}
-	if a.Event == eventStopped {
-		// A leaving peer wants no peers: skip reading the swarm.
-		return resp, t.reg.Remove(ctx, a.InfoHash, id)
-	}
-	seeder := a.Left == 0
-	if err := t.reg.Register(ctx, a.InfoHash, id, a.Addr, seeder); err != nil {
+	if err := t.view.wait(ctx); err != nil {
 		return resp, err
 	}
-	peers, err := t.reg.Peers(ctx, a.InfoHash)
+	v, id, seeder := t.view, addrID(a.Addr), a.Left == 0
+	v.mu.Lock()
+	now := v.now()
+	v.expire(now, sweepPerRequest)
+	sw := v.allowed(a.InfoHash)
+	if sw == nil {
+		v.mu.Unlock()
+		return resp, errUnregistered
+	}
+	e := sw.entries[id]
+	op, reserved := writeNone, false
+	switch {
+	case a.Event == eventStopped:
+		if e != nil && e.live {
+			op = writeDelete
+		}
+	case e != nil && e.live && e.seeder == seeder && e.addr == a.Addr && now.Sub(e.stored) < t.cfg.MinInterval:
+		t.metrics.skipped.Inc()
+	case e != nil:
+		op = writePut // a rewrite takes no more room
+	case sw.announced+sw.pending >= t.cfg.MaxSwarmPeers:
+		t.metrics.notStored.WithLabelValues("swarm_full").Inc()
+	case v.announced+v.pending >= t.cfg.MaxPeers:
+		t.metrics.notStored.WithLabelValues("tracker_full").Inc()
+	default:
+		// Held until the write is applied, so concurrent announces
+		// cannot all pass the caps.
+		op, reserved = writePut, true
+		sw.pending++
+		v.pending++
+	}
+	v.mu.Unlock()
+
+	var (
+		value []byte
+		rev   uint64
+		err   error
+	)
+	switch op {
+	case writePut:
+		value, rev, err = t.reg.put(ctx, a.InfoHash, id, a.Addr, seeder)
+		if isBucketFull(err) {
+			t.metrics.notStored.WithLabelValues("bucket_full").Inc()
+			t.log.Warn("tracker bucket full: peer answered but not stored", "infohash", hex.EncodeToString(a.InfoHash[:]), "err", err)
+			op, err = writeNone, nil
+		}
+	case writeDelete:
+		err = t.reg.Remove(ctx, a.InfoHash, id)
+	}
+
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if reserved {
+		sw.pending--
+		v.pending--
+		defer v.dropIfEmpty(sw)
+	}
 	if err != nil {
 		return resp, err
+	}
+	switch op {
+	case writePut:
+		v.apply(a.InfoHash, id, rev, v.now(), false, value)
+	case writeDelete:
+		v.markDeleted(a.InfoHash, id)
+	}
+	if a.Event == eventStopped {
+		return resp, nil // a leaving peer wants no peers
+	}
+	if sw = v.swarms[a.InfoHash]; sw == nil {
+		return resp, nil
 	}
 	want := a.NumWant
 	if want < 0 {
 		want = t.cfg.NumWant
 	}
-	resp.Peers, resp.Complete, resp.Incomplete = pick(peers, id, a.Addr, seeder, a.Family, min(want, t.cfg.MaxNumWant))
+	resp.Complete, resp.Incomplete = sw.counts()
+	resp.Peers = sw.pick(a.Addr, seeder, a.Family, min(want, t.cfg.MaxNumWant))
 	return resp, nil
 }
 
-// pick chooses up to want peers for the announcing peer (id at self),
-// never itself, each group shuffled so the load spreads: a leecher gets
-// seeders first (they have every piece), a seeder leechers first (two
-// seeders have nothing to trade) but seeders too, since "left=0" does not
-// always mean a seeder: aria2c sends it while it fetches a magnet's
-// metadata, and then needs the seeders. family 4 or 6 keeps that family
-// only. complete and incomplete count the whole swarm.
-func pick(peers []Peer, id string, self netip.AddrPort, seeder bool, family, want int) (out []netip.AddrPort, complete, incomplete int) {
-	var seeders, leechers []netip.AddrPort
-	for _, p := range peers {
-		if p.Seeder {
-			complete++
-		} else {
-			incomplete++
-		}
-		if p.ID == id || p.Addr == self || family == 4 && !p.Addr.Addr().Is4() || family == 6 && p.Addr.Addr().Is4() {
-			continue
-		}
-		if p.Seeder {
-			seeders = append(seeders, p.Addr)
-		} else {
-			leechers = append(leechers, p.Addr)
-		}
-	}
-	rand.Shuffle(len(seeders), func(i, j int) { seeders[i], seeders[j] = seeders[j], seeders[i] })
-	rand.Shuffle(len(leechers), func(i, j int) { leechers[i], leechers[j] = leechers[j], leechers[i] })
-	if seeder {
-		out = append(leechers, seeders...)
-	} else {
-		out = append(seeders, leechers...)
-	}
-	if len(out) > want {
-		out = out[:want]
-	}
-	return out, complete, incomplete
+// isBucketFull tells a write refused for the bucket's MaxBytes.
+func isBucketFull(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum bytes")
 }
 
-// maxScrape bounds the torrents of one scrape: each costs a registry read.
+// maxScrape bounds the distinct torrents of one scrape (opentracker's
+// OT_MAXMULTISCRAPE_COUNT); a scrape naming more is refused whole, so an
+// answer is never silently partial.
 const maxScrape = 64
 
 // scrapeResult counts one torrent's swarm (BEP 48). Downloaded (completed
@@ -264,7 +381,16 @@ type scrapeResult struct {
 	Incomplete int `bencode:"incomplete"`
 }
 
-func (t *Tracker) scrape(ctx context.Context, transport string, hashes [][20]byte) ([]scrapeResult, error) {
+// scrapeAnswer is one requested torrent's result; known is false for a
+// torrent the tracker does not serve (left out over HTTP, zeros over UDP).
+type scrapeAnswer struct {
+	scrapeResult
+	known bool
+}
+
+func (t *Tracker) scrape(ctx context.Context, transport string, hashes [][20]byte) ([]scrapeAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	res, err := t.serveScrape(ctx, hashes)
 	t.metrics.scrapes.WithLabelValues(transport, result(err)).Inc()
 	if err != nil && result(err) == "error" {
@@ -273,26 +399,35 @@ func (t *Tracker) scrape(ctx context.Context, transport string, hashes [][20]byt
 	return res, err
 }
 
-func (t *Tracker) serveScrape(ctx context.Context, hashes [][20]byte) ([]scrapeResult, error) {
+// serveScrape answers each requested torrent from the view's counts, once
+// per distinct infohash: O(len(hashes)), whatever the swarms hold.
+func (t *Tracker) serveScrape(ctx context.Context, hashes [][20]byte) ([]scrapeAnswer, error) {
 	if len(hashes) == 0 {
 		return nil, badRequest("scrape needs info_hash: a full scrape is not served")
 	}
-	if len(hashes) > maxScrape {
-		return nil, badRequest("at most %d info_hash per scrape", maxScrape)
-	}
-	out := make([]scrapeResult, len(hashes))
+	first := make(map[[20]byte]int, min(len(hashes), maxScrape+1))
 	for i, ih := range hashes {
-		peers, err := t.reg.Peers(ctx, ih)
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range peers {
-			if p.Seeder {
-				out[i].Complete++
-			} else {
-				out[i].Incomplete++
+		if _, ok := first[ih]; !ok {
+			if len(first) == maxScrape {
+				return nil, badRequest("at most %d distinct info_hash per scrape", maxScrape)
 			}
+			first[ih] = i
 		}
+	}
+	if err := t.view.wait(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]scrapeAnswer, len(hashes))
+	t.view.mu.Lock()
+	for ih, i := range first {
+		if sw := t.view.allowed(ih); sw != nil {
+			out[i].known = true
+			out[i].Complete, out[i].Incomplete = sw.counts()
+		}
+	}
+	t.view.mu.Unlock()
+	for i, ih := range hashes {
+		out[i] = out[first[ih]]
 	}
 	return out, nil
 }

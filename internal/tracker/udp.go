@@ -112,7 +112,11 @@ func (t *Tracker) handleUDP(ctx context.Context, src netip.AddrPort, pkt []byte)
 		}
 		a.NumWant, a.Family = min(a.NumWant, maxPeers), family
 		resp, err := t.announce(ctx, "udp", a)
-		if err != nil {
+		var bad errBadRequest
+		switch {
+		case errors.As(err, &bad):
+			return udpError(tid, bad.Error())
+		case err != nil:
 			return udpError(tid, "tracker unavailable, retry later")
 		}
 		out := binary.BigEndian.AppendUint32(nil, actionAnnounce)
@@ -139,6 +143,7 @@ func (t *Tracker) handleUDP(ctx context.Context, src netip.AddrPort, pkt []byte)
 		}
 		out := binary.BigEndian.AppendUint32(nil, actionScrape)
 		out = append(out, tid...)
+		// A torrent the tracker does not serve counts zeros, as opentracker's.
 		for _, r := range res {
 			out = binary.BigEndian.AppendUint32(out, uint32(r.Complete))
 			out = binary.BigEndian.AppendUint32(out, uint32(r.Downloaded))

@@ -11,7 +11,6 @@ import (
 
 	anacrolixTracker "github.com/anacrolix/torrent/tracker"
 	"github.com/anacrolix/torrent/types/infohash"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -40,19 +39,39 @@ func udpAnnounce(conn uint64, tid uint32, ih [20]byte, peerID string, left int64
 	return append(b, extra...)
 }
 
+// udpScrape is a BEP 15 scrape of hashes.
+func udpScrape(conn uint64, tid uint32, hashes ...[20]byte) []byte {
+	b := binary.BigEndian.AppendUint64(nil, conn)
+	b = binary.BigEndian.AppendUint32(b, actionScrape)
+	b = binary.BigEndian.AppendUint32(b, tid)
+	for _, ih := range hashes {
+		b = append(b, ih[:]...)
+	}
+	return b
+}
+
+// distinct is n different infohashes.
+func distinct(n int) [][20]byte {
+	out := make([][20]byte, n)
+	for i := range out {
+		out[i] = [20]byte{0xd1, byte(i >> 8), byte(i)}
+	}
+	return out
+}
+
 // TestHandleUDP walks BEP 15's exchanges packet by packet.
 func TestHandleUDP(t *testing.T) {
 	ctx := context.Background()
-	tr, err := New(NewRegistry(testBus(t)), Config{}, nil, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := startTracker(t, NewRegistry(testBus(t)), Config{})
 	src4, src6 := netip.MustParseAddrPort("192.0.2.1:4000"), netip.MustParseAddrPort("[2001:db8::1]:4000")
 	id4, id6 := tr.connectionID(src4, time.Now(), 0), tr.connectionID(src6, time.Now(), 0)
-	ih := [20]byte{5}
-	// Two peers already there: an IPv4 seeder and an IPv6 leecher.
-	tr.reg.Register(ctx, ih, "seed-v4", netip.MustParseAddrPort("198.51.100.1:6881"), true)
-	tr.reg.Register(ctx, ih, "leech-v6", netip.MustParseAddrPort("[2001:db8::99]:6881"), false)
+	ih, unknown := [20]byte{5}, [20]byte{6}
+	// Two peers already there: the fleet's IPv4 seeder and an IPv6 leecher.
+	if err := tr.reg.Register(ctx, ih, "leech-v6", netip.MustParseAddrPort("[2001:db8::99]:6881"), false); err != nil {
+		t.Fatal(err)
+	}
+	registerSeeder(t, tr, ih, "v4", netip.MustParseAddrPort("198.51.100.1:6881"))
+	waitView(t, tr, "listing leech-v6", func(v *view) bool { return liveEntry(v, ih, "leech-v6") != nil })
 	for _, tc := range []struct {
 		name string
 		src  netip.AddrPort
@@ -75,6 +94,11 @@ func TestHandleUDP(t *testing.T) {
 		{"IPv4 seeder gets the IPv4 leecher, not itself", netip.MustParseAddrPort("198.51.100.1:5000"),
 			udpAnnounce(tr.connectionID(netip.MustParseAddrPort("198.51.100.1:5000"), time.Now(), 0), 42, ih, "seed-v4b", 0, eventNone, -1, 6881),
 			"announce 600 3 1 [192.0.2.1:7000]"},
+		{"announce for a torrent the fleet does not seed", src4, udpAnnounce(id4, 42, unknown, "x", 10, eventStarted, -1, 7000),
+			"error: Requested download is not authorized for use with this tracker."},
+		{"scrape: known, unknown (zeros), repeated", src4, udpScrape(id4, 42, ih, unknown, ih), "scrape [{1 0 3} {0 0 0} {1 0 3}]"},
+		{"scrape of 64 distinct", src4, udpScrape(id4, 42, distinct(64)...), "scrape 64 answers"},
+		{"scrape of 65 distinct", src4, udpScrape(id4, 42, distinct(65)...), "error: at most 64 distinct info_hash per scrape"},
 		{"unknown action", src4, append(binary.BigEndian.AppendUint64(nil, id4), 0, 0, 0, 9, 0, 0, 0, 42), "error: unknown action"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,6 +137,15 @@ func describeUDP(t *testing.T, out []byte, v4 bool) string {
 		return "connect"
 	case actionError:
 		return "error: " + string(out[8:])
+	case actionScrape:
+		var res []scrapeResult
+		for b := out[8:]; len(b) >= 12; b = b[12:] {
+			res = append(res, scrapeResult{int(be.Uint32(b[0:4])), int(be.Uint32(b[4:8])), int(be.Uint32(b[8:12]))})
+		}
+		if len(res) > 3 {
+			return fmt.Sprintf("scrape %d answers", len(res))
+		}
+		return fmt.Sprintf("scrape %v", res)
 	case actionAnnounce:
 		size := 6
 		if !v4 {
@@ -144,6 +177,9 @@ func TestAnacrolixTrackerClient(t *testing.T) {
 			}
 			defer cl.Close()
 			ih := infohash.T{byte(len(tc.transport)), 1}
+			// The fleet seeds it: its seeder is the "seed" that announces
+			// below, one peer at one address.
+			registerSeeder(t, tt.Tracker, ih, "seed", netip.MustParseAddrPort("127.0.0.1:2001"))
 			announce := func(id string, port uint16, left int64, ev anacrolixTracker.AnnounceEvent) anacrolixTracker.AnnounceResponse {
 				t.Helper()
 				req := anacrolixTracker.AnnounceRequest{InfoHash: ih, Port: port, Left: left, Event: ev, NumWant: -1}
