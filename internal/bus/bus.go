@@ -10,7 +10,7 @@
 //	archive.republish.<community>  scheduler → announcer     RepublishEvent  (work queue)
 //	archive.announced.<community>  announcer → Waku bridge   ApplicationMetadataMessage bytes
 //	archive.dlq.<kind>             any       → operators     DeadLetter
-//	msgs.<community>.<day>.<hash>  ingest    → archiver      one message (see internal/store)
+//	msgs.<community>.<day>.<b>     ingest    → archiver      messages of a day, by hash bucket b (see internal/store)
 //	conflicts.<community>.<hash>   ingest    → operators     a record refused for a hash stored with other content
 //	archive.prune.schedule.<c>     pruner    → (server)      PruneEvent      (a JetStream message schedule)
 //	archive.prune.due.<c>          (server)  → pruner        PruneEvent      (work queue; see SetupPrune)
@@ -166,6 +166,10 @@ type Bus struct {
 	// TrackerPeers is the tracker's swarm (keys expire after TrackerPeersTTL).
 	TrackerPeers jetstream.KeyValue
 	Config       Config
+	// APIPrefix is the JetStream API prefix of Read and LeaderGet's
+	// requests; empty is "$JS.API" (tests stand a responder in for a
+	// stream under another).
+	APIPrefix string
 }
 
 // Setup creates or updates every stream, consumer and bucket. It is
@@ -189,7 +193,10 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 		{Name: StreamDLQ, Subjects: []string{"archive.dlq.>"}, MaxAge: 30 * 24 * time.Hour},
 		// msgs.<c>.<day> holds records of earlier versions.
 		// msgs.<c>.fence: builds' fences, each rolling up the one before.
-		{Name: StreamMessages, Subjects: []string{"msgs.*.*", "msgs.*.*.*"}, MaxAge: cfg.MessageRetention, AllowRollup: true},
+		// Direct gets: reads by subject in batches, without a consumer
+		// (Bus.Read).
+		{Name: StreamMessages, Subjects: []string{"msgs.*.*", "msgs.*.*.*"}, MaxAge: cfg.MessageRetention, AllowRollup: true,
+			AllowDirect: true},
 		{Name: StreamConflicts, Subjects: []string{SubjectConflict("*", "*")}, MaxBytes: ConflictsMaxBytes,
 			MaxMsgsPerSubject: ConflictsPerHash, MaxAge: ConflictsMaxAge, Discard: jetstream.DiscardOld},
 	}

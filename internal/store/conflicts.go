@@ -31,11 +31,11 @@ const (
 // client forging large records cannot grow the object store). The stream is
 // bounded (bus.ConflictsMaxBytes, oldest dropped). A failure is logged and
 // counted: the client is told of the conflict either way.
-func (s *Store) keepEvidence(ctx context.Context, c archive.CommunityID, m *archive.Message, rec *record, stored *jetstream.RawStreamMsg, source string) {
+func (s *Store) keepEvidence(ctx context.Context, c archive.CommunityID, m *archive.Message, rec *record, stored *bus.Record, source string) {
 	digest := sha256.Sum256(m.Payload)
 	hdr := nats.Header{}
 	hdr.Set(headerTimestamp, strconv.FormatUint(m.Timestamp, 10))
-	hdr.Set(headerStoredSeq, strconv.FormatUint(stored.Sequence, 10))
+	hdr.Set(headerStoredSeq, strconv.FormatUint(stored.Seq, 10))
 	hdr.Set(headerSource, source)
 	hdr.Set(headerPayloadDigest, hex.EncodeToString(digest[:]))
 	hdr.Set(headerPayloadBytes, strconv.Itoa(len(m.Payload)))
@@ -57,7 +57,7 @@ func (s *Store) keepEvidence(ctx context.Context, c archive.CommunityID, m *arch
 		s.log().Error("conflicting record not kept as evidence", "community", c.String(), "hash", m.Hash.String(), "err", err)
 	} else {
 		s.log().Warn("message conflicts with a stored one: the stored record stays, this one is kept aside (archivectl conflicts list)",
-			"community", c.String(), "hash", m.Hash.String(), "stored_seq", stored.Sequence, "source", source)
+			"community", c.String(), "hash", m.Hash.String(), "stored_seq", stored.Seq, "source", source)
 	}
 	if s.Metrics != nil {
 		s.Metrics.evidence.WithLabelValues(result).Inc()

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -360,8 +361,9 @@ type indexed struct {
 }
 
 // ingestChunk checks and stores one chunk, adding each message's outcome to
-// e. An error (the community's state could not be read) leaves the chunk
-// unstored, counted as failed.
+// e. Messages go to their buckets (dedup.go) in parallel, one chain of
+// writes per bucket. An error (the community's state could not be read)
+// leaves the chunk unstored, counted as failed.
 func (s *Store) ingestChunk(ctx context.Context, c archive.CommunityID, com *registry.Community, items []indexed, source string, e *entries) error {
 	defer e.flush()
 	st, _, err := (&state.Store{KV: s.Bus.State}).GetBuild(ctx, c.String())
@@ -373,40 +375,9 @@ func (s *Store) ingestChunk(ctx context.Context, c archive.CommunityID, com *reg
 	}
 	archivedTo := com.NextStart(st.LastEnd)
 	now := uint64(s.now().Unix())
-	type pending struct {
-		it     *indexed
-		rec    record
-		future jetstream.PubAckFuture
-		err    error
-	}
-	var sent []pending
-	drain := func() {
-		for i := range sent {
-			p := &sent[i]
-			err := p.err
-			if err == nil {
-				select {
-				case <-p.future.Ok():
-				case err = <-p.future.Err():
-				case <-ctx.Done():
-					err = ctx.Err()
-				}
-			}
-			m := &p.it.msg
-			switch {
-			case err == nil && m.Timestamp < archivedTo:
-				e.add(Late, p.it.index, m.Hash, CodeLate, fmt.Sprintf("its window (before %d) is already archived: it goes into a supplement archive at the next build", archivedTo))
-			case err == nil:
-				e.add(Stored, p.it.index, m.Hash, "", "")
-			case isDuplicate(err):
-				o, code, reason := s.duplicateOrConflict(ctx, c, m, &p.rec, source)
-				e.add(o, p.it.index, m.Hash, code, reason)
-			default:
-				e.add(Failed, p.it.index, m.Hash, CodeUnavailable, fmt.Sprintf("not stored: %v; send it again", err))
-			}
-		}
-		sent = sent[:0]
-	}
+	results := make([]outcome, len(items))
+	groups := map[bucketKey][]int{}
+	var order []bucketKey
 	for i := range items {
 		it := &items[i]
 		if code := refusal(com, it, now); code != "" {
@@ -417,22 +388,144 @@ func (s *Store) ingestChunk(ctx context.Context, c archive.CommunityID, com *reg
 			}
 			continue
 		}
-		if err := ctx.Err(); err != nil {
-			e.add(Failed, it.index, it.msg.Hash, CodeUnavailable, fmt.Sprintf("not stored: %v; send it again", err))
-			continue
+		key := bucketKey{c: c.String(), day: it.msg.Timestamp / day, b: bucketOf(it.msg.Hash)}
+		if groups[key] == nil {
+			order = append(order, key)
 		}
-		rec, err := s.prepare(ctx, c, &it.msg)
-		p := pending{it: it, rec: rec, err: err}
-		if err == nil {
-			p.future, p.err = s.Bus.JS.PublishMsgAsync(rec.msg(), jetstream.WithExpectLastSequencePerSubject(0))
-		}
-		sent = append(sent, p)
-		if len(sent) == asyncWindow {
-			drain()
+		groups[key] = append(groups[key], i)
+	}
+	sem := make(chan struct{}, writeChains)
+	var wg sync.WaitGroup
+	for _, key := range order {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			s.writeBucket(ctx, c, key, items, groups[key], results, source)
+		})
+	}
+	wg.Wait()
+	for i, r := range results {
+		it := &items[i]
+		switch {
+		case r.o == "":
+		case r.o == Stored && it.msg.Timestamp < archivedTo:
+			e.add(Late, it.index, it.msg.Hash, CodeLate, fmt.Sprintf("its window (before %d) is already archived: it goes into a supplement archive at the next build", archivedTo))
+		default:
+			e.add(r.o, it.index, it.msg.Hash, r.code, r.reason)
 		}
 	}
-	drain()
 	return nil
+}
+
+// writeChains is how many buckets a chunk writes to at once.
+const writeChains = 16
+
+// outcome is one message's result from its bucket's chain.
+type outcome struct {
+	o            Outcome
+	code, reason string
+}
+
+func failed(err error) outcome {
+	return outcome{Failed, CodeUnavailable, fmt.Sprintf("not stored: %v; send it again", err)}
+}
+
+// writeBucket stores the messages of one bucket (items[i] for i in idx),
+// one after the other, each unless the bucket holds it already.
+func (s *Store) writeBucket(ctx context.Context, c archive.CommunityID, key bucketKey, items []indexed, idx []int, results []outcome, source string) {
+	d := s.dedup()
+	bi := d.acquire(key)
+	defer d.release(bi)
+	bi.mu.Lock()
+	defer bi.mu.Unlock()
+	fail := func(err error) {
+		for _, i := range idx {
+			results[i] = failed(err)
+		}
+	}
+	if !bi.loaded {
+		if err := s.reloadBucket(ctx, bi); err != nil {
+			fail(fmt.Errorf("read what the bucket holds: %w", err))
+			return
+		}
+	}
+	v2, err := s.hasV2(ctx, key.c, key.day)
+	if err != nil {
+		fail(fmt.Errorf("look for records of the earlier layout: %w", err))
+		return
+	}
+	for _, i := range idx {
+		if err := ctx.Err(); err != nil {
+			results[i] = failed(err)
+			continue
+		}
+		results[i] = s.writeOne(ctx, c, bi, v2, &items[i].msg, source)
+	}
+}
+
+// writeOne stores m in bucket bi (held) unless it holds m already: the
+// index's candidates are checked against their records, and the write
+// expects the last sequence the index has seen, so a record another writer
+// added meanwhile is read and checked before m is written.
+func (s *Store) writeOne(ctx context.Context, c archive.CommunityID, bi *bucketIndex, v2 bool, m *archive.Message, source string) outcome {
+	rec, err := s.prepare(ctx, c, m)
+	if err != nil {
+		return failed(err)
+	}
+	if v2 {
+		stored, err := s.Bus.LeaderGet(ctx, bus.StreamMessages, bus.Get{LastFor: bus.SubjectMessagesLegacy(bi.key.c, bi.key.day) + "." + hex.EncodeToString(m.Hash)})
+		if err != nil {
+			return failed(err)
+		}
+		if stored != nil {
+			return s.duplicateOrConflict(ctx, c, m, &rec, stored, source)
+		}
+	}
+	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
+		for _, seq := range bi.lookup(m.Hash) {
+			stored, err := s.Bus.LeaderGet(ctx, bus.StreamMessages, bus.Get{Seq: seq})
+			if err != nil {
+				return failed(err)
+			}
+			if stored == nil || stored.Subject != rec.subject {
+				bi.drop(m.Hash, seq) // pruned since
+				continue
+			}
+			if bytes.Equal(recordHash(stored.Data), m.Hash) {
+				return s.duplicateOrConflict(ctx, c, m, &rec, stored, source)
+			}
+		}
+		ack, err := s.Bus.JS.PublishMsg(ctx, rec.msg(), jetstream.WithExpectLastSequencePerSubject(bi.last))
+		if err == nil {
+			bi.add(m.Hash, ack.Sequence)
+			return outcome{o: Stored}
+		}
+		if actual, ok := wrongLastSeq(err); ok {
+			// Another writer moved the bucket (or a prune emptied it):
+			// read what it holds now, then check m again.
+			if actual < bi.last {
+				err = s.reloadBucket(ctx, bi)
+			} else {
+				err = s.loadBucket(ctx, bi)
+			}
+			if err != nil {
+				return failed(err)
+			}
+			continue
+		}
+		if !bus.IsTransient(err) {
+			return failed(err)
+		}
+		// The write may have been stored with its answer lost: the next
+		// attempt's check finds it.
+		if err := bus.Sleep(ctx, time.Duration(attempt+1)*20*time.Millisecond); err != nil {
+			return failed(err)
+		}
+		if err := s.loadBucket(ctx, bi); err != nil {
+			return failed(err)
+		}
+	}
+	return failed(errBucketMoving)
 }
 
 // refusal says why a message will never be archived for com, as a code;
@@ -535,47 +628,31 @@ func bodyObject(c archive.CommunityID, hash, payload []byte) string {
 	return "messages/" + c.String() + "/" + hex.EncodeToString(hash) + "." + hex.EncodeToString(d[:16])
 }
 
-// duplicateOrConflict compares a message refused as a duplicate with the
-// record stored under its hash: the same content is a Duplicate; other
-// content a Conflict, kept aside as evidence. A comparison that fails is a
-// Failed outcome: the client sends it again.
-func (s *Store) duplicateOrConflict(ctx context.Context, c archive.CommunityID, m *archive.Message, rec *record, source string) (Outcome, string, string) {
-	stored, err := s.storedRecord(ctx, rec.subject)
-	if err != nil {
-		return Failed, CodeUnavailable, fmt.Sprintf("not stored: its hash is stored already and the stored record could not be read to compare: %v; send it again", err)
-	}
+// duplicateOrConflict compares a message with the stored record of its
+// hash: the same content is a Duplicate; other content a Conflict, kept
+// aside as evidence. A comparison that fails is a Failed outcome: the
+// client sends it again.
+func (s *Store) duplicateOrConflict(ctx context.Context, c archive.CommunityID, m *archive.Message, rec *record, stored *bus.Record, source string) outcome {
 	same, err := s.sameContent(ctx, stored, rec, m)
 	if err != nil {
-		return Failed, CodeUnavailable, fmt.Sprintf("not stored: comparing with the stored record: %v; send it again", err)
+		return failed(fmt.Errorf("comparing with the stored record: %w", err))
 	}
 	if same {
-		return Duplicate, "", ""
+		if rec.body != "" && rec.body != stored.Header.Get(headerBody) {
+			s.dropObject(rec.body) // the stored record names its own copy
+		}
+		return outcome{o: Duplicate}
 	}
 	s.keepEvidence(ctx, c, m, rec, stored, source)
-	return Conflict, CodeConflict, fmt.Sprintf("conflict: a message with this hash and other content was stored first (stream sequence %d); "+
-		"it stays, and this one is kept aside for the operator (archivectl conflicts list)", stored.Sequence)
-}
-
-func (s *Store) storedRecord(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
-	return bus.RetryValue(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
-		st := s.stream.Load()
-		if st == nil {
-			got, err := s.Bus.JS.Stream(ctx, bus.StreamMessages)
-			if err != nil {
-				return nil, err
-			}
-			st = &got
-			s.stream.Store(st)
-		}
-		return (*st).GetLastMsgForSubject(ctx, subject)
-	})
+	return outcome{Conflict, CodeConflict, fmt.Sprintf("conflict: a message with this hash and other content was stored first (stream sequence %d); "+
+		"it stays, and this one is kept aside for the operator (archivectl conflicts list)", stored.Seq)}
 }
 
 // sameContent tells whether the stored record holds m. Records are
 // deterministic protobuf with a large payload named by its digest, so equal
 // bytes and names mean equal content; a payload object named by the hash
 // alone (earlier versions) is read and compared.
-func (s *Store) sameContent(ctx context.Context, stored *jetstream.RawStreamMsg, rec *record, m *archive.Message) (bool, error) {
+func (s *Store) sameContent(ctx context.Context, stored *bus.Record, rec *record, m *archive.Message) (bool, error) {
 	if !bytes.Equal(stored.Data, rec.data) {
 		return false, nil
 	}

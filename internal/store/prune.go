@@ -222,109 +222,54 @@ type pruneDay struct {
 	bytes   int64
 }
 
-// pruneScan reads the headers of community c's records up to cut.Seq, in
-// sequence order, and returns per day filter what qualifies.
+// pruneScan reads community c's records up to cut.Seq, in sequence order,
+// and returns per day filter what qualifies.
 func (s *Store) pruneScan(ctx context.Context, c string, cut Cutoff, st *PruneStats) ([]*pruneDay, error) {
-	cons, err := s.Bus.JS.OrderedConsumer(ctx, bus.StreamMessages, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"msgs." + c + ".>"}, DeliverPolicy: jetstream.DeliverAllPolicy,
-		HeadersOnly: true, InactiveThreshold: 30 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("prune: scan: %w", err)
-	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("prune: scan: %w", err)
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Bus.JS.DeleteConsumer(dctx, bus.StreamMessages, ci.Name)
-	}()
 	var out []*pruneDay
 	byFilter := map[string]*pruneDay{}
 	prefix := "msgs." + c + "."
-	pending := ci.NumPending
-	for pending > 0 {
-		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("prune: scan: %w", err)
+	err := s.read(ctx, prefix+">", 0, cut.Seq, func(r *bus.Record) error {
+		day, legacy, ok := parseDay(strings.TrimPrefix(r.Subject, prefix))
+		if !ok {
+			return nil // the fence, or a subject ingest does not write
 		}
-		n, done := 0, false
-		for msg := range batch.Messages() {
-			n++
-			if done {
-				continue
-			}
-			meta, err := msg.Metadata()
-			if err != nil {
-				return nil, fmt.Errorf("prune: scan: %w", err)
-			}
-			seq := meta.Sequence.Stream
-			pending = meta.NumPending
-			if seq > cut.Seq {
-				done = true
-				continue
-			}
-			if pending == 0 {
-				done = true
-			}
-			day, legacy, ok := parseDay(strings.TrimPrefix(msg.Subject(), prefix))
-			if !ok {
-				continue // the fence, or a subject ingest does not write
-			}
-			st.Scanned++
-			filter := prefix + strconv.FormatUint(day, 10)
-			if !legacy {
-				filter += ".*"
-			}
-			d := byFilter[filter]
-			if d == nil {
-				d = &pruneDay{filter: filter}
-				byFilter[filter] = d
-				out = append(out, d)
-			}
-			if !qualifies(msg.Headers(), day, cut.End) {
-				d.open = true
-				st.Kept++
-				continue
-			}
-			if d.open {
-				d.singles = append(d.singles, seq)
-			} else {
-				d.prefix = seq
-			}
-			if name := msg.Headers().Get(headerBody); name != "" {
-				d.bodies = append(d.bodies, name)
-			}
-			d.records++
-			if size, err := strconv.ParseInt(msg.Headers().Get(nats.MsgSize), 10, 64); err == nil {
-				d.bytes += size
-			}
+		st.Scanned++
+		filter := prefix + strconv.FormatUint(day, 10)
+		if !legacy {
+			filter += ".*"
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("prune: scan: %w", err)
+		d := byFilter[filter]
+		if d == nil {
+			d = &pruneDay{filter: filter}
+			byFilter[filter] = d
+			out = append(out, d)
 		}
-		if done {
-			break
+		if !qualifies(r.Header, day, cut.End) {
+			d.open = true
+			st.Kept++
+			return nil
 		}
-		if n == 0 {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			// Nothing came: records were removed meanwhile (another prune,
-			// MESSAGE_RETENTION). Ask what is left.
-			ci, err := cons.Info(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("prune: scan: %w", err)
-			}
-			pending = ci.NumPending
+		if d.open {
+			d.singles = append(d.singles, r.Seq)
+		} else {
+			d.prefix = r.Seq
 		}
+		if name := r.Header.Get(headerBody); name != "" {
+			d.bodies = append(d.bodies, name)
+		}
+		d.records++
+		d.bytes += int64(len(r.Data))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("prune: scan: %w", err)
 	}
 	return out, nil
 }
 
-// parseDay reads "<day>.<hash>" (legacy false) or "<day>" (a record of
-// earlier versions) from a subject's tail after msgs.<c>.
+// parseDay reads "<day>.<bucket>" or "<day>.<hash>" (legacy false) or
+// "<day>" (a record of earlier versions) from a subject's tail after
+// msgs.<c>.
 func parseDay(tail string) (day uint64, legacy, ok bool) {
 	dayTok, rest, hasHash := strings.Cut(tail, ".")
 	d, err := strconv.ParseUint(dayTok, 10, 64)

@@ -1,27 +1,36 @@
 // Package store keeps the Waku messages of every community, as status-go's
 // control node keeps its waku_messages table, in the MESSAGES stream.
 //
-// Each message is one record on its own subject,
-// msgs.<community>.<utc day>.<hash hex>, written only if that subject is
-// empty, so a message sent again, however late, is a duplicate and never a
-// second copy. Reading a time range touches only the days it spans. Records
-// are status-go's protobuf WakuMessage (a JSON record written by earlier
-// versions on msgs.<community>.<day> is still read); a message whose payload
-// is over InlinePayloadBytes keeps its payload in the object store, so no
-// record needs more than the NATS server's default max payload.
+// Layout: a message's record is on msgs.<community>.<utc day>.<bucket>,
+// bucket being the first hex digit of its hash, so a community-day has at
+// most 16 subjects whatever its number of messages: the server's
+// per-subject state and its wildcard matching cost the same for ten
+// messages a day or a million. A message is never stored twice: ingest
+// keeps, per bucket, an index of the hashes stored there and writes each
+// record with the bucket's expected last sequence, so a write that raced
+// another (a replica, another request) fails and is checked again against
+// what that one stored (dedup.go). Records are status-go's protobuf
+// WakuMessage; a payload over InlinePayloadBytes is kept in the object
+// store (named by its digest), so no record needs more than the NATS
+// server's default max payload. Records of earlier versions are still read
+// and pruned: JSON on msgs.<community>.<day>, and one record per subject on
+// msgs.<community>.<day>.<hash hex>, which ingest also checks while a day
+// holds any.
+//
+// Reads cost what they return: batched direct gets by subject, no
+// consumer (internal/bus Read). A window's messages come out in archive
+// order (timestamp, then hash) through a sort whose memory is bounded,
+// runs going to files past it (sort.go).
 //
 // Every record's stream sequence orders it against builds: a build reads the
-// messages stored up to a watermark (the stream's last sequence when it
-// started) and commits that watermark, and the next build finds the records
-// stored after it whose window was already built — late messages — and
-// archives them as supplements. Nothing accepted is left out.
+// messages stored up to a watermark (its fence's sequence) and commits that
+// watermark, and the next build finds the records stored after it whose
+// window was already built — late messages — and archives them as
+// supplements. Nothing accepted is left out.
 package store
 
 import (
-	"bytes"
-	"cmp"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,9 +59,6 @@ const day = 86400
 // the 30,000,000-byte archive cap fit a server with the default 1 MiB max
 // payload.
 const InlinePayloadBytes = 256 << 10
-
-// asyncWindow is how many publishes ingest has in flight at most.
-const asyncWindow = 1000
 
 // MaxHashBytes bounds a message hash: it names the message's subject. Waku
 // message hashes are 32 bytes.
@@ -83,9 +89,18 @@ type Store struct {
 	Budget *Budget
 	// Now is the clock ingest checks timestamps against; nil is time.Now.
 	Now func() time.Time
+	// SortDir holds the run files of reads larger than SortMemory
+	// (default DefaultSortMemory); empty is the system's temporary folder.
+	SortDir    string
+	SortMemory int
+	// DedupMemory bounds ingest's index of stored hashes (default
+	// DefaultDedupMemory).
+	DedupMemory int
 
 	scanned    atomic.Uint64
 	budgetOnce sync.Once
+	dedupOnce  sync.Once
+	dedupIdx   *dedupIndex
 	stream     atomic.Pointer[jetstream.Stream]
 }
 
@@ -99,16 +114,32 @@ func isDuplicate(err error) bool {
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// Subject is where a message of community c is stored.
+// Subject is where a message of community c is stored: its day's bucket.
 func Subject(c archive.CommunityID, timestamp uint64, hash []byte) string {
-	return fmt.Sprintf("msgs.%s.%d.%s", c, timestamp/day, hex.EncodeToString(hash))
+	return bucketSubject(c.String(), timestamp/day, bucketOf(hash))
 }
 
-// daySubjects are the subjects of one day: this version's and the one
-// record-per-day subject earlier versions wrote.
-func daySubjects(c string, d uint64) []string {
+// buckets is how many subjects a community-day's records are spread over.
+const buckets = 16
+
+// bucketOf is a hash's bucket: its first hex digit.
+func bucketOf(hash []byte) byte {
+	if len(hash) == 0 {
+		return 0
+	}
+	return hash[0] >> 4
+}
+
+func bucketSubject(c string, d uint64, b byte) string {
+	return "msgs." + c + "." + strconv.FormatUint(d, 10) + "." + string("0123456789abcdef"[b&15])
+}
+
+// dayFilters are the subjects of one day: this version's buckets and the
+// per-message subjects of the version before (one wildcard), and the one
+// record-per-day subject of versions before that.
+func dayFilters(c string, d uint64) []string {
 	legacy := bus.SubjectMessagesLegacy(c, d)
-	return []string{legacy, legacy + ".*"}
+	return []string{legacy + ".*", legacy}
 }
 
 func (s *Store) communities() Communities {
@@ -160,46 +191,57 @@ type source struct {
 }
 
 // Messages reads the days [from, to) spans one at a time, keeps messages
-// inside the range, drops duplicates by hash and yields them ordered by
-// (timestamp, hash). A message's day subject follows from its timestamp, so
-// sorting day by day gives the global order while memory holds one day of
-// one community at most.
+// inside the range and yields them in archive order (timestamp, then
+// hash), once per hash. A message's day subject follows from its
+// timestamp, so sorting day by day gives the global order; a day's sort
+// holds at most SortMemory bytes of messages, the rest in run files.
 func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[archive.Message, error] {
 	return func(yield func(archive.Message, error) bool) {
 		if from >= to {
 			return
 		}
 		for d := from / day; d <= (to-1)/day; d++ {
-			var msgs []archive.Message
-			seen := make(map[string]bool)
-			err := src.s.read(ctx, src.c, daySubjects(src.c, d), src.after, src.upto, false, func(r jetstream.Msg) error {
-				m, err := src.s.decode(ctx, r)
-				if errors.Is(err, errUndecodable) {
-					// Ingest writes only valid records: this one came from elsewhere.
-					src.s.log().Error("skipping undecodable stored record", "subject", r.Subject(), "err", err)
-					return nil
-				}
+			srt := newSorter(src.s.SortDir, src.s.SortMemory)
+			var fail error
+			for _, filter := range dayFilters(src.c, d) {
+				err := src.s.read(ctx, filter, src.after, src.upto, func(r *bus.Record) error {
+					m, err := src.s.decode(ctx, r)
+					if errors.Is(err, errUndecodable) {
+						// Ingest writes only valid records: this one came from elsewhere.
+						src.s.log().Error("skipping undecodable stored record", "subject", r.Subject, "err", err)
+						return nil
+					}
+					if err != nil {
+						return err
+					}
+					if m.Timestamp < from || m.Timestamp >= to {
+						return nil
+					}
+					return srt.add(m)
+				})
 				if err != nil {
-					return err
+					fail = err
+					break
 				}
-				if m.Timestamp < from || m.Timestamp >= to || seen[string(m.Hash)] {
-					return nil
+			}
+			if fail != nil {
+				srt.close()
+				yield(archive.Message{}, fail)
+				return
+			}
+			stopped := false
+			if err := srt.each(func(m archive.Message) bool {
+				if !yield(m, nil) {
+					stopped = true
+					return false
 				}
-				seen[string(m.Hash)] = true
-				msgs = append(msgs, m)
-				return nil
-			})
-			if err != nil {
+				return true
+			}); err != nil {
 				yield(archive.Message{}, err)
 				return
 			}
-			slices.SortFunc(msgs, func(a, b archive.Message) int {
-				return cmp.Or(cmp.Compare(a.Timestamp, b.Timestamp), bytes.Compare(a.Hash, b.Hash))
-			})
-			for _, m := range msgs {
-				if !yield(m, nil) {
-					return
-				}
+			if stopped {
+				return
 			}
 		}
 	}
@@ -216,10 +258,13 @@ func (s *Store) LateWindows(ctx context.Context, c archive.CommunityID, after, u
 	}
 	starts := map[uint64]bool{}
 	late := 0
-	err := s.read(ctx, c.String(), []string{"msgs." + c.String() + ".>"}, after, upto, true, func(r jetstream.Msg) error {
-		ts, err := strconv.ParseUint(r.Headers().Get(headerTimestamp), 10, 64)
+	err := s.read(ctx, "msgs."+c.String()+".>", after, upto, func(r *bus.Record) error {
+		if r.Subject == fenceSubject(c.String()) {
+			return nil
+		}
+		ts, err := strconv.ParseUint(r.Header.Get(headerTimestamp), 10, 64)
 		if err != nil {
-			s.log().Warn("record without a timestamp header: not checked for lateness", "subject", r.Subject())
+			s.log().Warn("record without a timestamp header: not checked for lateness", "subject", r.Subject)
 			return nil
 		}
 		if ts >= end || ts < since {
@@ -243,9 +288,9 @@ func (s *Store) LateWindows(ctx context.Context, c archive.CommunityID, after, u
 var errUndecodable = errors.New("undecodable record")
 
 // decode turns a record into its message, fetching a payload kept aside.
-func (s *Store) decode(ctx context.Context, r jetstream.Msg) (archive.Message, error) {
+func (s *Store) decode(ctx context.Context, r *bus.Record) (archive.Message, error) {
 	var m archive.Message
-	data := r.Data()
+	data := r.Data
 	if len(data) > 0 && data[0] == '{' {
 		// A record of an earlier version: one JSON message.
 		if err := json.Unmarshal(data, &m); err != nil {
@@ -256,7 +301,7 @@ func (s *Store) decode(ctx context.Context, r jetstream.Msg) (archive.Message, e
 	if err := m.UnmarshalBinary(data); err != nil {
 		return m, fmt.Errorf("%w: %v", errUndecodable, err)
 	}
-	if name := r.Headers().Get(headerBody); name != "" {
+	if name := r.Header.Get(headerBody); name != "" {
 		payload, err := bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) { return s.Bus.Objects.GetBytes(ctx, name) })
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			// Retrying cannot bring it back; failing would stop the
@@ -271,156 +316,32 @@ func (s *Store) decode(ctx context.Context, r jetstream.Msg) (archive.Message, e
 	return m, nil
 }
 
-// read delivers the records on subjects with a stream sequence in
-// (after, upto], through an ordered consumer. With a bounded upto (a fence's
-// sequence) it reads until it meets the fence, however long the serving
-// replica takes to catch up (up to fenceWait without progress); unbounded,
-// it stops once it has seen what was pending when it started.
-//
-// On a cluster, opening the consumer and each fetch are retried over
-// transient errors (bus.IsTransient) for a few seconds: the consumer is
-// created on one of the stream's nodes, and a pull request that reaches
-// another node before that node has learnt of the new consumer's
-// subscription gets "no responders" (a few percent of reads on an R3
-// stream, never when the consumer is on the client's own node); a node going
-// down or a leader moving gives timeouts. A repeated fetch resumes after the
-// last record delivered (the ordered consumer's cursor), so no record is
-// skipped or delivered twice; an error from fn ends the read at once.
-func (s *Store) read(ctx context.Context, c string, subjects []string, after, upto uint64, headersOnly bool, fn func(jetstream.Msg) error) error {
-	bounded := upto != math.MaxUint64
-	fence := fenceSubject(c)
-	if bounded {
-		if after >= upto {
-			return nil
-		}
-		if !slices.Contains(subjects, "msgs."+c+".>") {
-			subjects = append(slices.Clip(subjects), fence)
-		}
-	}
-	// One attempt per consumer (re)creation: the library's own reset loop
-	// retries for ever, deaf to ctx; bus.Retry bounds it here.
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy,
-		HeadersOnly: headersOnly, InactiveThreshold: 30 * time.Second, MaxResetAttempts: 1}
-	if after > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
-	}
-	// Every read makes a server-side consumer; delete it when done, or the
-	// stream reaches its consumer limit under load. The short inactivity
-	// threshold cleans up after a reader that died mid-read.
-	var cons jetstream.Consumer
-	var pending uint64
-	// Each attempt is bounded: the consumer's Info request carries no
-	// timeout of its own under a context without a deadline, and a request
-	// lost with a meta leader that died would hang the build for ever.
-	open := bus.DefaultRetry
-	open.Attempt = 5 * time.Second
-	err := open.Do(ctx, func(ctx context.Context) error {
-		oc, err := s.Bus.JS.OrderedConsumer(ctx, bus.StreamMessages, cfg)
-		if err != nil {
-			return err
-		}
-		info, err := oc.Info(ctx)
-		if err != nil {
-			s.deleteReader(oc)
-			return err
-		}
-		cons, pending = oc, info.NumPending
+// read calls fn for the records on filter with a stream sequence in
+// (after, upto], in sequence order (bus.Read: batched direct gets; with a
+// bounded upto, the stream's leader confirms nothing up to it was missed
+// by a replica behind it). An error from fn ends the read at once.
+func (s *Store) read(ctx context.Context, filter string, after, upto uint64, fn func(*bus.Record) error) error {
+	if upto == math.MaxUint64 {
+		upto = 0 // no bound
+	} else if after >= upto {
 		return nil
+	}
+	n := 0
+	_, err := s.Bus.Read(ctx, bus.Read{Stream: bus.StreamMessages, Filter: filter, From: after + 1, Upto: upto}, func(r *bus.Record) error {
+		if n++; n%readProgress == 0 {
+			s.log().Info("reading stored messages", "filter", filter, "records", n)
+		}
+		s.scanned.Add(1)
+		return fn(r)
 	})
 	if err != nil {
 		return fmt.Errorf("read messages: %w", err)
 	}
-	defer s.deleteReader(cons)
-	idleSince := time.Now()
-	for got := uint64(0); bounded || got < pending; {
-		n, done := 0, false
-		err := bus.Retry(ctx, func(context.Context) error {
-			// Ask for what is pending (a pull request is answered early only
-			// when full); past it, one at a time while waiting for the fence.
-			want := int(min(max(pending, got+1)-got, 1000))
-			batch, err := cons.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
-			if err != nil {
-				return err
-			}
-			for msg := range batch.Messages() {
-				if done {
-					continue
-				}
-				n++
-				got++
-				meta, err := msg.Metadata()
-				if err != nil {
-					return &readAbort{fmt.Errorf("read messages: %w", err)}
-				}
-				// In sequence order: past upto, or at the build's fence, the read is complete.
-				seq, isFence := meta.Sequence.Stream, msg.Subject() == fence
-				if seq > upto || isFence && seq == upto {
-					done = true
-					continue
-				}
-				if isFence {
-					continue
-				}
-				s.scanned.Add(1)
-				if err := fn(msg); err != nil {
-					return &readAbort{err}
-				}
-			}
-			if done {
-				return nil
-			}
-			if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-				return err
-			}
-			return nil
-		})
-		if ab := (*readAbort)(nil); errors.As(err, &ab) {
-			return ab.err
-		}
-		if err != nil {
-			return fmt.Errorf("read messages: %w", err)
-		}
-		if done {
-			return nil
-		}
-		if n > 0 {
-			idleSince = time.Now()
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if !bounded {
-			return fmt.Errorf("read messages: %d of %d pending messages arrived", got, pending)
-		}
-		if time.Since(idleSince) > fenceWait {
-			return fmt.Errorf("read messages: fence %d not reached after %v (is a stream replica behind?)", upto, fenceWait)
-		}
-	}
 	return nil
 }
 
-// readAbort carries an error that ends a read without a retry: fn's, or a
-// record's unreadable metadata. It does not unwrap, so bus.Retry does not
-// take a transient error fn returned for its own (a repeated fetch would
-// resume past the record fn failed on).
-type readAbort struct{ err error }
-
-func (e *readAbort) Error() string { return e.err.Error() }
-
-// deleteReader deletes a read's ordered consumer (its current server-side
-// consumer; the library deletes the ones it replaced).
-func (s *Store) deleteReader(cons jetstream.Consumer) {
-	if ci := cons.CachedInfo(); ci != nil {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Bus.JS.DeleteConsumer(dctx, bus.StreamMessages, ci.Name)
-	}
-}
-
-// fenceWait is how long a bounded read waits without progress for the
-// replica serving it to reach the fence.
-const fenceWait = 30 * time.Second
+// readProgress is how many records a read logs its progress after.
+const readProgress = 250_000
 
 func (s *Store) log() *slog.Logger {
 	if s.Logger != nil {

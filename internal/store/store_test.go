@@ -424,35 +424,3 @@ func (zeros) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestBoundedReadWaitsForFence stands in for a stream replica that lags the
-// leader: the read starts before the records up to its watermark are there
-// (its pending count leaves them out) and must go on until it meets the
-// fence, not stop at what was pending when it started.
-func TestBoundedReadWaitsForFence(t *testing.T) {
-	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
-	register(t, b, start)
-	s := &Store{Bus: b}
-	ctx := context.Background()
-	first := []archive.Message{msg(start + 1), msg(start + 2), msg(start + 3)}
-	if _, err := s.Ingest(ctx, community, first); err != nil {
-		t.Fatal(err)
-	}
-	si, _ := b.JS.Stream(ctx, bus.StreamMessages)
-	info, _ := si.Info(ctx)
-	fence := info.State.LastSeq + 3 // two more messages, then the fence
-	later := []archive.Message{msg(start + 4), msg(start + 5)}
-	go func() {
-		time.Sleep(500 * time.Millisecond)
-		if _, err := s.Ingest(ctx, community, later); err != nil {
-			t.Error(err)
-		}
-		if seq, err := s.Fence(ctx, community); err != nil || seq != fence {
-			t.Errorf("fence at %d (%v), want %d", seq, err, fence)
-		}
-		s.Ingest(ctx, community, []archive.Message{msg(start + 6)}) // after the fence: not read
-	}()
-	got := collect(t, s.Between(community, 0, fence), start, start+day)
-	if len(got) != 5 {
-		t.Fatalf("read %d messages up to the fence, want the 5 stored before it", len(got))
-	}
-}
