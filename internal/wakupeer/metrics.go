@@ -13,7 +13,7 @@ type Metrics struct {
 	Published      *prometheus.CounterVec // by pubsub_topic
 	Received       *prometheus.CounterVec // by pubsub_topic
 	Dropped        *prometheus.CounterVec // by pubsub_topic: a slow Subscribe reader missed a message
-	Rejected       *prometheus.CounterVec // by pubsub_topic: data that is not a WakuMessage
+	Rejected       *prometheus.CounterVec // by pubsub_topic and reason: relayed messages dropped by validation
 	LightPush      *prometheus.CounterVec // by status: lightpush requests served (Config.LightPushService)
 	PeersDropped   *prometheus.CounterVec // by reason: peers we disconnected (wrong_cluster)
 }
@@ -37,8 +37,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "waku_relay_messages_dropped_total", Help: "Received messages a slow subscriber missed, per pubsub topic.",
 		}, []string{"pubsub_topic"}),
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "waku_relay_messages_rejected_total", Help: "Relayed data rejected as not a WakuMessage, per pubsub topic.",
-		}, []string{"pubsub_topic"}),
+			Name: "waku_relay_messages_rejected_total",
+			Help: "Relayed messages dropped by validation, neither delivered nor forwarded, per pubsub topic and reason: " +
+				"not_waku_message, too_large, no_timestamp, too_old, too_new (more than 20 s from our clock), " +
+				"rate_limited (the forwarding peer was over its rate; ignored, no score penalty), validation_overloaded.",
+		}, []string{"pubsub_topic", "reason"}),
 		LightPush: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "waku_lightpush_served_total", Help: "Lightpush requests this peer served, by status code.",
 		}, []string{"status"}),
@@ -110,8 +113,8 @@ func (m *Metrics) dropped(topic string) {
 	}
 }
 
-func (m *Metrics) rejected(topic string) {
+func (m *Metrics) rejected(topic, reason string) {
 	if m != nil {
-		m.Rejected.WithLabelValues(topic).Inc()
+		m.Rejected.WithLabelValues(topic, reason).Inc()
 	}
 }
