@@ -94,9 +94,13 @@ type Config struct {
 	// Default DefaultStoreRetention (30 days).
 	StoreRetention time.Duration
 	// StoreCapacity caps the stored messages; beyond it the oldest go
-	// first. All are held in memory (up to 1 MiB each). Default
-	// DefaultStoreCapacity.
+	// first. Default DefaultStoreCapacity.
 	StoreCapacity int
+	// StoreMaxBytes caps the memory the stored messages take, each counted
+	// as its encoded size, its content topic and 256 bytes; beyond it the
+	// oldest go first, and a message larger than it is not stored.
+	// Default DefaultStoreMaxBytes.
+	StoreMaxBytes int64
 	// Registerer, when set, gets the peer's Metrics.
 	Registerer prometheus.Registerer
 	// Logger defaults to slog.Default().
@@ -137,6 +141,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StoreCapacity == 0 {
 		c.StoreCapacity = DefaultStoreCapacity
+	}
+	if c.StoreMaxBytes == 0 {
+		c.StoreMaxBytes = DefaultStoreMaxBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -203,8 +210,8 @@ func (c Config) validate() (parsed, error) {
 	if c.MetadataTimeout < 0 || c.DialTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must be positive"))
 	}
-	if c.StoreRetention < 0 || c.StoreCapacity < 0 {
-		errs = append(errs, errors.New("store retention and capacity must be positive"))
+	if c.StoreRetention < 0 || c.StoreCapacity < 0 || c.StoreMaxBytes < 0 {
+		errs = append(errs, errors.New("store retention, capacity and byte budget must be positive"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return parsed{}, fmt.Errorf("wakupeer: config: %w", err)

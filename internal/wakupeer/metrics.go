@@ -16,6 +16,9 @@ type Metrics struct {
 	Rejected       *prometheus.CounterVec // by pubsub_topic and reason: relayed messages dropped by validation
 	LightPush      *prometheus.CounterVec // by status: lightpush requests served (Config.LightPushService)
 	PeersDropped   *prometheus.CounterVec // by reason: peers we disconnected (wrong_cluster)
+	StoreMessages  prometheus.Gauge       // messages the store service holds (Config.StoreService)
+	StoreBytes     prometheus.Gauge       // their cost against Config.StoreMaxBytes
+	StoreEvicted   *prometheus.CounterVec // by reason: retention, capacity, bytes
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -48,6 +51,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		PeersDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "waku_peers_dropped_total", Help: "Peers disconnected by this peer, by reason (wrong_cluster: metadata named another cluster).",
 		}, []string{"reason"}),
+		StoreMessages: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "waku_store_messages", Help: "Messages the in-memory store service holds.",
+		}),
+		StoreBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "waku_store_bytes",
+			Help: "Bytes the store service's messages count against its budget (encoded size, content topic and 256 bytes each).",
+		}),
+		StoreEvicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "waku_store_evicted_total",
+			Help: "Messages the store service dropped, by reason: retention (too old), capacity (message count), bytes (byte budget).",
+		}, []string{"reason"}),
 	}
 	for _, c := range m.all() {
 		if err := reg.Register(c); err != nil {
@@ -68,7 +82,8 @@ func (m *Metrics) unregister(reg prometheus.Registerer) {
 }
 
 func (m *Metrics) all() []prometheus.Collector {
-	return []prometheus.Collector{m.PeersConnected, m.MeshPeers, m.Published, m.Received, m.Dropped, m.Rejected, m.LightPush, m.PeersDropped}
+	return []prometheus.Collector{m.PeersConnected, m.MeshPeers, m.Published, m.Received, m.Dropped, m.Rejected, m.LightPush, m.PeersDropped,
+		m.StoreMessages, m.StoreBytes, m.StoreEvicted}
 }
 
 func (m *Metrics) lightPushServed(code uint32) {
@@ -116,5 +131,18 @@ func (m *Metrics) dropped(topic string) {
 func (m *Metrics) rejected(topic, reason string) {
 	if m != nil {
 		m.Rejected.WithLabelValues(topic, reason).Inc()
+	}
+}
+
+func (m *Metrics) setStore(messages int, bytes int64) {
+	if m != nil {
+		m.StoreMessages.Set(float64(messages))
+		m.StoreBytes.Set(float64(bytes))
+	}
+}
+
+func (m *Metrics) storeEvicted(reason string, n int) {
+	if m != nil {
+		m.StoreEvicted.WithLabelValues(reason).Add(float64(n))
 	}
 }

@@ -163,7 +163,7 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 		ctx: pctx, cancel: cancel,
 		topics: map[string]*joined{},
 		kick:   map[peer.ID]chan struct{}{},
-		store:  newMessageStore(cfg),
+		store:  newMessageStore(cfg, metrics),
 
 		relayLimit:     newLimiter(RelayPeerRate, RelayPeerBurst, 0, 0),
 		lightPushLimit: newLimiter(LightPushPeerRate, LightPushPeerBurst, LightPushRate, LightPushBurst),
@@ -216,6 +216,8 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 	if cfg.StoreService {
 		// Only now: the store is fed by the topics' readers.
 		h.SetStreamHandler(StoreProtocol, p.handleStore)
+		p.wg.Add(1)
+		go p.pruneStore()
 	}
 	for _, ai := range p.static {
 		p.wg.Add(1)
@@ -446,6 +448,22 @@ func (p *Peer) readTopic(name string, j *joined) {
 			}
 		}
 		j.subMu.Unlock()
+	}
+}
+
+// pruneStore drops the store's expired messages every storePruneInterval,
+// until the peer closes.
+func (p *Peer) pruneStore() {
+	defer p.wg.Done()
+	t := time.NewTicker(storePruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.store.pruneNow()
+		case <-p.ctx.Done():
+			return
+		}
 	}
 }
 
