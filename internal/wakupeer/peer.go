@@ -81,8 +81,9 @@ type Peer struct {
 	kick   map[peer.ID]chan struct{} // static peers, nudged on disconnect; fixed likewise
 	store  *messageStore             // Config.StoreService; nil when off
 
-	relayLimit     *limiter // per forwarding peer (validate)
-	lightPushLimit *limiter // per client and global (handleLightPush)
+	relayLimit     *limiter      // per forwarding peer (validate)
+	lightPushLimit *limiter      // per client and global (handleLightPush)
+	lightPushSlots chan struct{} // requests being served, at most lightPushMaxInFlight
 
 	mu     sync.Mutex
 	closed bool
@@ -167,6 +168,7 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 
 		relayLimit:     newLimiter(RelayPeerRate, RelayPeerBurst, 0, 0),
 		lightPushLimit: newLimiter(LightPushPeerRate, LightPushPeerBurst, LightPushRate, LightPushBurst),
+		lightPushSlots: make(chan struct{}, lightPushMaxInFlight),
 	}
 	for _, s := range cfg.Shards {
 		p.topics[wakuwire.ShardTopic(cfg.ClusterID, s)] = &joined{subs: map[int]chan Received{}, mesh: map[peer.ID]bool{}}
