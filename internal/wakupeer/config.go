@@ -70,9 +70,11 @@ type Config struct {
 	MetadataTimeout time.Duration
 	// DialTimeout bounds one static-peer dial. Default DefaultDialTimeout.
 	DialTimeout time.Duration
-	// MaxPeers caps connections: above it the connection manager closes the
-	// least useful ones (never a static peer) down to 80 % of it. Default
-	// DefaultMaxPeers.
+	// MaxPeers caps connected peers: at it, inbound connections from new
+	// peers are refused as soon as their handshake names them (static
+	// peers excepted), and above it (our own dials) the connection manager
+	// closes the least useful ones (never a static peer) down to 80 % of
+	// it. Default DefaultMaxPeers.
 	MaxPeers int
 	// DNSDiscovery are EIP-1459 tree URLs ("enrtree://<key>@<domain>"):
 	// their relay nodes serving one of Shards in ClusterID are dialled

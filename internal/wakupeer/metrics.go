@@ -16,6 +16,7 @@ type Metrics struct {
 	Rejected       *prometheus.CounterVec // by pubsub_topic and reason: relayed messages dropped by validation
 	LightPush      *prometheus.CounterVec // by status: lightpush requests served (Config.LightPushService)
 	PeersDropped   *prometheus.CounterVec // by reason: peers we disconnected (wrong_cluster)
+	PeersRefused   *prometheus.CounterVec // by reason: inbound connections refused (max_peers, banned)
 	StoreMessages  prometheus.Gauge       // messages the store service holds (Config.StoreService)
 	StoreBytes     prometheus.Gauge       // their cost against Config.StoreMaxBytes
 	StoreEvicted   *prometheus.CounterVec // by reason: retention, capacity, bytes
@@ -51,6 +52,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		PeersDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "waku_peers_dropped_total", Help: "Peers disconnected by this peer, by reason (wrong_cluster: metadata named another cluster).",
 		}, []string{"reason"}),
+		PeersRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "waku_peers_refused_total",
+			Help: "Inbound connections refused after the handshake, by reason: max_peers (MaxPeers peers connected), banned (another cluster, lately).",
+		}, []string{"reason"}),
 		StoreMessages: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "waku_store_messages", Help: "Messages the in-memory store service holds.",
 		}),
@@ -83,7 +88,7 @@ func (m *Metrics) unregister(reg prometheus.Registerer) {
 
 func (m *Metrics) all() []prometheus.Collector {
 	return []prometheus.Collector{m.PeersConnected, m.MeshPeers, m.Published, m.Received, m.Dropped, m.Rejected, m.LightPush, m.PeersDropped,
-		m.StoreMessages, m.StoreBytes, m.StoreEvicted}
+		m.PeersRefused, m.StoreMessages, m.StoreBytes, m.StoreEvicted}
 }
 
 func (m *Metrics) lightPushServed(code uint32) {
@@ -95,6 +100,12 @@ func (m *Metrics) lightPushServed(code uint32) {
 func (m *Metrics) droppedPeer(reason string) {
 	if m != nil {
 		m.PeersDropped.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) refusedPeer(reason string) {
+	if m != nil {
+		m.PeersRefused.WithLabelValues(reason).Inc()
 	}
 }
 

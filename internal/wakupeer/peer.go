@@ -158,6 +158,7 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 		metrics.unregister(cfg.Registerer)
 		return nil, fmt.Errorf("wakupeer: libp2p host: %w", err)
 	}
+	g.limit(h.Network(), cfg.MaxPeers, pc.static, metrics)
 	pctx, cancel := context.WithCancel(ctx)
 	p := &Peer{
 		cfg: cfg, log: cfg.Logger.With("peer_id", h.ID()), host: h, metrics: metrics, static: pc.static, gater: g,
