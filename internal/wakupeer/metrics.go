@@ -20,6 +20,7 @@ type Metrics struct {
 	StoreMessages  prometheus.Gauge       // messages the store service holds (Config.StoreService)
 	StoreBytes     prometheus.Gauge       // their cost against Config.StoreMaxBytes
 	StoreEvicted   *prometheus.CounterVec // by reason: retention, capacity, bytes
+	StoreSkipped   *prometheus.CounterVec // by reason: messages the store service did not keep
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -67,6 +68,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "waku_store_evicted_total",
 			Help: "Messages the store service dropped, by reason: retention (too old), capacity (message count), bytes (byte budget).",
 		}, []string{"reason"}),
+		StoreSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "waku_store_skipped_total",
+			Help: "Relayed messages the store service did not keep, by reason: ephemeral, timestamp (more than 20 s from our clock), " +
+				"retention, duplicate, full (it would be the first to go, or is larger than the byte budget).",
+		}, []string{"reason"}),
 	}
 	for _, c := range m.all() {
 		if err := reg.Register(c); err != nil {
@@ -88,7 +94,7 @@ func (m *Metrics) unregister(reg prometheus.Registerer) {
 
 func (m *Metrics) all() []prometheus.Collector {
 	return []prometheus.Collector{m.PeersConnected, m.MeshPeers, m.Published, m.Received, m.Dropped, m.Rejected, m.LightPush, m.PeersDropped,
-		m.PeersRefused, m.StoreMessages, m.StoreBytes, m.StoreEvicted}
+		m.PeersRefused, m.StoreMessages, m.StoreBytes, m.StoreEvicted, m.StoreSkipped}
 }
 
 func (m *Metrics) lightPushServed(code uint32) {
@@ -155,5 +161,11 @@ func (m *Metrics) setStore(messages int, bytes int64) {
 func (m *Metrics) storeEvicted(reason string, n int) {
 	if m != nil {
 		m.StoreEvicted.WithLabelValues(reason).Add(float64(n))
+	}
+}
+
+func (m *Metrics) storeSkipped(reason string) {
+	if m != nil {
+		m.StoreSkipped.WithLabelValues(reason).Inc()
 	}
 }

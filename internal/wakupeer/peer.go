@@ -429,15 +429,16 @@ func (p *Peer) readTopic(name string, j *joined) {
 		if err != nil {
 			return
 		}
-		if wm, ok := msg.ValidatorData.(*wakuwire.Message); ok {
-			p.store.add(name, wm) // ours too; a no-op without StoreService
-		}
-		if msg.ReceivedFrom == p.host.ID() {
-			continue // our own publication
-		}
 		wm, ok := msg.ValidatorData.(*wakuwire.Message)
 		if !ok {
 			continue
+		}
+		// gossipsub keeps msg for gossip for 6 heartbeats; the decoded copy
+		// (as large as the message) need not stay with it.
+		msg.ValidatorData = nil
+		p.store.add(name, wm) // ours too; a no-op without StoreService
+		if msg.ReceivedFrom == p.host.ID() {
+			continue // our own publication
 		}
 		p.metrics.received(name)
 		r := Received{PubsubTopic: name, Message: wm, Hash: wakuwire.Hash(name, wm), From: msg.ReceivedFrom}

@@ -122,15 +122,36 @@ func (e *storedEntry) cmp(ts int64, hash [32]byte) int {
 	return cmpStoreKey(e.timestamp, e.hash, ts, hash)
 }
 
+// Reasons a message is not stored (waku_store_skipped_total's label).
+const (
+	skipEphemeral = "ephemeral"
+	skipTimestamp = "timestamp" // more than storeTimestampVariance from our clock
+	skipRetention = "retention"
+	skipDuplicate = "duplicate"
+	skipFull      = "full" // it would be the first to go, or alone exceeds maxBytes
+)
+
 // add stores m, relayed on pubsubTopic, if it is eligible and new; it
 // reports whether it did.
 func (s *messageStore) add(pubsubTopic string, m *wakuwire.Message) bool {
-	if s == nil || m.Ephemeral {
+	if s == nil {
 		return false
+	}
+	if reason := s.insert(pubsubTopic, m); reason != "" {
+		s.metrics.storeSkipped(reason)
+		return false
+	}
+	return true
+}
+
+// insert is add's work: "" when m is stored, else why it is not.
+func (s *messageStore) insert(pubsubTopic string, m *wakuwire.Message) string {
+	if m.Ephemeral {
+		return skipEphemeral
 	}
 	now := s.now()
 	if d := time.Duration(m.Timestamp - now.UnixNano()); d > storeTimestampVariance || d < -storeTimestampVariance {
-		return false
+		return skipTimestamp
 	}
 	e := &storedEntry{
 		hash: wakuwire.Hash(pubsubTopic, m), pubsubTopic: pubsubTopic, contentTopic: m.ContentTopic,
@@ -138,16 +159,16 @@ func (s *messageStore) add(pubsubTopic string, m *wakuwire.Message) bool {
 	}
 	e.cost = storeEntryBytes(e.raw, e.contentTopic)
 	if e.cost > s.maxBytes {
-		return false
+		return skipFull
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.prune(now)
 	if e.timestamp < now.Add(-s.retention).UnixNano() {
-		return false
+		return skipRetention
 	}
 	if _, dup := s.byHash[e.hash]; dup {
-		return false
+		return skipDuplicate
 	}
 	// Make room from the oldest: overCount for capacity, then as many
 	// more as the bytes need. If e would itself be among them (it is older
@@ -156,7 +177,7 @@ func (s *messageStore) add(pubsubTopic string, m *wakuwire.Message) bool {
 	n, freed := 0, int64(0)
 	for n < overCount || s.bytes+e.cost-freed > s.maxBytes {
 		if n == len(s.order) || s.order[n].cmp(e.timestamp, e.hash) > 0 {
-			return false
+			return skipFull
 		}
 		freed += s.order[n].cost
 		n++
@@ -172,7 +193,7 @@ func (s *messageStore) add(pubsubTopic string, m *wakuwire.Message) bool {
 	s.byHash[e.hash] = e
 	s.bytes += e.cost
 	s.metrics.setStore(len(s.order), s.bytes)
-	return true
+	return ""
 }
 
 // prune drops the messages older than the retention; s.mu is held.

@@ -735,6 +735,9 @@ func TestMessageStoreBytes(t *testing.T) {
 	if n := testutil.ToFloat64(metrics.StoreEvicted.WithLabelValues("bytes")); n != 3 {
 		t.Fatalf("%v evicted for bytes, want 3", n)
 	}
+	if n := testutil.ToFloat64(metrics.StoreSkipped.WithLabelValues(skipFull)); n != 2 {
+		t.Fatalf("%v skipped as full, want 2", n)
+	}
 	if len(s.byHash) != len(s.order) {
 		t.Fatalf("%d indexed, %d kept", len(s.byHash), len(s.order))
 	}
