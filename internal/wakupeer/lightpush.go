@@ -49,7 +49,7 @@ const (
 	DefaultLightPushTimeout = 15 * time.Second
 	// MaxLightPushMessageSize caps the encoded WakuMessage: what relay
 	// carries.
-	MaxLightPushMessageSize = MaxRelayMessageSize
+	MaxLightPushMessageSize = MaxWakuMessageSize
 	// maxLightPushRequest leaves room for the request id and pubsub topic,
 	// as nwaku's MaxRpcSize = MaxWakuMessageSize + 64 KiB does.
 	maxLightPushRequest = MaxLightPushMessageSize + 64<<10

@@ -361,7 +361,7 @@ func (p *Peer) PubsubTopics() []string {
 // Publish validates m and publishes it on pubsubTopic, returning its
 // 14/WAKU2-MESSAGE hash. Flood publish sends it to every known peer of the
 // topic, mesh or not. m must pass the relay rules other peers apply: at
-// most MaxRelayMessageSize encoded, and a timestamp within
+// most MaxWakuMessageSize encoded, and a timestamp within
 // MaxClockGapSeconds of now.
 func (p *Peer) Publish(ctx context.Context, pubsubTopic string, m *wakuwire.Message) ([32]byte, error) {
 	j, ok := p.topics[pubsubTopic]

@@ -67,7 +67,7 @@ const (
 // entries' cost (storeEntryBytes): beyond either the oldest are dropped,
 // and a message that would be the first to go is not added (nwaku
 // queue_driver.nim add). A message costs at most 2 MiB + 256 bytes: relay
-// delivers nothing over MaxRelayMessageSize, and one costing more than
+// delivers nothing over MaxWakuMessageSize, and one costing more than
 // maxBytes is never stored.
 type messageStore struct {
 	retention time.Duration

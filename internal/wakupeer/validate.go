@@ -11,13 +11,20 @@ import (
 )
 
 const (
-	// MaxRelayMessageSize is the largest relay message (gossipsub's frame
-	// limit, WithMaxMessageSize): 1 MiB, go-libp2p-pubsub's default and
-	// what Status runs (status-go and go-waku; nwaku's own default is
-	// 150 KiB). A larger frame is never read, so nothing larger reaches the
-	// validator, the store or a subscriber; a local Publish of a larger
-	// message is refused.
+	// MaxRelayMessageSize is gossipsub's frame limit (WithMaxMessageSize):
+	// 1 MiB, go-libp2p-pubsub's default and what Status runs (status-go
+	// and go-waku; nwaku's own default is 150 KiB). A larger frame is
+	// never read, so nothing larger reaches the validator, the store or a
+	// subscriber.
 	MaxRelayMessageSize = 1 << 20
+	// MaxWakuMessageSize is the largest encoded WakuMessage relay carries:
+	// the frame less relayFrameOverhead. Publish, the lightpush service
+	// and the validator refuse larger ones, which gossipsub would
+	// otherwise drop silently when sending.
+	MaxWakuMessageSize = MaxRelayMessageSize - relayFrameOverhead
+	// relayFrameOverhead bounds what a gossipsub RPC carrying one message
+	// adds to it: tags, lengths and a shard topic (at most 21 bytes).
+	relayFrameOverhead = 64
 	// MaxClockGapSeconds is how far a relayed message's timestamp may be
 	// from our clock, in whole seconds: nwaku's RLN validator
 	// (waku_rln_relay/rln_relay.nim validateMessage, MaxClockGapSeconds in
@@ -49,7 +56,7 @@ const (
 // a decoded message of size bytes at now: the size limit and the clock
 // gap. It returns "" or the reason to reject it.
 func checkMessage(m *wakuwire.Message, size int, now time.Time) string {
-	if size > MaxRelayMessageSize {
+	if size > MaxWakuMessageSize {
 		return rejectTooLarge
 	}
 	switch {
@@ -79,7 +86,7 @@ func describeReject(reason string, m *wakuwire.Message, now time.Time) string {
 		return fmt.Sprintf("invalid message: timestamp %s is more than %d s from the relay's clock (%s)",
 			time.Unix(0, m.Timestamp).UTC().Format(time.RFC3339), MaxClockGapSeconds, now.UTC().Format(time.RFC3339))
 	case rejectTooLarge:
-		return fmt.Sprintf("invalid message: larger than %d bytes", MaxRelayMessageSize)
+		return fmt.Sprintf("invalid message: larger than %d bytes", MaxWakuMessageSize)
 	}
 	return "invalid message: " + reason
 }

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
+	pubsubpb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestCheckMessage: the relay's clock and size rule, nwaku's RLN rule (gap
@@ -37,8 +39,8 @@ func TestCheckMessage(t *testing.T) {
 		{"negative", -1, 100, rejectTooOld},
 		{"most negative", math.MinInt64, 100, rejectTooOld},
 		{"largest", math.MaxInt64, 100, rejectTooNew},
-		{"at the size limit", at(0), MaxRelayMessageSize, ""},
-		{"over the size limit", at(0), MaxRelayMessageSize + 1, rejectTooLarge},
+		{"at the size limit", at(0), MaxWakuMessageSize, ""},
+		{"over the size limit", at(0), MaxWakuMessageSize + 1, rejectTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &wakuwire.Message{Payload: []byte("x"), ContentTopic: ctA, Timestamp: tc.ts}
@@ -109,6 +111,16 @@ func TestValidatorClockGap(t *testing.T) {
 	}
 }
 
+// TestRelayFrameOverhead: a message of MaxWakuMessageSize on the longest
+// shard topic fits gossipsub's frame.
+func TestRelayFrameOverhead(t *testing.T) {
+	topic := wakuwire.ShardTopic(65535, 1023)
+	rpc := &pubsubpb.RPC{Publish: []*pubsubpb.Message{{Data: make([]byte, MaxWakuMessageSize), Topic: &topic}}}
+	if n := proto.Size(rpc); n > MaxRelayMessageSize {
+		t.Fatalf("RPC of %d bytes, frame limit %d", n, MaxRelayMessageSize)
+	}
+}
+
 // TestPublishChecksClock: our own publications obey the rule we apply to
 // others'.
 func TestPublishChecksClock(t *testing.T) {
@@ -122,7 +134,7 @@ func TestPublishChecksClock(t *testing.T) {
 		}
 	}
 	big := testMessage("big")
-	big.Payload = make([]byte, MaxRelayMessageSize)
+	big.Payload = make([]byte, MaxWakuMessageSize)
 	if _, err := p.Publish(t.Context(), shard32, big); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("oversized: Publish err = %v", err)
 	}
