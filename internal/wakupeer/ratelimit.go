@@ -12,17 +12,21 @@ const (
 	// RelayPeerRate and RelayPeerBurst bound the messages one peer may
 	// forward to us per second. nwaku has no such limit (it relies on
 	// gossipsub scoring and RLN); without one, a single peer can make us
-	// validate, cache and forward as much as it can send. Status's shards
-	// carry far fewer messages than this, so honest peers never reach it.
-	// Above it a peer's messages are ignored (not forwarded, no penalty).
+	// validate, cache and forward as much as it can send. 100 a second from
+	// each peer is taken to be well above what a community shard carries
+	// (not measured on status.prod); past it a peer's messages are ignored
+	// (not delivered or forwarded, no score penalty), and as gossipsub
+	// marks them seen, the same message from another peer is not taken
+	// either for 2 minutes.
 	RelayPeerRate  = 100
 	RelayPeerBurst = 200
 	// LightPushPeerRate and LightPushPeerBurst bound the lightpush requests
 	// one client may make per second, LightPushRate and LightPushBurst
-	// those of all clients together. nwaku's limit is a single setting
-	// (--rate-limit lightpush:volume/period, off by default) split the
-	// same way (common/rate_limit/request_limiter.nim); a request over
-	// either limit is answered 429 without being read.
+	// those of all clients together. nwaku's limit
+	// (--rate-limit lightpush:volume/period,
+	// common/rate_limit/request_limiter.nim) is likewise a global bucket
+	// and one per peer; a request over either is answered 429 without
+	// being read.
 	LightPushPeerRate  = 10
 	LightPushPeerBurst = 20
 	LightPushRate      = 100

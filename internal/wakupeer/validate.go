@@ -96,7 +96,7 @@ func describeReject(reason string, m *wakuwire.Message, now time.Time) string {
 // within the size limit and MaxClockGapSeconds of our clock; a rejected
 // message is neither delivered nor forwarded, and gossipsub scoring
 // penalises the peer that sent it (p4). A peer over its rate
-// (relayPeerRate) has its messages ignored: dropped without penalty.
+// (RelayPeerRate) has its messages ignored: dropped without penalty.
 // Our own publications pass through it too, uncounted and unlimited.
 func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 	local := from == p.host.ID()
@@ -105,10 +105,13 @@ func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubs
 		return pubsub.ValidationIgnore
 	}
 	var wm wakuwire.Message
-	reason := ""
-	if err := wm.Unmarshal(m.Data); err != nil {
+	var reason string
+	switch {
+	case len(m.Data) > MaxWakuMessageSize: // before the copy decoding makes
+		reason = rejectTooLarge
+	case wm.Unmarshal(m.Data) != nil:
 		reason = rejectNotWakuMessage
-	} else {
+	default:
 		reason = checkMessage(&wm, len(m.Data), time.Now())
 	}
 	if reason != "" {
