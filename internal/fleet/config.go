@@ -32,6 +32,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/placement"
 	"github.com/archivefleet/archivefleet/internal/seed"
 	"github.com/archivefleet/archivefleet/internal/store"
+	"github.com/archivefleet/archivefleet/internal/wakupeer"
 )
 
 // Prefix is the environment prefix of every variable.
@@ -63,6 +64,14 @@ const (
 	DefaultWakuMaxPeers       = 50 // nwaku's max-connections
 	DefaultWakuReceive        = true
 	DefaultWakuBackfillWindow = 30 * 24 * time.Hour
+	// The store service's bounds (WAKU_STORE_SERVICE): Status store
+	// nodes' 30 days, a million messages, and a memory budget.
+	DefaultWakuStoreRetention = wakupeer.DefaultStoreRetention
+	DefaultWakuStoreCapacity  = wakupeer.DefaultStoreCapacity
+	DefaultWakuStoreMaxBytes  = ByteSize(wakupeer.DefaultStoreMaxBytes)
+	// MinWakuStoreMaxBytes: a smaller budget would refuse the largest
+	// relay messages outright.
+	MinWakuStoreMaxBytes = ByteSize(2*wakupeer.MaxRelayMessageSize + 1<<10)
 	// StatusProdENRTree is status.prod's EIP-1459 tree (spec waku-edge.md
 	// §3): the production value of WAKU_DNS_DISCOVERY, set by the shipped
 	// deployments. The code default is empty so a local run never joins
@@ -177,7 +186,10 @@ type Waku struct {
 	Receive        bool          `envconfig:"ARCHIVEFLEET_WAKU_RECEIVE" desc:"archive what the peer hears on the registered communities' chats (through ingest)"`
 	MaxPeers       int           `envconfig:"ARCHIVEFLEET_WAKU_MAX_PEERS" desc:"connection limit (static peers are never trimmed)"`
 	LightPushNodes string        `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_NODES" desc:"lightpush v3 service nodes every announcement is also pushed to: multiaddrs with /p2p/<id>, comma-separated"`
-	StoreServe     bool          `envconfig:"ARCHIVEFLEET_WAKU_STORE_SERVICE" desc:"serve Store v3 from memory (what the peer relays, 30 days, at most 1,000,000 messages; lost on restart): for a local node or tests"`
+	StoreServe     bool          `envconfig:"ARCHIVEFLEET_WAKU_STORE_SERVICE" desc:"serve Store v3 from memory (what the peer relays, within WAKU_STORE_RETENTION, WAKU_STORE_CAPACITY and WAKU_STORE_MAX_BYTES; lost on restart): for a local node or tests"`
+	StoreRetention time.Duration `envconfig:"ARCHIVEFLEET_WAKU_STORE_RETENTION" desc:"the store service drops messages older than this"`
+	StoreCapacity  int           `envconfig:"ARCHIVEFLEET_WAKU_STORE_CAPACITY" desc:"the store service keeps at most this many messages (the oldest go first)"`
+	StoreMaxBytes  ByteSize      `envconfig:"ARCHIVEFLEET_WAKU_STORE_MAX_BYTES" desc:"the store service's memory budget (bytes or e.g. 256MiB; each message counts its size plus its content topic and 256 bytes; the oldest go first)"`
 	LightPushServe bool          `envconfig:"ARCHIVEFLEET_WAKU_LIGHTPUSH_SERVICE" desc:"serve lightpush v3: relay what light clients push on our shards"`
 	StoreNodes     string        `envconfig:"ARCHIVEFLEET_WAKU_STORE_NODES" desc:"Store v3 nodes back-fill asks (the union of what they hold is ingested): multiaddrs with /p2p/<id>, comma-separated"`
 	BackfillWindow time.Duration `envconfig:"ARCHIVEFLEET_WAKU_BACKFILL_WINDOW" desc:"how far back a community's first back-fill reaches (store nodes keep about 30 days)"`
@@ -252,7 +264,8 @@ func DefaultSchedulerConfig() SchedulerConfig {
 func DefaultWaku() Waku {
 	return Waku{Listen: DefaultWakuListen, KeyFile: DefaultWakuKeyFile, Cluster: DefaultWakuCluster, Shards: DefaultWakuShards,
 		MinPeers: DefaultWakuMinPeers, InstallationID: DefaultWakuInstallationID, MaxPeers: DefaultWakuMaxPeers,
-		Receive: DefaultWakuReceive, BackfillWindow: DefaultWakuBackfillWindow}
+		Receive: DefaultWakuReceive, BackfillWindow: DefaultWakuBackfillWindow,
+		StoreRetention: DefaultWakuStoreRetention, StoreCapacity: DefaultWakuStoreCapacity, StoreMaxBytes: DefaultWakuStoreMaxBytes}
 }
 
 // DefaultWakuConfig returns the Waku edge service's defaults.
@@ -302,6 +315,13 @@ func (w Waku) Validate() error {
 	}
 	if w.MaxPeers < 1 {
 		errs = append(errs, natsconf.Bad("WAKU_MAX_PEERS", strconv.Itoa(w.MaxPeers), "must be at least 1"))
+	}
+	if w.StoreRetention <= 0 {
+		errs = append(errs, natsconf.Bad("WAKU_STORE_RETENTION", w.StoreRetention.String(), "must be positive"))
+	}
+	errs = append(errs, natsconf.AtLeast("WAKU_STORE_CAPACITY", w.StoreCapacity, 1))
+	if w.StoreMaxBytes < MinWakuStoreMaxBytes {
+		errs = append(errs, natsconf.Bad("WAKU_STORE_MAX_BYTES", w.StoreMaxBytes, "must be at least "+MinWakuStoreMaxBytes.String()+" (two of the largest relay messages)"))
 	}
 	if _, err := w.ShardList(); err != nil {
 		errs = append(errs, err)

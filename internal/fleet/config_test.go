@@ -121,6 +121,9 @@ func TestDefaults(t *testing.T) {
 		"static peer without id":  func(w *Waku) { w.StaticPeers = "/ip4/127.0.0.1/tcp/1" },
 		"negative min peers":      func(w *Waku) { w.MinPeers = -1 },
 		"no max peers":            func(w *Waku) { w.MaxPeers = 0 },
+		"no store retention":      func(w *Waku) { w.StoreRetention = 0 },
+		"no store capacity":       func(w *Waku) { w.StoreCapacity = 0 },
+		"store budget too small":  func(w *Waku) { w.StoreMaxBytes = MinWakuStoreMaxBytes - 1 },
 		"lightpush node no id":    func(w *Waku) { ok(w); w.LightPushNodes = "/ip4/127.0.0.1/tcp/1" },
 		"shard key not relayed":   func(w *Waku) { ok(w); w.ShardKeys = "64=" + key },
 		"shard key short":         func(w *Waku) { ok(w); w.ShardKeys = "32=abcd" },
@@ -143,7 +146,11 @@ func TestDefaults(t *testing.T) {
 	}
 	t.Setenv("ARCHIVEFLEET_SETTLE", "45s")
 	t.Setenv("ARCHIVEFLEET_EMBEDDED_NATS_MAX_PAYLOAD", "16MiB")
+	t.Setenv("ARCHIVEFLEET_WAKU_STORE_MAX_BYTES", "32MiB")
 	f := DefaultAllInOneConfig()
+	if f.Waku.StoreMaxBytes != 256<<20 || f.Waku.StoreCapacity != 1_000_000 || f.Waku.StoreRetention != 30*24*time.Hour {
+		t.Fatalf("store service defaults: %v, %d, %v", f.Waku.StoreMaxBytes, f.Waku.StoreCapacity, f.Waku.StoreRetention)
+	}
 	if f.NATSPort != 4222 || f.settle() != 4*time.Second {
 		t.Fatalf("all-in-one: port %d, settle %v (want 4222, 20s/5)", f.NATSPort, f.settle())
 	}
@@ -154,8 +161,8 @@ func TestDefaults(t *testing.T) {
 	if err := natsconf.Load(&f); err != nil {
 		t.Fatal(err)
 	}
-	if f.settle() != 45*time.Second || f.MaxPayload != 16<<20 {
-		t.Fatalf("environment not applied: settle %v, max payload %v", f.settle(), f.MaxPayload)
+	if f.settle() != 45*time.Second || f.MaxPayload != 16<<20 || f.Waku.StoreMaxBytes != 32<<20 {
+		t.Fatalf("environment not applied: settle %v, max payload %v, store budget %v", f.settle(), f.MaxPayload, f.Waku.StoreMaxBytes)
 	}
 }
 

@@ -84,6 +84,7 @@ func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, ingest
 	}
 	peer, err := wakupeer.New(ctx, wakupeer.Config{ListenAddrs: splitList(w.Listen), AnnounceAddrs: splitList(w.Announce), KeyFile: keyFile,
 		StaticPeers: splitList(w.StaticPeers), DNSDiscovery: splitList(w.DNSDiscovery), ClusterID: w.Cluster, Shards: shards, MaxPeers: w.MaxPeers, LightPushService: w.LightPushServe, StoreService: w.StoreServe,
+		StoreRetention: w.StoreRetention, StoreCapacity: w.StoreCapacity, StoreMaxBytes: int64(w.StoreMaxBytes),
 		Registerer: reg, Logger: log})
 	if err != nil {
 		return nil, nil, err

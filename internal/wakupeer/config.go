@@ -70,9 +70,11 @@ type Config struct {
 	MetadataTimeout time.Duration
 	// DialTimeout bounds one static-peer dial. Default DefaultDialTimeout.
 	DialTimeout time.Duration
-	// MaxPeers caps connections: above it the connection manager closes the
-	// least useful ones (never a static peer) down to 80 % of it. Default
-	// DefaultMaxPeers.
+	// MaxPeers caps connected peers: at it, inbound connections from new
+	// peers are refused as soon as their handshake names them (static
+	// peers excepted), and above it (our own dials) the connection manager
+	// closes the least useful ones (never a static peer) down to 80 % of
+	// it. Default DefaultMaxPeers.
 	MaxPeers int
 	// DNSDiscovery are EIP-1459 tree URLs ("enrtree://<key>@<domain>"):
 	// their relay nodes serving one of Shards in ClusterID are dialled
@@ -94,9 +96,13 @@ type Config struct {
 	// Default DefaultStoreRetention (30 days).
 	StoreRetention time.Duration
 	// StoreCapacity caps the stored messages; beyond it the oldest go
-	// first. All are held in memory (up to 1 MiB each). Default
-	// DefaultStoreCapacity.
+	// first. Default DefaultStoreCapacity.
 	StoreCapacity int
+	// StoreMaxBytes caps the memory the stored messages take, each counted
+	// as its encoded size, its content topic and 256 bytes; beyond it the
+	// oldest go first, and a message larger than it is not stored.
+	// Default DefaultStoreMaxBytes.
+	StoreMaxBytes int64
 	// Registerer, when set, gets the peer's Metrics.
 	Registerer prometheus.Registerer
 	// Logger defaults to slog.Default().
@@ -137,6 +143,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StoreCapacity == 0 {
 		c.StoreCapacity = DefaultStoreCapacity
+	}
+	if c.StoreMaxBytes == 0 {
+		c.StoreMaxBytes = DefaultStoreMaxBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -203,8 +212,8 @@ func (c Config) validate() (parsed, error) {
 	if c.MetadataTimeout < 0 || c.DialTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must be positive"))
 	}
-	if c.StoreRetention < 0 || c.StoreCapacity < 0 {
-		errs = append(errs, errors.New("store retention and capacity must be positive"))
+	if c.StoreRetention < 0 || c.StoreCapacity < 0 || c.StoreMaxBytes < 0 {
+		errs = append(errs, errors.New("store retention, capacity and byte budget must be positive"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return parsed{}, fmt.Errorf("wakupeer: config: %w", err)

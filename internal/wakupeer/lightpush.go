@@ -47,9 +47,9 @@ const (
 const (
 	// DefaultLightPushTimeout bounds a push when ctx has no earlier deadline.
 	DefaultLightPushTimeout = 15 * time.Second
-	// MaxLightPushMessageSize caps the encoded WakuMessage (Status allows
-	// 1 MiB relay messages, spec waku-edge.md §3).
-	MaxLightPushMessageSize = 1 << 20
+	// MaxLightPushMessageSize caps the encoded WakuMessage: what relay
+	// carries.
+	MaxLightPushMessageSize = MaxWakuMessageSize
 	// maxLightPushRequest leaves room for the request id and pubsub topic,
 	// as nwaku's MaxRpcSize = MaxWakuMessageSize + 64 KiB does.
 	maxLightPushRequest = MaxLightPushMessageSize + 64<<10
@@ -90,6 +90,11 @@ func (e *LightPushError) IsRetryable() bool {
 	}
 	return false
 }
+
+// lightPushUnknownRequestID is the request id nwaku answers with when it
+// did not read the request: rate limited, or undecodable
+// (waku_lightpush/protocol.nim).
+const lightPushUnknownRequestID = "N/A"
 
 // ErrLightPushResponse wraps a response that could not be read as a valid
 // answer to the request (undecodable, too large, wrong request id, no status).
@@ -257,11 +262,13 @@ func (p *Peer) LightPush(ctx context.Context, service peer.AddrInfo, pubsubTopic
 	if err := resp.unmarshal(b); err != nil {
 		return LightPushResult{}, fmt.Errorf("%w: %w", ErrLightPushResponse, err)
 	}
-	if resp.RequestID != id {
-		return LightPushResult{}, fmt.Errorf("%w: request id %q, sent %q", ErrLightPushResponse, resp.RequestID, id)
-	}
 	if !resp.HasStatus {
 		return LightPushResult{}, fmt.Errorf("%w: no status code", ErrLightPushResponse)
+	}
+	// A refusal of a request the node did not read carries no id of ours.
+	unread := resp.RequestID == lightPushUnknownRequestID && resp.StatusCode != LightPushSuccess
+	if resp.RequestID != id && !unread {
+		return LightPushResult{}, fmt.Errorf("%w: request id %q, sent %q", ErrLightPushResponse, resp.RequestID, id)
 	}
 	if resp.StatusCode != LightPushSuccess {
 		return LightPushResult{}, &LightPushError{Code: resp.StatusCode, Desc: resp.Desc}

@@ -76,27 +76,67 @@ func (r lightPushResponse) marshal() []byte {
 	return b
 }
 
+// lightPushMaxInFlight bounds the requests served at once, whatever the
+// rates allow: each holds a frame of up to maxLightPushRequest (1.06 MiB)
+// for up to DefaultLightPushTimeout, so at most 34 MiB are held by slow
+// or stalled clients. Past it a request is answered 429 unread.
+const lightPushMaxInFlight = 32
+
+// tooManyRequests is nwaku's answer to a request over the rate limit,
+// sent without reading the request (waku_lightpush/protocol.nim): it has
+// no request id to echo, hence "N/A".
+var tooManyRequests = lightPushResponse{RequestID: lightPushUnknownRequestID, StatusCode: LightPushTooManyRequests,
+	Desc: "Request rejected due to too many requests"}
+
 // handleLightPush serves lightpush v3 (Config.LightPushService): the pushed
 // message is published by relay on its pubsub topic, as an nwaku service
-// node does. Autosharding (no pubsub_topic) is not supported: the request is
-// refused with 400 rather than guessed.
+// node does. A client over LightPushPeerRate, all clients over
+// LightPushRate, or lightPushMaxInFlight requests already being served get
+// 429 before anything is read. Autosharding (no pubsub_topic) is not
+// supported: the request is refused with 400 rather than guessed.
 func (p *Peer) handleLightPush(s network.Stream) {
 	defer s.Close()
+	remote := s.Conn().RemotePeer()
 	_ = s.SetDeadline(time.Now().Add(DefaultLightPushTimeout))
-	b, err := readFrame(bufio.NewReader(s), maxLightPushRequest)
-	if err != nil {
-		p.log.Debug("lightpush request unreadable", "from", s.Conn().RemotePeer(), "err", err)
-		_ = s.Reset()
+	resp, ok, limited := tooManyRequests, true, true
+	if p.lightPushLimit.allow(remote) {
+		select {
+		case p.lightPushSlots <- struct{}{}:
+			limited = false
+			resp, ok = p.readLightPush(s)
+			<-p.lightPushSlots
+		default:
+		}
+	}
+	if !ok {
 		return
 	}
-	resp := p.serveLightPush(p.ctx, b)
+	if limited {
+		p.log.Debug("lightpush request refused unread: too many requests", "from", remote)
+	}
 	p.metrics.lightPushServed(resp.StatusCode)
 	if err := writeDelimited(s, resp.marshal()); err != nil {
-		p.log.Debug("lightpush response not written", "from", s.Conn().RemotePeer(), "err", err)
+		p.log.Debug("lightpush response not written", "from", remote, "err", err)
 		_ = s.Reset()
 	}
 }
 
+// readLightPush reads and serves one request; false: the stream was reset
+// (the request was unreadable).
+func (p *Peer) readLightPush(s network.Stream) (lightPushResponse, bool) {
+	b, err := readFrame(bufio.NewReader(s), maxLightPushRequest)
+	if err != nil {
+		p.log.Debug("lightpush request unreadable", "from", s.Conn().RemotePeer(), "err", err)
+		_ = s.Reset()
+		return lightPushResponse{}, false
+	}
+	return p.serveLightPush(p.ctx, b), true
+}
+
+// serveLightPush answers one request, checked as nwaku's relay push
+// handler does (waku_lightpush/callbacks.nim): the message must pass the
+// relay's own rules (validate) before it is published, so what we would
+// not forward is refused with 420 and the reason rather than relayed.
 func (p *Peer) serveLightPush(ctx context.Context, b []byte) lightPushResponse {
 	var req lightPushRequest
 	if err := req.unmarshal(b); err != nil {
@@ -114,6 +154,15 @@ func (p *Peer) serveLightPush(ctx context.Context, b []byte) lightPushResponse {
 	case p.topics[req.PubsubTopic] == nil:
 		r.StatusCode, r.Desc = LightPushUnsupportedPubsubTopic, "not relaying "+req.PubsubTopic
 	default:
+		now := time.Now()
+		if reason := checkMessage(&m, len(req.Message), now); reason != "" {
+			r.StatusCode, r.Desc = LightPushInvalidMessage, describeReject(reason, &m, now)
+			break
+		}
+		if err := m.Validate(); err != nil {
+			r.StatusCode, r.Desc = LightPushInvalidMessage, "invalid message: "+err.Error()
+			break
+		}
 		peers := p.TopicPeers(req.PubsubTopic)
 		if peers == 0 {
 			r.StatusCode, r.Desc = LightPushNoPeersToRelay, "no relay peers on "+req.PubsubTopic

@@ -127,6 +127,11 @@ func (srv *testLightPushServer) handle(s network.Stream) {
 		out = frame(response(req.ID, 200, "", 3))
 	case "busy":
 		out = frame(response(req.ID, 429, "rate limit exceeded", 0))
+	case "unread":
+		// nwaku's rate-limit answer: it did not read the request's id.
+		out = frame(response("N/A", 429, "Request rejected due to too many requests", 0))
+	case "unreadok":
+		out = frame(response("N/A", 200, "", 1))
 	case "nopeers":
 		out = frame(response(req.ID, 505, "no peers to relay", 0))
 	case "topic":
@@ -178,6 +183,8 @@ func TestLightPush(t *testing.T) {
 	}{
 		{mode: "ok", want: LightPushResult{StatusCode: 200, RelayPeers: 3}},
 		{mode: "busy", code: 429, retryable: true},
+		{mode: "unread", code: 429, retryable: true},
+		{mode: "unreadok", badResp: true},
 		{mode: "nopeers", code: 505, retryable: true},
 		{mode: "topic", code: 421},
 		{mode: "wrongid", badResp: true},
@@ -342,5 +349,136 @@ func TestLightPushService(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(service.metrics.LightPush.WithLabelValues("200")); got != 1 {
 		t.Fatalf("served 200 counted %v times", got)
+	}
+}
+
+// TestLightPushServiceRefusesStale: what relay would not forward is refused
+// with 420 and the reason, before any relaying (the service has no relay
+// peer, which would be 505).
+func TestLightPushServiceRefusesStale(t *testing.T) {
+	t.Parallel()
+	service := startPeer(t, Config{LightPushService: true, Registerer: prometheus.NewRegistry()})
+	client := startPeer(t, Config{Shards: []uint16{64}})
+	ai := peer.AddrInfo{ID: service.ID(), Addrs: service.Host().Addrs()}
+	for _, tc := range []struct {
+		name string
+		ts   int64
+		desc string
+	}{
+		{"1000 hours old", time.Now().Add(-1000 * time.Hour).UnixNano(), "more than 20 s"},
+		{"1000 days ahead", time.Now().Add(1000 * 24 * time.Hour).UnixNano(), "more than 20 s"},
+		{"no timestamp", 0, "no timestamp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testMessage(tc.name)
+			m.Timestamp = tc.ts
+			_, err := client.LightPush(t.Context(), ai, shard32, m)
+			var lpErr *LightPushError
+			if !errors.As(err, &lpErr) || lpErr.Code != LightPushInvalidMessage || !strings.Contains(lpErr.Desc, tc.desc) || lpErr.IsRetryable() {
+				t.Fatalf("err = %v, want 420 saying %q", err, tc.desc)
+			}
+		})
+	}
+	if _, err := client.LightPush(t.Context(), ai, shard32, testMessage("current")); !isCode(err, LightPushNoPeersToRelay) {
+		t.Fatalf("current message: %v, want 505 (validation passed, nobody to relay to)", err)
+	}
+	if n := testutil.ToFloat64(service.metrics.LightPush.WithLabelValues("420")); n != 3 {
+		t.Fatalf("420 counted %v times", n)
+	}
+}
+
+func isCode(err error, code uint32) bool {
+	var lpErr *LightPushError
+	return errors.As(err, &lpErr) && lpErr.Code == code
+}
+
+// TestLightPushServiceRateLimit: with the service's clock stopped (no
+// refill), a client gets LightPushPeerBurst requests served, then 429
+// (retryable, as nwaku's, unread); other clients are not affected until
+// all of them together spend LightPushBurst.
+func TestLightPushServiceRateLimit(t *testing.T) {
+	t.Parallel()
+	service := startPeer(t, Config{LightPushService: true})
+	stopped := time.Now()
+	service.lightPushLimit.setClock(func() time.Time { return stopped })
+	ai := peer.AddrInfo{ID: service.ID(), Addrs: service.Host().Addrs()}
+	spent := 0
+	push := func(c *Peer, n int) (served int, limited bool) {
+		for i := range n {
+			_, err := c.LightPush(t.Context(), ai, shard32, testMessage("x"))
+			switch {
+			case isCode(err, LightPushTooManyRequests):
+				var lpErr *LightPushError
+				if errors.As(err, &lpErr); !lpErr.IsRetryable() || lpErr.Desc == "" {
+					t.Fatalf("429 %+v", lpErr)
+				}
+				if i < n-1 {
+					t.Fatalf("request %d refused, then more were asked", i)
+				}
+				return served, true
+			case isCode(err, LightPushNoPeersToRelay): // served: nobody relays with the service
+				served++
+				spent++
+			default:
+				t.Fatalf("push %d: %v", i, err)
+			}
+		}
+		return served, false
+	}
+	first := startPeer(t, Config{Shards: []uint16{64}})
+	if served, _ := push(first, LightPushPeerBurst); served != LightPushPeerBurst {
+		t.Fatalf("first client: %d served", served)
+	}
+	if _, limited := push(first, 1); !limited {
+		t.Fatal("a client past its burst was served")
+	}
+	for spent < LightPushBurst {
+		c := startPeer(t, Config{Shards: []uint16{64}})
+		if served, _ := push(c, min(LightPushPeerBurst, LightPushBurst-spent)); served == 0 {
+			t.Fatalf("a new client was refused with %d of %d spent", spent, LightPushBurst)
+		}
+	}
+	if _, limited := push(startPeer(t, Config{Shards: []uint16{64}}), 1); !limited {
+		t.Fatal("a new client was served past the global burst")
+	}
+}
+
+// TestLightPushServiceInFlight: requests being read hold one of
+// lightPushMaxInFlight slots; past them a request is refused 429 at once,
+// and the slots come back when the stalled requests end.
+func TestLightPushServiceInFlight(t *testing.T) {
+	t.Parallel()
+	service := startPeer(t, Config{LightPushService: true})
+	ai := peer.AddrInfo{ID: service.ID(), Addrs: service.Host().Addrs()}
+	// Several clients, each within its rate.
+	var streams []network.Stream
+	for len(streams) < lightPushMaxInFlight {
+		c := startPeer(t, Config{Shards: []uint16{64}})
+		if err := c.Host().Connect(t.Context(), ai); err != nil {
+			t.Fatal(err)
+		}
+		for range min(LightPushPeerBurst/2, lightPushMaxInFlight-len(streams)) {
+			s, err := c.Host().NewStream(t.Context(), service.ID(), LightPushProtocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A length and no body: the service waits for the rest.
+			if _, err := s.Write(binary.AppendUvarint(nil, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			streams = append(streams, s)
+		}
+	}
+	eventually(t, 10*time.Second, "every slot taken", func() bool { return len(service.lightPushSlots) == lightPushMaxInFlight })
+	late := startPeer(t, Config{Shards: []uint16{64}})
+	if _, err := late.LightPush(t.Context(), ai, shard32, testMessage("late")); !isCode(err, LightPushTooManyRequests) {
+		t.Fatalf("push with every slot taken: %v, want 429", err)
+	}
+	for _, s := range streams {
+		_ = s.Reset()
+	}
+	eventually(t, 10*time.Second, "slots released", func() bool { return len(service.lightPushSlots) == 0 })
+	if _, err := late.LightPush(t.Context(), ai, shard32, testMessage("later")); !isCode(err, LightPushNoPeersToRelay) {
+		t.Fatalf("push after the stalled requests ended: %v, want 505", err)
 	}
 }

@@ -81,6 +81,10 @@ type Peer struct {
 	kick   map[peer.ID]chan struct{} // static peers, nudged on disconnect; fixed likewise
 	store  *messageStore             // Config.StoreService; nil when off
 
+	relayLimit     *limiter      // per forwarding peer (validate)
+	lightPushLimit *limiter      // per client and global (handleLightPush)
+	lightPushSlots chan struct{} // requests being served, at most lightPushMaxInFlight
+
 	mu     sync.Mutex
 	closed bool
 
@@ -154,13 +158,18 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 		metrics.unregister(cfg.Registerer)
 		return nil, fmt.Errorf("wakupeer: libp2p host: %w", err)
 	}
+	g.limit(h.Network(), cfg.MaxPeers, pc.static, metrics)
 	pctx, cancel := context.WithCancel(ctx)
 	p := &Peer{
 		cfg: cfg, log: cfg.Logger.With("peer_id", h.ID()), host: h, metrics: metrics, static: pc.static, gater: g,
 		ctx: pctx, cancel: cancel,
 		topics: map[string]*joined{},
 		kick:   map[peer.ID]chan struct{}{},
-		store:  newMessageStore(cfg),
+		store:  newMessageStore(cfg, metrics),
+
+		relayLimit:     newLimiter(RelayPeerRate, RelayPeerBurst, 0, 0),
+		lightPushLimit: newLimiter(LightPushPeerRate, LightPushPeerBurst, LightPushRate, LightPushBurst),
+		lightPushSlots: make(chan struct{}, lightPushMaxInFlight),
 	}
 	for _, s := range cfg.Shards {
 		p.topics[wakuwire.ShardTopic(cfg.ClusterID, s)] = &joined{subs: map[int]chan Received{}, mesh: map[peer.ID]bool{}}
@@ -189,7 +198,7 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 		return fail(fmt.Errorf("wakupeer: gossipsub: %w", err))
 	}
 	for name, j := range p.topics {
-		if err := p.ps.RegisterTopicValidator(name, validateWakuMessage); err != nil {
+		if err := p.ps.RegisterTopicValidator(name, p.validate); err != nil {
 			return fail(fmt.Errorf("wakupeer: validator for %s: %w", name, err))
 		}
 		if j.topic, err = p.ps.Join(name); err != nil {
@@ -210,6 +219,8 @@ func New(ctx context.Context, cfg Config) (*Peer, error) {
 	if cfg.StoreService {
 		// Only now: the store is fed by the topics' readers.
 		h.SetStreamHandler(StoreProtocol, p.handleStore)
+		p.wg.Add(1)
+		go p.pruneStore()
 	}
 	for _, ai := range p.static {
 		p.wg.Add(1)
@@ -258,6 +269,7 @@ func newRelay(ctx context.Context, h host.Host, topics []string, extra ...pubsub
 		pubsub.WithSeenMessagesTTL(2 * time.Minute),
 		pubsub.WithPeerScore(peerScoreParams(topics), peerScoreThresholds()),
 		pubsub.WithPeerOutboundQueueSize(1024),
+		pubsub.WithMaxMessageSize(MaxRelayMessageSize),
 	}
 	return pubsub.NewGossipSub(ctx, h, append(opts, extra...)...)
 }
@@ -310,17 +322,6 @@ func messageID(m *pubsubpb.Message) string {
 	return string(h[:])
 }
 
-// validateWakuMessage rejects data that is not a WakuMessage (the peer that
-// sent it is penalised by gossipsub scoring, when enabled).
-func validateWakuMessage(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
-	var wm wakuwire.Message
-	if err := wm.Unmarshal(m.Data); err != nil {
-		return pubsub.ValidationReject
-	}
-	m.ValidatorData = &wm
-	return pubsub.ValidationAccept
-}
-
 func (p *Peer) setScores(m map[peer.ID]float64) {
 	p.scoreMu.Lock()
 	p.scores = m
@@ -359,7 +360,9 @@ func (p *Peer) PubsubTopics() []string {
 
 // Publish validates m and publishes it on pubsubTopic, returning its
 // 14/WAKU2-MESSAGE hash. Flood publish sends it to every known peer of the
-// topic, mesh or not.
+// topic, mesh or not. m must pass the relay rules other peers apply: at
+// most MaxWakuMessageSize encoded, and a timestamp within
+// MaxClockGapSeconds of now.
 func (p *Peer) Publish(ctx context.Context, pubsubTopic string, m *wakuwire.Message) ([32]byte, error) {
 	j, ok := p.topics[pubsubTopic]
 	if !ok {
@@ -368,7 +371,11 @@ func (p *Peer) Publish(ctx context.Context, pubsubTopic string, m *wakuwire.Mess
 	if err := m.Validate(); err != nil {
 		return [32]byte{}, err
 	}
-	if err := j.topic.Publish(ctx, m.Marshal()); err != nil {
+	data := m.Marshal()
+	if reason := checkMessage(m, len(data), time.Now()); reason != "" {
+		return [32]byte{}, fmt.Errorf("wakupeer: publish on %s: %s", pubsubTopic, describeReject(reason, m, time.Now()))
+	}
+	if err := j.topic.Publish(ctx, data); err != nil {
 		return [32]byte{}, fmt.Errorf("wakupeer: publish on %s: %w", pubsubTopic, err)
 	}
 	p.metrics.published(pubsubTopic)
@@ -422,15 +429,16 @@ func (p *Peer) readTopic(name string, j *joined) {
 		if err != nil {
 			return
 		}
-		if wm, ok := msg.ValidatorData.(*wakuwire.Message); ok {
-			p.store.add(name, wm) // ours too; a no-op without StoreService
-		}
-		if msg.ReceivedFrom == p.host.ID() {
-			continue // our own publication
-		}
 		wm, ok := msg.ValidatorData.(*wakuwire.Message)
 		if !ok {
 			continue
+		}
+		// gossipsub keeps msg for gossip for 6 heartbeats; the decoded copy
+		// (as large as the message) need not stay with it.
+		msg.ValidatorData = nil
+		p.store.add(name, wm) // ours too; a no-op without StoreService
+		if msg.ReceivedFrom == p.host.ID() {
+			continue // our own publication
 		}
 		p.metrics.received(name)
 		r := Received{PubsubTopic: name, Message: wm, Hash: wakuwire.Hash(name, wm), From: msg.ReceivedFrom}
@@ -444,6 +452,22 @@ func (p *Peer) readTopic(name string, j *joined) {
 			}
 		}
 		j.subMu.Unlock()
+	}
+}
+
+// pruneStore drops the store's expired messages every storePruneInterval,
+// until the peer closes.
+func (p *Peer) pruneStore() {
+	defer p.wg.Done()
+	t := time.NewTicker(storePruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.store.pruneNow()
+		case <-p.ctx.Done():
+			return
+		}
 	}
 }
 
@@ -626,8 +650,11 @@ func (t *meshTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
 func (t *meshTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
 func (t *meshTracer) UndeliverableMessage(*pubsub.Message)                 {}
 
+// RejectMessage counts the messages gossipsub dropped because validation
+// was overloaded (the validators count their own rejections).
 func (t *meshTracer) RejectMessage(m *pubsub.Message, reason string) {
-	if reason == pubsub.RejectValidationFailed {
-		t.p.metrics.rejected(m.GetTopic())
+	switch reason {
+	case pubsub.RejectValidationQueueFull, pubsub.RejectValidationThrottled:
+		t.p.metrics.rejected(m.GetTopic(), rejectOverloaded)
 	}
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
@@ -383,13 +385,11 @@ func TestTopicIsolation(t *testing.T) {
 	}
 }
 
-// TestValidatorRejectsGarbage publishes from a bare gossipsub node (same
-// relay parameters, no validator, no metadata protocol): garbage is not
-// delivered, a valid message after it is, and the peer that does not answer
-// metadata stays connected.
-func TestValidatorRejectsGarbage(t *testing.T) {
-	t.Parallel()
-	p := startPeer(t, Config{Registerer: prometheus.NewRegistry()})
+// bareRelay connects a bare gossipsub node (same relay parameters, no
+// validator, no metadata protocol) to p and returns its joined shard32
+// topic, once p and the node see each other on it.
+func bareRelay(t *testing.T, p *Peer) (*pubsub.Topic, host.Host) {
+	t.Helper()
 	h, err := libp2p.New(
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -421,6 +421,17 @@ func TestValidatorRejectsGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "bare node in topic", func() bool { return p.Ready(shard32) == nil && len(topic.ListPeers()) == 1 })
+	return topic, h
+}
+
+// TestValidatorRejectsGarbage publishes from a bare gossipsub node (same
+// relay parameters, no validator, no metadata protocol): garbage is not
+// delivered, a valid message after it is, and the peer that does not answer
+// metadata stays connected.
+func TestValidatorRejectsGarbage(t *testing.T) {
+	t.Parallel()
+	p := startPeer(t, Config{Registerer: prometheus.NewRegistry()})
+	topic, h := bareRelay(t, p)
 	ch, cancel, err := p.Subscribe(shard32)
 	if err != nil {
 		t.Fatal(err)
@@ -439,7 +450,7 @@ func TestValidatorRejectsGarbage(t *testing.T) {
 		t.Fatalf("first delivered message is %x, want the valid one", r.Message.Payload)
 	}
 	eventually(t, 5*time.Second, "three rejections counted", func() bool {
-		return testutil.ToFloat64(p.metrics.Rejected.WithLabelValues(shard32)) == 3
+		return testutil.ToFloat64(p.metrics.Rejected.WithLabelValues(shard32, rejectNotWakuMessage)) == 3
 	})
 	// Peer scoring (go-waku's p4): three invalid messages cost 3² × -100.
 	eventually(t, 5*time.Second, "the sender's score below zero", func() bool { return p.Score(h.ID()) < -100 })

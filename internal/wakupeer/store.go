@@ -59,7 +59,7 @@ const (
 	DefaultStoreTimeout = 30 * time.Second
 	// MaxStoreMessageSize is the largest WakuMessage a page may carry
 	// (Status allows 1 MiB relay messages, spec waku-edge.md §3).
-	MaxStoreMessageSize = MaxLightPushMessageSize
+	MaxStoreMessageSize = MaxRelayMessageSize
 	// maxStoreRequest caps a request frame: ten content topics or a few
 	// thousand hashes fit. nwaku reads requests without a limit
 	// (rpc_codec.nim DefaultMaxRpcSize = -1).

@@ -19,6 +19,18 @@ const (
 	DefaultStoreRetention = 30 * 24 * time.Hour
 	// DefaultStoreCapacity caps the messages kept in memory.
 	DefaultStoreCapacity = 1_000_000
+	// DefaultStoreMaxBytes caps the memory the messages take, counted as
+	// storeEntryBytes each: a million messages of up to 1 MiB would
+	// otherwise be a terabyte. nwaku bounds its archive the same three ways
+	// (retention policies time, capacity and size).
+	DefaultStoreMaxBytes = 256 << 20
+	// storeEntryFixedBytes is what a stored message costs besides its
+	// encoding and content topic: the entry (hash, topics, timestamp,
+	// slice), its map slot and its place in the order, rounded up.
+	storeEntryFixedBytes = 256
+	// storePruneInterval: expired messages are also dropped on this
+	// period, so memory is released without queries or new messages.
+	storePruneInterval = time.Minute
 	// storeTimestampVariance: a message whose timestamp is further than
 	// this from our clock when it arrives is not stored (nwaku
 	// waku_archive/archive.nim MaxMessageTimestampVariance, 20 s; RFC 13
@@ -44,22 +56,28 @@ const (
 
 // messageStore is the store behind Config.StoreService: MEMORY ONLY, for
 // tests and a local dev node, not a production store node (nothing
-// survives a restart, and every message is held in memory: capacity times
-// the messages' size, up to 1 MiB each). It keeps every valid message
+// survives a restart, and every message is held in memory, up to
+// maxBytes). It keeps every valid message
 // relayed on the peer's pubsub topics, its own publications included, that
 // RFC 13 and nwaku would store: not ephemeral, timestamp within
 // storeTimestampVariance of our clock on arrival. Messages are keyed by
 // their 14/WAKU2-MESSAGE hash (a duplicate is stored once) and ordered by
 // (timestamp, hash). It is bounded by retention (messages whose timestamp
-// is older are dropped) and by capacity (beyond it the oldest are dropped,
-// and a message older than all kept ones is not added: nwaku
-// queue_driver.nim add).
+// is older are dropped), by capacity and by maxBytes, the sum of the
+// entries' cost (storeEntryBytes): beyond either the oldest are dropped,
+// and a message that would be the first to go is not added (nwaku
+// queue_driver.nim add). A message costs at most 2 MiB + 256 bytes: relay
+// delivers nothing over MaxWakuMessageSize, and one costing more than
+// maxBytes is never stored.
 type messageStore struct {
 	retention time.Duration
 	capacity  int
+	maxBytes  int64
 	now       func() time.Time // time.Now; tests replace it
+	metrics   *Metrics
 
 	mu     sync.RWMutex
+	bytes  int64 // sum of the entries' cost
 	byHash map[[32]byte]*storedEntry
 	// order is every entry, ascending by (timestamp, hash). Evictions
 	// re-slice from the front; appends reallocate now and then, which also
@@ -74,19 +92,28 @@ type storedEntry struct {
 	timestamp    int64
 	// raw is the message as we encoded it on arrival (not the pointer
 	// subscribers share, which they could change).
-	raw []byte
+	raw  []byte
+	cost int64 // storeEntryBytes
+}
+
+// storeEntryBytes is what a message is counted as against maxBytes: its
+// encoding, its content topic (held apart) and storeEntryFixedBytes.
+func storeEntryBytes(raw []byte, contentTopic string) int64 {
+	return int64(len(raw)+len(contentTopic)) + storeEntryFixedBytes
 }
 
 // newMessageStore returns the store for cfg (defaulted), or nil when
-// cfg.StoreService is off; a nil store ignores add.
-func newMessageStore(cfg Config) *messageStore {
+// cfg.StoreService is off; a nil store ignores add. metrics may be nil.
+func newMessageStore(cfg Config, metrics *Metrics) *messageStore {
 	if !cfg.StoreService {
 		return nil
 	}
 	return &messageStore{
 		retention: cfg.StoreRetention,
 		capacity:  cfg.StoreCapacity,
+		maxBytes:  cfg.StoreMaxBytes,
 		now:       time.Now,
+		metrics:   metrics,
 		byHash:    map[[32]byte]*storedEntry{},
 	}
 }
@@ -95,35 +122,68 @@ func (e *storedEntry) cmp(ts int64, hash [32]byte) int {
 	return cmpStoreKey(e.timestamp, e.hash, ts, hash)
 }
 
+// Reasons a message is not stored (waku_store_skipped_total's label).
+const (
+	skipEphemeral = "ephemeral"
+	skipTimestamp = "timestamp" // more than storeTimestampVariance from our clock
+	skipRetention = "retention"
+	skipDuplicate = "duplicate"
+	skipFull      = "full" // it would be the first to go, or alone exceeds maxBytes
+)
+
 // add stores m, relayed on pubsubTopic, if it is eligible and new; it
 // reports whether it did.
 func (s *messageStore) add(pubsubTopic string, m *wakuwire.Message) bool {
-	if s == nil || m.Ephemeral {
+	if s == nil {
 		return false
+	}
+	if reason := s.insert(pubsubTopic, m); reason != "" {
+		s.metrics.storeSkipped(reason)
+		return false
+	}
+	return true
+}
+
+// insert is add's work: "" when m is stored, else why it is not.
+func (s *messageStore) insert(pubsubTopic string, m *wakuwire.Message) string {
+	if m.Ephemeral {
+		return skipEphemeral
 	}
 	now := s.now()
 	if d := time.Duration(m.Timestamp - now.UnixNano()); d > storeTimestampVariance || d < -storeTimestampVariance {
-		return false
+		return skipTimestamp
 	}
 	e := &storedEntry{
 		hash: wakuwire.Hash(pubsubTopic, m), pubsubTopic: pubsubTopic, contentTopic: m.ContentTopic,
 		timestamp: m.Timestamp, raw: m.Marshal(),
 	}
+	e.cost = storeEntryBytes(e.raw, e.contentTopic)
+	if e.cost > s.maxBytes {
+		return skipFull
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.prune(now)
 	if e.timestamp < now.Add(-s.retention).UnixNano() {
-		return false
+		return skipRetention
 	}
 	if _, dup := s.byHash[e.hash]; dup {
-		return false
+		return skipDuplicate
 	}
-	if len(s.order) >= s.capacity {
-		if s.order[0].cmp(e.timestamp, e.hash) > 0 {
-			return false // older than everything kept: it would go first
+	// Make room from the oldest: overCount for capacity, then as many
+	// more as the bytes need. If e would itself be among them (it is older
+	// than what must go), it is not added and nothing is dropped.
+	overCount := max(0, len(s.order)+1-s.capacity)
+	n, freed := 0, int64(0)
+	for n < overCount || s.bytes+e.cost-freed > s.maxBytes {
+		if n == len(s.order) || s.order[n].cmp(e.timestamp, e.hash) > 0 {
+			return skipFull
 		}
-		s.evict(len(s.order) - s.capacity + 1)
+		freed += s.order[n].cost
+		n++
 	}
+	s.evict(overCount, "capacity")
+	s.evict(n-overCount, "bytes")
 	i := len(s.order)
 	if i > 0 && s.order[i-1].cmp(e.timestamp, e.hash) > 0 {
 		// Out of order (relay delivers roughly in time order): binary search.
@@ -131,23 +191,38 @@ func (s *messageStore) add(pubsubTopic string, m *wakuwire.Message) bool {
 	}
 	s.order = slices.Insert(s.order, i, e)
 	s.byHash[e.hash] = e
-	return true
+	s.bytes += e.cost
+	s.metrics.setStore(len(s.order), s.bytes)
+	return ""
 }
 
 // prune drops the messages older than the retention; s.mu is held.
 func (s *messageStore) prune(now time.Time) {
 	cutoff := now.Add(-s.retention).UnixNano()
 	n := sort.Search(len(s.order), func(i int) bool { return s.order[i].timestamp >= cutoff })
-	s.evict(n)
+	s.evict(n, "retention")
 }
 
-// evict drops the n oldest messages; s.mu is held.
-func (s *messageStore) evict(n int) {
+// pruneNow prunes under the lock (the periodic prune).
+func (s *messageStore) pruneNow() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.prune(s.now())
+}
+
+// evict drops the n oldest messages, counted under reason; s.mu is held.
+func (s *messageStore) evict(n int, reason string) {
+	if n == 0 {
+		return
+	}
 	for i := range n {
 		delete(s.byHash, s.order[i].hash)
+		s.bytes -= s.order[i].cost
 		s.order[i] = nil
 	}
 	s.order = s.order[n:]
+	s.metrics.storeEvicted(reason, n)
+	s.metrics.setStore(len(s.order), s.bytes)
 }
 
 // len is the number of messages kept (expired ones not yet pruned count).
@@ -155,6 +230,13 @@ func (s *messageStore) len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.order)
+}
+
+// size is the sum of the kept messages' cost (storeEntryBytes).
+func (s *messageStore) size() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.bytes
 }
 
 // handleStore serves Store v3 (Config.StoreService) from the peer's
