@@ -1,6 +1,7 @@
 package archiver
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -153,9 +154,17 @@ func heldSubjects(t *testing.T, b *bus.Bus) int {
 
 // held reports whether message m of community i has its record in the store.
 func (e *pruneEnv) held(i int, m archive.Message) bool {
-	str, _ := e.b.JS.Stream(context.Background(), bus.StreamMessages)
-	_, err := str.GetLastMsgForSubject(context.Background(), store.Subject(e.coms[i].ID, m.Timestamp, m.Hash))
-	return err == nil
+	found := false
+	e.b.Read(context.Background(), bus.Read{Stream: bus.StreamMessages, Filter: store.Subject(e.coms[i].ID, m.Timestamp, m.Hash)},
+		func(r *bus.Record) error {
+			var got archive.Message
+			if got.UnmarshalBinary(r.Data) == nil && bytes.Equal(got.Hash, m.Hash) {
+				found = true
+				return bus.StopRead
+			}
+			return nil
+		})
+	return found
 }
 
 // TestBoundedMessageStore builds N windows of M communities (5-hour windows
@@ -317,7 +326,10 @@ func (e *pruneEnv) awaitOpenOnly(nOpen int, open, all [][]archive.Message) {
 		}
 	}
 	got, want := size(t, e.b), size(t, ref)
-	if got.Msgs != want.Msgs || got.Bytes != want.Bytes || heldSubjects(t, e.b) != heldSubjects(t, ref) {
+	// Each record keeps the expected last sequence it was written with
+	// (a header), whose digits differ between the two streams.
+	if diff := int64(got.Bytes) - int64(want.Bytes); got.Msgs != want.Msgs || diff > int64(8*got.Msgs) || -diff > int64(8*got.Msgs) ||
+		heldSubjects(t, e.b) != heldSubjects(t, ref) {
 		t.Fatalf("MESSAGES holds %d records, %d bytes, %d subjects; a store of the open windows alone %d, %d, %d",
 			got.Msgs, got.Bytes, heldSubjects(t, e.b), want.Msgs, want.Bytes, heldSubjects(t, ref))
 	}
