@@ -12,12 +12,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/atomicfile"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/lock"
 	"github.com/archivefleet/archivefleet/internal/registry"
@@ -115,11 +118,28 @@ func New(s Service, reg prometheus.Registerer) *Service {
 // Run consumes archive-due events until ctx is cancelled, then lets in-flight
 // builds finish or hand their event back.
 func (s *Service) Run(ctx context.Context) error {
+	s.sweep()
 	s.Logger.Info("archiver started", "slots", s.Config.Slots, "work_dir", s.Config.WorkDir, "settle", s.Config.Settle)
 	return bus.Work(ctx, s.Bus, bus.WorkerConfig{
 		Stream: bus.StreamDue, Consumer: bus.ConsumerArchiver, Kind: "due", Event: "due event",
 		Slots: s.Config.Slots, Logger: s.Logger, Metrics: s.metrics.worker,
 	}, s.handle)
+}
+
+// sweep deletes what interrupted writes left in the work dir, once at
+// start, so a build touches its own community's files only (listing the
+// shared torrents folder on every build cost as much as the fleet is big).
+func (s *Service) sweep() {
+	l := s.layout()
+	atomicfile.SweepStale(l.TorrentDir)
+	atomicfile.SweepStale(filepath.Join(s.Config.WorkDir, "marks"))
+	if ents, err := os.ReadDir(l.DataDir); err == nil {
+		for _, e := range ents {
+			if e.IsDir() {
+				atomicfile.SweepStale(filepath.Join(l.DataDir, e.Name()))
+			}
+		}
+	}
 }
 
 // jitter returns a delay in [lo, lo+spread).

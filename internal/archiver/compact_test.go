@@ -117,7 +117,7 @@ func TestCompactObjects(t *testing.T) {
 					t.Fatalf("restore: %v; want a permanent failure with %q", err, tc.err)
 				}
 				var buf bytes.Buffer
-				if _, err := state.FetchArchives(ctx, s.Bus.Objects, c, cur.Archives, 0, &buf); !errors.Is(err, state.ErrCorruptObject) {
+				if _, err := state.FetchArchives(ctx, s.Bus, c, cur.Archives, 0, &buf); !errors.Is(err, state.ErrCorruptObject) {
 					t.Fatalf("FetchArchives: %v, want ErrCorruptObject", err)
 				}
 				return
@@ -129,12 +129,12 @@ func TestCompactObjects(t *testing.T) {
 				t.Fatal("restored folder differs from the one built")
 			}
 			// The seeder's way: fetch everything and verify it.
-			cm, err := state.FetchCommitted(ctx, s.Bus.Objects, c, &cur)
+			cm, err := state.FetchCommitted(ctx, s.Bus, c, &cur)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var buf bytes.Buffer
-			if _, err := state.FetchArchives(ctx, s.Bus.Objects, c, cur.Archives, 0, &buf); err != nil {
+			if _, err := state.FetchArchives(ctx, s.Bus, c, cur.Archives, 0, &buf); err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(buf.Bytes(), want.data) {
@@ -207,12 +207,12 @@ func TestCompactObjectsMixedFleet(t *testing.T) {
 	if got, _ := extract(t, r, com.ID); len(got) != 10 {
 		t.Fatalf("%d messages in the restored folder, want 10", len(got))
 	}
-	cm, err := state.FetchCommitted(ctx, s.Bus.Objects, c, next)
+	cm, err := state.FetchCommitted(ctx, s.Bus, c, next)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if _, err := state.FetchArchives(ctx, s.Bus.Objects, c, next.Archives, 0, &buf); err != nil {
+	if _, err := state.FetchArchives(ctx, s.Bus, c, next.Archives, 0, &buf); err != nil {
 		t.Fatal(err)
 	}
 	if err := cm.Verify(0, &buf); err != nil {

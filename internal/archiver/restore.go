@@ -38,7 +38,7 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 				return err
 			}
 		}
-		return state.WriteLocalMark(s.markPath(c), state.LocalMark{})
+		return state.CacheLocalMark(s.markPath(c), state.LocalMark{})
 	}
 	if m.InfoHash == st.InfoHash && state.FileSize(dataPath) >= st.DataBytes {
 		// Up to date; the archive builder cuts any tail a crash left.
@@ -60,7 +60,7 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	// and the next attempt starts again here: the local mark is written
 	// only once everything is fetched and verified, so keep is the same
 	// and the file is cut back to it first.
-	if _, err := state.FetchArchives(ctx, s.Bus.Objects, c, st.Archives, keep, f); err != nil {
+	if _, err := state.FetchArchives(ctx, s.Bus, c, st.Archives, keep, f); err != nil {
 		if errors.Is(err, jetstream.ErrObjectNotFound) || errors.Is(err, state.ErrCorruptObject) {
 			return fmt.Errorf("%w: %v", errPermanent, err)
 		}
@@ -71,7 +71,7 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	}
 	// Check what was fetched against the committed torrent before building
 	// on it: a corrupted object must not spread into later torrents.
-	cm, err := state.FetchCommitted(ctx, s.Bus.Objects, c, st)
+	cm, err := state.FetchCommitted(ctx, s.Bus, c, st)
 	if err == nil {
 		err = cm.Verify(keep, io.NewSectionReader(f, keep, state.FileSize(dataPath)-keep))
 	}
@@ -90,5 +90,5 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	if err := atomicfile.WriteFile(l.TorrentPath(id), cm.Torrent, 0o644); err != nil {
 		return err
 	}
-	return state.WriteLocalMark(s.markPath(c), state.LocalMark{InfoHash: st.InfoHash, DataBytes: st.DataBytes})
+	return state.CacheLocalMark(s.markPath(c), state.LocalMark{InfoHash: st.InfoHash, DataBytes: st.DataBytes})
 }

@@ -9,17 +9,30 @@ import (
 )
 
 // WriteFile replaces path with data: a temp file in the same folder, fsync,
-// rename, fsync of the folder.
+// rename, fsync of the folder. One writer per path at a time (the temp
+// file's name is fixed, so a crash leaves at most one, which RemoveStale
+// deletes without listing the folder).
 func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, true)
+}
+
+// WriteCache replaces path with data as WriteFile does, without waiting for
+// the disk: after a crash the file holds the old content, the new, or none.
+// For files that only save work (a cache), whose loss costs a refetch.
+func WriteCache(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, false)
+}
+
+func write(path string, data []byte, perm os.FileMode, durable bool) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, TempPrefix(base)+"*")
+	tmp := filepath.Join(dir, tempName(base))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op after the rename
 	if _, err := f.Write(data); err != nil {
 		f.Close()
@@ -29,9 +42,11 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if durable {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -39,21 +54,32 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
+	if !durable {
+		return nil
+	}
 	return SyncDir(dir)
 }
 
-// TempPrefix is the name prefix of WriteFile's temp files for base.
-func TempPrefix(base string) string { return "." + base + ".tmp-" }
+// tempName is WriteFile's temp file for base.
+func tempName(base string) string { return "." + base + ".tmp" }
 
-// RemoveStale deletes temp files an interrupted WriteFile of dir/base left.
+// RemoveStale deletes the temp file an interrupted WriteFile of dir/base
+// left.
 func RemoveStale(dir, base string) {
+	os.Remove(filepath.Join(dir, tempName(base)))
+}
+
+// SweepStale deletes every temp file interrupted writes left in dir,
+// including those of versions that named them with a random suffix
+// (".<base>.tmp-<n>"): for a process's start, as it lists the folder.
+func SweepStale(dir string) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), TempPrefix(base)) {
-			os.Remove(filepath.Join(dir, e.Name()))
+		if n := e.Name(); strings.HasPrefix(n, ".") && (strings.HasSuffix(n, ".tmp") || strings.Contains(n, ".tmp-")) {
+			os.Remove(filepath.Join(dir, n))
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -310,4 +311,60 @@ func parseHeader(b []byte) (nats.Header, error) {
 		h[k] = v
 	}
 	return h, nil
+}
+
+// errObjectIncomplete is an object read that ended before the object's
+// size or chunks: a replica behind the one that answered its info.
+// IsTransient takes it: the next attempt reads again.
+var errObjectIncomplete = errors.New("object read incomplete")
+
+// ReadObject writes the object name of the fleet's object store to w, from
+// byte skip on (a resumed read: the bytes before are read and hashed, not
+// written), and returns the bytes written. check, if not nil, is given the
+// object's info before anything is written (to refuse a wrong size). The
+// chunks are read with batched direct gets, not the consumer an object
+// store Get creates per read; the size, the chunk count and the SHA-256
+// digest of the whole object are checked (jetstream.ErrDigestMismatch).
+func (b *Bus) ReadObject(ctx context.Context, name string, skip int64, w io.Writer, check func(*jetstream.ObjectInfo) error) (int64, error) {
+	info, err := b.Objects.GetInfo(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	if check != nil {
+		if err := check(info); err != nil {
+			return 0, err
+		}
+	}
+	h := sha256.New()
+	var pos, written int64
+	var chunks uint32
+	if info.Size > 0 {
+		_, err = b.Read(ctx, Read{Stream: "OBJ_" + info.Bucket, Filter: "$O." + info.Bucket + ".C." + info.NUID}, func(r *Record) error {
+			chunks++
+			h.Write(r.Data)
+			d := r.Data
+			if pos < skip {
+				cut := min(int64(len(d)), skip-pos)
+				d, pos = d[cut:], pos+cut
+			}
+			if len(d) > 0 {
+				n, err := w.Write(d)
+				written, pos = written+int64(n), pos+int64(n)
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return written, err
+		}
+	}
+	if pos != int64(info.Size) || chunks != info.Chunks {
+		return written, fmt.Errorf("object %s: %w: %d bytes in %d chunks, its info says %d in %d", name, errObjectIncomplete, pos, chunks, info.Size, info.Chunks)
+	}
+	if got := jetstream.GetObjectDigestValue(h); info.Digest != "" && got != info.Digest {
+		return written, fmt.Errorf("object %s: %w", name, jetstream.ErrDigestMismatch)
+	}
+	return written, nil
 }

@@ -148,7 +148,8 @@ func IsTransient(err error) bool {
 		errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, jetstream.ErrConsumerLeadershipChanged),
 		errors.Is(err, jetstream.ErrServerShutdown), errors.Is(err, jetstream.ErrAsyncPublishTimeout),
-		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, errObjectIncomplete):
 		return true
 	}
 	// nats.go's object reader means to return nats.ErrTimeout when a read

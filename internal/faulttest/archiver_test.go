@@ -59,7 +59,7 @@ func TestArchiverKilledMidBuild(t *testing.T) {
 	}
 	c := com.ID.String()
 	var data bytes.Buffer
-	if _, err := state.FetchArchives(context.Background(), e.ctl.Objects, c, got.Archives, 0, &data); err != nil {
+	if _, err := state.FetchArchives(context.Background(), e.ctl, c, got.Archives, 0, &data); err != nil {
 		t.Fatal(err)
 	}
 	refData, _ := os.ReadFile(filepath.Join(l.ArchiveDir(com.ID), archive.DataFile))

@@ -39,7 +39,7 @@ func (e *env) checkArchived(com *registry.Community, msgs []archive.Message) *st
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := state.FetchArchives(context.Background(), e.ctl.Objects, c, b.Archives, 0, f); err != nil {
+	if _, err := state.FetchArchives(context.Background(), e.ctl, c, b.Archives, 0, f); err != nil {
 		e.t.Fatal(err)
 	}
 	f.Close()

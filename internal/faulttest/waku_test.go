@@ -287,7 +287,7 @@ func archivedMessages(t *testing.T, e *env, com *registry.Community, b *state.Bu
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := state.FetchArchives(context.Background(), e.ctl.Objects, c, b.Archives, 0, f); err != nil {
+	if _, err := state.FetchArchives(context.Background(), e.ctl, c, b.Archives, 0, f); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()

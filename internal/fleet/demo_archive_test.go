@@ -162,7 +162,7 @@ func TestDemoArchivesEveryMessage(t *testing.T) {
 func committedMessages(t *testing.T, b *bus.Bus, c archive.CommunityID, st *state.Build) []archive.Message {
 	t.Helper()
 	ctx := context.Background()
-	cm, err := state.FetchCommitted(ctx, b.Objects, c.String(), st)
+	cm, err := state.FetchCommitted(ctx, b, c.String(), st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func committedMessages(t *testing.T, b *bus.Bus, c archive.CommunityID, st *stat
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := state.FetchArchives(ctx, b.Objects, c.String(), st.Archives, 0, f); err != nil {
+	if _, err := state.FetchArchives(ctx, b, c.String(), st.Archives, 0, f); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()

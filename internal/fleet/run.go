@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -180,7 +182,13 @@ func newPruner(st *store.Store, grace time.Duration, log *slog.Logger, reg prome
 
 func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *slog.Logger, reg prometheus.Registerer) (*archiver.Service, *store.Store) {
 	registryStore := registry.New(b.Communities)
-	st := &store.Store{Bus: b, Logger: log, Communities: registryStore, Metrics: store.NewMetrics(reg)}
+	// Reads of large windows sort through run files here.
+	sortDir := filepath.Join(cfg.WorkDir, "sort")
+	if err := os.MkdirAll(sortDir, 0o700); err != nil {
+		log.Warn("sort folder not made: large windows sort in the system's temporary folder", "dir", sortDir, "err", err)
+		sortDir = ""
+	}
+	st := &store.Store{Bus: b, Logger: log, Communities: registryStore, Metrics: store.NewMetrics(reg), SortDir: sortDir}
 	svc := archiver.New(archiver.Service{
 		Bus: b, Registry: registryStore, State: &state.Store{KV: b.State}, Sources: st, Locker: locker, Logger: log,
 		Config: archiver.Config{WorkDir: cfg.WorkDir, Slots: cfg.Slots, LockTTL: cfg.LockTTL, Settle: cfg.Settle,

@@ -28,7 +28,7 @@ func (s *Service) markPath(c string) string {
 // storage; snapshots read only bytes that do not change.
 func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state.Build) error {
 	c := id.String()
-	cm, err := state.FetchCommitted(ctx, s.Bus.Objects, c, st)
+	cm, err := state.FetchCommitted(ctx, s.Bus, c, st)
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	}
 	defer os.Remove(tailPath)
 	defer tail.Close()
-	n, err := state.FetchArchives(ctx, s.Bus.Objects, c, st.Archives, trusted, tail)
+	n, err := state.FetchArchives(ctx, s.Bus, c, st.Archives, trusted, tail)
 	s.metrics.fetched.Add(float64(n))
 	if err != nil {
 		return err

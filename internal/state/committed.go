@@ -30,19 +30,12 @@ type Committed struct {
 // community c and checks them against st and each other: the torrent's
 // infohash, name and two files, and the index's length. The data is checked
 // with Verify, once the caller has it.
-func FetchCommitted(ctx context.Context, objs jetstream.ObjectStore, c string, st *Build) (*Committed, error) {
-	// Reads of immutable objects, each whole in memory: a repeat over a
-	// cluster's transient errors starts afresh and changes nothing. A
-	// missing object is not transient and fails at once.
-	index, err := bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) {
-		return objs.GetBytes(ctx, ObjectIndex(c, st.InfoHash))
-	})
+func FetchCommitted(ctx context.Context, objs Objects, c string, st *Build) (*Committed, error) {
+	index, err := readWhole(ctx, objs, ObjectIndex(c, st.InfoHash))
 	if err != nil {
 		return nil, fmt.Errorf("index object: %w", err)
 	}
-	torrent, err := bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) {
-		return objs.GetBytes(ctx, ObjectTorrent(c, st.InfoHash))
-	})
+	torrent, err := readWhole(ctx, objs, ObjectTorrent(c, st.InfoHash))
 	if err != nil {
 		return nil, fmt.Errorf("torrent object: %w", err)
 	}
@@ -61,6 +54,22 @@ func FetchCommitted(ctx context.Context, objs jetstream.ObjectStore, c string, s
 		return nil, fmt.Errorf("%w: index object has %d bytes, torrent says %d", ErrCorruptObject, len(index), info.Files[1].Length)
 	}
 	return &Committed{Torrent: torrent, MetaInfo: mi, Info: info, Index: index}, nil
+}
+
+// Objects reads stored objects: *bus.Bus, whose reads create no consumer.
+type Objects interface {
+	ReadObject(ctx context.Context, name string, skip int64, w io.Writer, check func(*jetstream.ObjectInfo) error) (int64, error)
+}
+
+// readWhole reads an immutable object into memory. A repeat over a
+// cluster's transient errors starts afresh and changes nothing; a missing
+// object is not transient and fails at once.
+func readWhole(ctx context.Context, objs Objects, name string) ([]byte, error) {
+	return bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) {
+		var b bytes.Buffer
+		_, err := objs.ReadObject(ctx, name, 0, &b, nil)
+		return b.Bytes(), err
+	})
 }
 
 // DataBytes is the data file's length in the committed torrent.

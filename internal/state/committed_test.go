@@ -70,7 +70,7 @@ func TestFetchCommitted(t *testing.T) {
 					}
 				}
 			}
-			cm, err := state.FetchCommitted(ctx, b.Objects, c, tc.st)
+			cm, err := state.FetchCommitted(ctx, b, c, tc.st)
 			if err == nil {
 				if cm.DataBytes() != int64(len(tc.data)) {
 					t.Fatalf("DataBytes = %d, want %d", cm.DataBytes(), len(tc.data))

@@ -34,8 +34,19 @@ func ReadLocalMark(path string) LocalMark {
 	return m
 }
 
-// WriteLocalMark replaces the mark at path atomically.
+// WriteLocalMark replaces the mark at path atomically and durably.
 func WriteLocalMark(path string, m LocalMark) error {
+	return writeLocalMark(path, m, atomicfile.WriteFile)
+}
+
+// CacheLocalMark replaces the mark at path atomically, without waiting for
+// the disk: for a mark whose loss only costs a refetch (the archiver's,
+// written after the data it describes was synced).
+func CacheLocalMark(path string, m LocalMark) error {
+	return writeLocalMark(path, m, atomicfile.WriteCache)
+}
+
+func writeLocalMark(path string, m LocalMark, write func(string, []byte, os.FileMode) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -43,7 +54,7 @@ func WriteLocalMark(path string, m LocalMark) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(path, b, 0o600)
+	return write(path, b, 0o600)
 }
 
 // FileSize is the size of a file, 0 if it does not exist.
@@ -86,7 +97,7 @@ func OpenTruncated(path string, keep int64) (*os.File, error) {
 // error is returned with the bytes written so far, and the caller starts
 // again from a prefix it trusts (the archiver and the seeder both cut
 // their file back to the last verified length on the next attempt).
-func FetchArchives(ctx context.Context, objs jetstream.ObjectStore, c string, archives []ArchiveRef, from int64, w io.Writer) (int64, error) {
+func FetchArchives(ctx context.Context, objs Objects, c string, archives []ArchiveRef, from int64, w io.Writer) (int64, error) {
 	next := from
 	for _, a := range archives {
 		if int64(a.Offset+a.Size) <= from {
@@ -111,7 +122,7 @@ func FetchArchives(ctx context.Context, objs jetstream.ObjectStore, c string, ar
 // object is immutable and nats.go checks the digest of the whole object,
 // skipped bytes included). Each attempt that makes progress starts a new
 // retry budget, so a long object on a flaky cluster still completes.
-func fetchArchive(ctx context.Context, objs jetstream.ObjectStore, c string, a ArchiveRef, w io.Writer) (int64, error) {
+func fetchArchive(ctx context.Context, objs Objects, c string, a ArchiveRef, w io.Writer) (int64, error) {
 	var copied int64 // the object's bytes already in w
 	var pad uint64
 	for {
@@ -145,46 +156,25 @@ func fetchArchive(ctx context.Context, objs jetstream.ObjectStore, c string, a A
 }
 
 // objectOpenTime and objectReadRate set the deadline of one attempt at an
-// archive object: nats.go gives a read whose context has none its default
-// API timeout (5 s) for the whole object, too little for a large one on a
-// busy cluster; this allows the same 5 s to open it plus 1 MiB/s.
+// archive object: 5 s to open it plus 1 MiB/s.
 const (
 	objectOpenTime = 5 * time.Second
 	objectReadRate = 1 << 20 // bytes per second
 )
 
-// copyObject is one attempt at archive a's object: it opens it, checks its
-// size (the padding it needs), skips the first skip bytes and copies the
-// rest to w. It returns the bytes copied and the padding.
-func copyObject(ctx context.Context, objs jetstream.ObjectStore, c string, a ArchiveRef, skip int64, w io.Writer) (int64, uint64, error) {
+// copyObject is one attempt at archive a's object: it checks its size (the
+// padding it needs), skips the first skip bytes and copies the rest to w.
+// It returns the bytes copied and the padding.
+func copyObject(ctx context.Context, objs Objects, c string, a ArchiveRef, skip int64, w io.Writer) (int64, uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, objectOpenTime+time.Duration(a.Size/objectReadRate)*time.Second)
 	defer cancel()
-	r, err := objs.Get(ctx, ObjectArchive(c, a.ID))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer r.Close()
-	info, err := r.Info()
-	if err != nil {
-		return 0, 0, err
-	}
-	pad, err := a.ObjectPadding(c, info.Size)
-	if err != nil {
-		return 0, 0, err
-	}
-	if skip > 0 {
-		if _, err := io.CopyN(io.Discard, r, skip); err != nil {
-			return 0, pad, err
-		}
-	}
-	n, err := io.Copy(w, r)
-	if err != nil {
-		return n, pad, err
-	}
-	if uint64(skip+n) != info.Size {
-		return n, pad, fmt.Errorf("read %d bytes, its info says %d", skip+n, info.Size)
-	}
-	return n, pad, nil
+	var pad uint64
+	n, err := objs.ReadObject(ctx, ObjectArchive(c, a.ID), skip, w, func(info *jetstream.ObjectInfo) error {
+		var err error
+		pad, err = a.ObjectPadding(c, info.Size)
+		return err
+	})
+	return n, pad, err
 }
 
 // zeros is the largest padding status-go's rule gives: a whole piece.

@@ -105,7 +105,7 @@ func TestFetchArchivesPads(t *testing.T) {
 		}
 	}
 	st := &state.Build{InfoHash: res.InfoHash, DataBytes: res.DataBytes}
-	cm, err := state.FetchCommitted(ctx, b.Objects, c, st)
+	cm, err := state.FetchCommitted(ctx, b, c, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestFetchArchivesPads(t *testing.T) {
 				}
 			}
 			var got bytes.Buffer
-			n, err := state.FetchArchives(ctx, b.Objects, c, tc.refs, tc.from, &got)
+			n, err := state.FetchArchives(ctx, b, c, tc.refs, tc.from, &got)
 			switch {
 			case tc.err == "" || tc.err == "verify":
 				if err != nil {

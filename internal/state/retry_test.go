@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -260,7 +261,7 @@ func TestStateOnClusterSurvivesNodeLoss(t *testing.T) {
 				continue
 			}
 			reads.Add(1)
-			cm, err := state.FetchCommitted(ctx, b.Objects, c, cur)
+			cm, err := state.FetchCommitted(ctx, b, c, cur)
 			if err != nil {
 				fail(fmt.Errorf("FetchCommitted: %w", err))
 				continue
@@ -271,7 +272,7 @@ func TestStateOnClusterSurvivesNodeLoss(t *testing.T) {
 					restarts.Add(1)
 				}
 				got.Reset() // start again from the trusted prefix (none)
-				_, err := state.FetchArchives(ctx, b.Objects, c, cur.Archives, 0, &got)
+				_, err := state.FetchArchives(ctx, b, c, cur.Archives, 0, &got)
 				return err
 			})
 			if err == nil {
@@ -369,42 +370,43 @@ func nodeName(c *testenv.Cluster, i int) string {
 	return c.NodeName(i)
 }
 
-// cutObjects is a real object store whose readers, for the next cuts
-// Gets, fail with err after the given number of bytes, as a read does
-// when the cluster moves the stream's leader under it.
+// cutObjects is a real object store whose reads, for the next cuts of
+// them, fail with err after the given number of bytes, as a read does when
+// the cluster moves the stream's leader under it.
 type cutObjects struct {
-	jetstream.ObjectStore
+	b    *bus.Bus
 	mu   sync.Mutex
 	cuts []int64
 	err  error
 	gets int
 }
 
-func (o *cutObjects) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
-	r, err := o.ObjectStore.Get(ctx, name, opts...)
+func (o *cutObjects) ReadObject(ctx context.Context, name string, skip int64, w io.Writer, check func(*jetstream.ObjectInfo) error) (int64, error) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	o.gets++
-	if err != nil || len(o.cuts) == 0 {
-		return r, err
+	if len(o.cuts) > 0 {
+		w = &cutWriter{w: w, left: o.cuts[0], err: o.err}
+		o.cuts = o.cuts[1:]
 	}
-	cut := o.cuts[0]
-	o.cuts = o.cuts[1:]
-	return &cutResult{ObjectResult: r, left: cut, err: o.err}, nil
+	o.mu.Unlock()
+	return o.b.ReadObject(ctx, name, skip, w, check)
 }
 
-type cutResult struct {
-	jetstream.ObjectResult
+type cutWriter struct {
+	w    io.Writer
 	left int64
 	err  error
 }
 
-func (r *cutResult) Read(p []byte) (int, error) {
-	if r.left <= 0 {
-		return 0, r.err
+func (c *cutWriter) Write(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, c.err
 	}
-	n, err := r.ObjectResult.Read(p[:min(int64(len(p)), r.left)])
-	r.left -= int64(n)
+	n, err := c.w.Write(p[:min(int64(len(p)), c.left)])
+	c.left -= int64(n)
+	if err == nil && n < len(p) {
+		err = c.err
+	}
 	return n, err
 }
 
@@ -443,7 +445,7 @@ func TestFetchArchivesResumes(t *testing.T) {
 		{"not transient: returned", []int64{150_000}, errors.New("disk on fire"), 150_000, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			objs := &cutObjects{ObjectStore: b.Objects, cuts: tc.cuts, err: tc.err}
+			objs := &cutObjects{b: b, cuts: tc.cuts, err: tc.err}
 			var got bytes.Buffer
 			n, err := state.FetchArchives(ctx, objs, c, refs, 0, &got)
 			if n != tc.wantN || int64(got.Len()) != n {

@@ -229,8 +229,15 @@ func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[arch
 				yield(archive.Message{}, fail)
 				return
 			}
-			stopped := false
+			stopped, n := false, 0
 			if err := srt.each(func(m archive.Message) bool {
+				// A build that is cancelled (a shut-down, a lost lock)
+				// stops here within a few thousand messages.
+				if n++; n%4096 == 0 && ctx.Err() != nil {
+					yield(archive.Message{}, ctx.Err())
+					stopped = true
+					return false
+				}
 				if !yield(m, nil) {
 					stopped = true
 					return false
