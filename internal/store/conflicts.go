@@ -31,16 +31,16 @@ const (
 // client forging large records cannot grow the object store). The stream is
 // bounded (bus.ConflictsMaxBytes, oldest dropped). A failure is logged and
 // counted: the client is told of the conflict either way.
-func (s *Store) keepEvidence(ctx context.Context, c archive.CommunityID, m *archive.Message, rec *record, stored *bus.Record, source string) {
+func (s *Store) keepEvidence(ctx context.Context, c archive.CommunityID, m *archive.Message, rec *entry, stored *storedEntry, source string) {
 	digest := sha256.Sum256(m.Payload)
 	hdr := nats.Header{}
 	hdr.Set(headerTimestamp, strconv.FormatUint(m.Timestamp, 10))
-	hdr.Set(headerStoredSeq, strconv.FormatUint(stored.Seq, 10))
+	hdr.Set(headerStoredSeq, strconv.FormatUint(stored.seq, 10))
 	hdr.Set(headerSource, source)
 	hdr.Set(headerPayloadDigest, hex.EncodeToString(digest[:]))
 	hdr.Set(headerPayloadBytes, strconv.Itoa(len(m.Payload)))
-	data := rec.data // with the payload when it is inline-sized
-	if rec.body != "" && rec.body != stored.Header.Get(headerBody) {
+	data := rec.msg // with the payload when it is inline-sized
+	if rec.body != "" && rec.body != stored.body {
 		s.dropObject(rec.body) // described by its digest only
 	}
 	id := sha256.New()
@@ -57,7 +57,7 @@ func (s *Store) keepEvidence(ctx context.Context, c archive.CommunityID, m *arch
 		s.log().Error("conflicting record not kept as evidence", "community", c.String(), "hash", m.Hash.String(), "err", err)
 	} else {
 		s.log().Warn("message conflicts with a stored one: the stored record stays, this one is kept aside (archivectl conflicts list)",
-			"community", c.String(), "hash", m.Hash.String(), "stored_seq", stored.Seq, "source", source)
+			"community", c.String(), "hash", m.Hash.String(), "stored_seq", stored.seq, "source", source)
 	}
 	if s.Metrics != nil {
 		s.Metrics.evidence.WithLabelValues(result).Inc()
@@ -140,19 +140,18 @@ func (s *Store) Conflicts(ctx context.Context, c string, limit int) ([]ConflictR
 		}
 		got += uint64(n)
 	}
-	msgs, err := s.Bus.JS.Stream(ctx, bus.StreamMessages)
-	if err != nil {
-		return nil, err
-	}
 	for i := range out {
 		r := &out[i]
-		sm, err := msgs.GetMsg(ctx, r.StoredSeq)
-		if err != nil {
-			r.StoredError = err.Error() // pruned since, say
+		se, err := s.findEntry(ctx, r.StoredSeq, r.Refused.Hash)
+		if err != nil || se == nil {
+			r.StoredError = "the stored record is gone (pruned after its window was archived)"
+			if err != nil {
+				r.StoredError = err.Error()
+			}
 			continue
 		}
 		var m archive.Message
-		if err := m.UnmarshalBinary(sm.Data); err != nil {
+		if err := m.UnmarshalBinary(se.msg); err != nil {
 			r.StoredError = err.Error()
 			continue
 		}

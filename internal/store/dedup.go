@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/archivefleet/archivefleet/internal/bus"
 )
@@ -182,8 +181,14 @@ func (d *dedupIndex) release(bi *bucketIndex) {
 func (s *Store) loadBucket(ctx context.Context, bi *bucketIndex) error {
 	subject := bucketSubject(bi.key.c, bi.key.day, bi.key.b)
 	return s.read(ctx, subject, bi.last, math.MaxUint64, func(r *bus.Record) error {
-		if h := recordHash(r.Data); h != nil {
-			bi.add(h, r.Seq)
+		es, err := recordEntries(r)
+		if err != nil {
+			s.log().Error("unreadable record in a bucket: its messages are not known to ingest", "subject", r.Subject, "seq", r.Seq, "err", err)
+		}
+		for _, e := range es {
+			if h := entryHash(e.msg); h != nil {
+				bi.add(h, r.Seq)
+			}
 		}
 		bi.last = max(bi.last, r.Seq)
 		return nil
@@ -197,31 +202,6 @@ func (s *Store) reloadBucket(ctx context.Context, bi *bucketIndex) error {
 		return err
 	}
 	bi.loaded = true
-	return nil
-}
-
-// recordHash reads the hash field of a stored record without decoding the
-// rest.
-func recordHash(b []byte) []byte {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil
-		}
-		b = b[n:]
-		if num == 6 && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil
-			}
-			return v
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return nil
-		}
-		b = b[n:]
-	}
 	return nil
 }
 

@@ -71,8 +71,9 @@ func TestRacingWritersStoreOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := info.CachedInfo().State; st.Msgs != uint64(len(msgs)) || st.NumSubjects > 3*buckets {
-		t.Fatalf("stream holds %d records on %d subjects, want %d records on at most %d", st.Msgs, st.NumSubjects, len(msgs), 3*buckets)
+	if st := info.CachedInfo().State; st.Msgs > uint64(len(msgs)) || st.NumSubjects > 3*buckets {
+		t.Fatalf("stream holds %d records on %d subjects, want at most %d records (messages share them) on at most %d subjects",
+			st.Msgs, st.NumSubjects, len(msgs), 3*buckets)
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -417,117 +416,6 @@ func (s *Store) ingestChunk(ctx context.Context, c archive.CommunityID, com *reg
 	return nil
 }
 
-// writeChains is how many buckets a chunk writes to at once.
-const writeChains = 16
-
-// outcome is one message's result from its bucket's chain.
-type outcome struct {
-	o            Outcome
-	code, reason string
-}
-
-func failed(err error) outcome {
-	return outcome{Failed, CodeUnavailable, fmt.Sprintf("not stored: %v; send it again", err)}
-}
-
-// writeBucket stores the messages of one bucket (items[i] for i in idx),
-// one after the other, each unless the bucket holds it already.
-func (s *Store) writeBucket(ctx context.Context, c archive.CommunityID, key bucketKey, items []indexed, idx []int, results []outcome, source string) {
-	d := s.dedup()
-	bi := d.acquire(key)
-	defer d.release(bi)
-	bi.mu.Lock()
-	defer bi.mu.Unlock()
-	fail := func(err error) {
-		for _, i := range idx {
-			results[i] = failed(err)
-		}
-	}
-	if !bi.loaded {
-		if err := s.reloadBucket(ctx, bi); err != nil {
-			fail(fmt.Errorf("read what the bucket holds: %w", err))
-			return
-		}
-	}
-	v2, err := s.hasV2(ctx, key.c, key.day)
-	if err != nil {
-		fail(fmt.Errorf("look for records of the earlier layout: %w", err))
-		return
-	}
-	for _, i := range idx {
-		if err := ctx.Err(); err != nil {
-			results[i] = failed(err)
-			continue
-		}
-		results[i] = s.writeOne(ctx, c, bi, v2, &items[i].msg, source)
-	}
-}
-
-// writeOne stores m in bucket bi (held) unless it holds m already: the
-// index's candidates are checked against their records, and the write
-// expects the last sequence the index has seen, so a record another writer
-// added meanwhile is read and checked before m is written.
-func (s *Store) writeOne(ctx context.Context, c archive.CommunityID, bi *bucketIndex, v2 bool, m *archive.Message, source string) outcome {
-	rec, err := s.prepare(ctx, c, m)
-	if err != nil {
-		return failed(err)
-	}
-	if v2 {
-		stored, err := s.Bus.LeaderGet(ctx, bus.StreamMessages, bus.Get{LastFor: bus.SubjectMessagesLegacy(bi.key.c, bi.key.day) + "." + hex.EncodeToString(m.Hash)})
-		if err != nil {
-			return failed(err)
-		}
-		if stored != nil {
-			return s.duplicateOrConflict(ctx, c, m, &rec, stored, source)
-		}
-	}
-	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
-		for _, seq := range bi.lookup(m.Hash) {
-			stored, err := s.Bus.LeaderGet(ctx, bus.StreamMessages, bus.Get{Seq: seq})
-			if err != nil {
-				return failed(err)
-			}
-			if stored == nil || stored.Subject != rec.subject {
-				bi.drop(m.Hash, seq) // pruned since
-				continue
-			}
-			if bytes.Equal(recordHash(stored.Data), m.Hash) {
-				return s.duplicateOrConflict(ctx, c, m, &rec, stored, source)
-			}
-		}
-		ack, err := s.Bus.JS.PublishMsg(ctx, rec.msg(), jetstream.WithExpectLastSequencePerSubject(bi.last))
-		if err == nil {
-			bi.add(m.Hash, ack.Sequence)
-			return outcome{o: Stored}
-		}
-		if actual, ok := wrongLastSeq(err); ok {
-			// Another writer moved the bucket (or a prune emptied it):
-			// read what it holds now, then check m again.
-			if actual < bi.last {
-				err = s.reloadBucket(ctx, bi)
-			} else {
-				err = s.loadBucket(ctx, bi)
-			}
-			if err != nil {
-				return failed(err)
-			}
-			continue
-		}
-		if !bus.IsTransient(err) {
-			return failed(err)
-		}
-		// The write may have been stored with its answer lost: the next
-		// attempt's check finds it.
-		if err := bus.Sleep(ctx, time.Duration(attempt+1)*20*time.Millisecond); err != nil {
-			return failed(err)
-		}
-		if err := s.loadBucket(ctx, bi); err != nil {
-			return failed(err)
-		}
-	}
-	return failed(errBucketMoving)
-}
-
 // refusal says why a message will never be archived for com, as a code;
 // "" when it may be stored. explain gives the reason.
 func refusal(com *registry.Community, it *indexed, now uint64) string {
@@ -576,26 +464,209 @@ func explain(com *registry.Community, it *indexed, code string, now uint64) stri
 	return where(it.index, it.line) + ": " + r
 }
 
-// record is a message as it is stored: its subject, headers, data and the
-// object holding its payload when that is not inline.
-type record struct {
-	subject string
-	header  nats.Header
-	data    []byte
-	body    string
+// writeChains is how many buckets a chunk writes to at once.
+const writeChains = 16
+
+// outcome is one message's result from its bucket's chain.
+type outcome struct {
+	o            Outcome
+	code, reason string
 }
 
-func (r *record) msg() *nats.Msg {
-	return &nats.Msg{Subject: r.subject, Header: r.header, Data: r.data}
+func failed(err error) outcome {
+	return outcome{Failed, CodeUnavailable, fmt.Sprintf("not stored: %v; send it again", err)}
 }
 
-// prepare makes m's record, first storing its payload object when it is
-// large. The object is named by the payload's digest: two messages under one
-// hash never share, or overwrite, each other's object.
-func (s *Store) prepare(ctx context.Context, c archive.CommunityID, m *archive.Message) (record, error) {
+// pendingEntry is a message on its way into a record.
+type pendingEntry struct {
+	i int // in items
+	entry
+}
+
+// writeBucket stores the messages of one bucket (items[i] for i in idx),
+// each unless the bucket holds it already, new ones together in records of
+// up to maxRecordBytes.
+func (s *Store) writeBucket(ctx context.Context, c archive.CommunityID, key bucketKey, items []indexed, idx []int, results []outcome, source string) {
+	d := s.dedup()
+	bi := d.acquire(key)
+	defer d.release(bi)
+	bi.mu.Lock()
+	defer bi.mu.Unlock()
+	fail := func(err error) {
+		for _, i := range idx {
+			results[i] = failed(err)
+		}
+	}
+	if !bi.loaded {
+		if err := s.reloadBucket(ctx, bi); err != nil {
+			fail(fmt.Errorf("read what the bucket holds: %w", err))
+			return
+		}
+	}
+	v2, err := s.hasV2(ctx, key.c, key.day)
+	if err != nil {
+		fail(fmt.Errorf("look for records of the earlier layout: %w", err))
+		return
+	}
+	w := &bucketWrite{s: s, c: c, bi: bi, v2: v2, items: items, results: results, source: source, seen: map[string]int{}}
+	for _, i := range idx {
+		if err := ctx.Err(); err != nil {
+			results[i] = failed(err)
+			continue
+		}
+		w.add(ctx, i)
+	}
+	w.flush(ctx)
+}
+
+// bucketWrite gathers the new messages of a bucket into records.
+type bucketWrite struct {
+	s       *Store
+	c       archive.CommunityID
+	bi      *bucketIndex
+	v2      bool
+	items   []indexed
+	results []outcome
+	source  string
+	pending []pendingEntry
+	size    int
+	seen    map[string]int // hash → item, of the messages pending
+}
+
+// add checks message items[i] against what the bucket holds and queues it
+// for the next record when it is new.
+func (w *bucketWrite) add(ctx context.Context, i int) {
+	m := &w.items[i].msg
+	if j, ok := w.seen[string(m.Hash)]; ok {
+		// The same hash twice in one write: the first stays.
+		w.results[i] = w.s.compareWith(ctx, w.c, m, nil, &storedEntry{entry: w.pendingOf(j)}, w.source, true)
+		return
+	}
+	e, err := w.s.prepare(ctx, w.c, m)
+	if err != nil {
+		w.results[i] = failed(err)
+		return
+	}
+	if o, found := w.check(ctx, m, &e); found {
+		w.results[i] = o
+		return
+	}
+	if w.size+e.size() > maxRecordBytes && len(w.pending) > 0 {
+		w.flush(ctx)
+	}
+	w.pending = append(w.pending, pendingEntry{i: i, entry: e})
+	w.size += e.size()
+	w.seen[string(m.Hash)] = i
+}
+
+func (w *bucketWrite) pendingOf(i int) entry {
+	for _, p := range w.pending {
+		if p.i == i {
+			return p.entry
+		}
+	}
+	return entry{}
+}
+
+// check looks m up in what the bucket (and a day of the earlier layout)
+// holds; found reports that it is there, with the outcome.
+func (w *bucketWrite) check(ctx context.Context, m *archive.Message, e *entry) (outcome, bool) {
+	if w.v2 {
+		r, err := w.s.Bus.LeaderGet(ctx, bus.StreamMessages, bus.Get{LastFor: bus.SubjectMessagesLegacy(w.bi.key.c, w.bi.key.day) + "." + hex.EncodeToString(m.Hash)})
+		if err != nil {
+			return failed(err), true
+		}
+		if r != nil {
+			return w.s.compareWith(ctx, w.c, m, e, &storedEntry{entry: entry{msg: r.Data, body: r.Header.Get(headerBody)}, seq: r.Seq}, w.source, false), true
+		}
+	}
+	for _, seq := range w.bi.lookup(m.Hash) {
+		se, err := w.s.findEntry(ctx, seq, m.Hash)
+		if err != nil {
+			return failed(err), true
+		}
+		if se == nil {
+			w.bi.drop(m.Hash, seq) // pruned since, or another hash with the same key
+			continue
+		}
+		return w.s.compareWith(ctx, w.c, m, e, se, w.source, false), true
+	}
+	return outcome{}, false
+}
+
+// flush writes the pending messages as one record, expecting the last
+// sequence the index has seen: a record another writer added meanwhile is
+// read, and the pending messages checked against it, before trying again.
+func (w *bucketWrite) flush(ctx context.Context) {
+	defer func() {
+		w.pending, w.size = w.pending[:0], 0
+		clear(w.seen)
+	}()
+	subject := bucketSubject(w.bi.key.c, w.bi.key.day, w.bi.key.b)
+	for attempt := 0; len(w.pending) > 0; attempt++ {
+		if attempt == maxWriteAttempts {
+			for _, p := range w.pending {
+				w.results[p.i] = failed(errBucketMoving)
+			}
+			return
+		}
+		es := make([]entry, len(w.pending))
+		for j, p := range w.pending {
+			es[j] = p.entry
+		}
+		data, err := marshalRecord(es)
+		if err != nil {
+			for _, p := range w.pending {
+				w.results[p.i] = failed(err)
+			}
+			return
+		}
+		ack, err := w.s.Bus.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithExpectLastSequencePerSubject(w.bi.last))
+		if err == nil {
+			for _, p := range w.pending {
+				w.bi.add(w.items[p.i].msg.Hash, ack.Sequence)
+				w.results[p.i] = outcome{o: Stored}
+			}
+			return
+		}
+		actual, wrong := wrongLastSeq(err)
+		switch {
+		case wrong && actual < w.bi.last:
+			err = w.s.reloadBucket(ctx, w.bi) // a prune emptied it
+		case wrong:
+			err = w.s.loadBucket(ctx, w.bi) // another writer moved it
+		case bus.IsTransient(err):
+			// The record may have been stored with its answer lost:
+			// reading the bucket finds it, and the check below its
+			// messages.
+			if err = bus.Sleep(ctx, time.Duration(attempt+1)*20*time.Millisecond); err == nil {
+				err = w.s.loadBucket(ctx, w.bi)
+			}
+		}
+		if err != nil {
+			for _, p := range w.pending {
+				w.results[p.i] = failed(err)
+			}
+			return
+		}
+		left := w.pending[:0]
+		for _, p := range w.pending {
+			m := &w.items[p.i].msg
+			if o, found := w.check(ctx, m, &p.entry); found {
+				w.results[p.i] = o
+				continue
+			}
+			left = append(left, p)
+		}
+		w.pending = left
+	}
+}
+
+// prepare makes m's entry, first storing its payload object when it is
+// large. The object is named by the payload's digest: two messages under
+// one hash never share, or overwrite, each other's object.
+func (s *Store) prepare(ctx context.Context, c archive.CommunityID, m *archive.Message) (entry, error) {
 	rec := *m
-	hdr := nats.Header{}
-	hdr.Set(headerTimestamp, strconv.FormatUint(m.Timestamp, 10))
 	var body string
 	if len(m.Payload) > InlinePayloadBytes {
 		body = bodyObject(c, m.Hash, m.Payload)
@@ -609,16 +680,15 @@ func (s *Store) prepare(ctx context.Context, c archive.CommunityID, m *archive.M
 			return err
 		})
 		if err != nil {
-			return record{}, fmt.Errorf("store payload: %w", err)
+			return entry{}, fmt.Errorf("store payload: %w", err)
 		}
-		hdr.Set(headerBody, body)
 		rec.Payload = nil
 	}
 	data, err := rec.MarshalBinary()
 	if err != nil {
-		return record{}, err
+		return entry{}, err
 	}
-	return record{subject: Subject(c, m.Timestamp, m.Hash), header: hdr, data: data, body: body}, nil
+	return entry{msg: data, body: body}, nil
 }
 
 // bodyObject names the object holding a large payload: the community, the
@@ -628,49 +698,67 @@ func bodyObject(c archive.CommunityID, hash, payload []byte) string {
 	return "messages/" + c.String() + "/" + hex.EncodeToString(hash) + "." + hex.EncodeToString(d[:16])
 }
 
-// duplicateOrConflict compares a message with the stored record of its
-// hash: the same content is a Duplicate; other content a Conflict, kept
-// aside as evidence. A comparison that fails is a Failed outcome: the
-// client sends it again.
-func (s *Store) duplicateOrConflict(ctx context.Context, c archive.CommunityID, m *archive.Message, rec *record, stored *bus.Record, source string) outcome {
-	same, err := s.sameContent(ctx, stored, rec, m)
+// compareWith compares message m (its entry e; nil when it is not
+// prepared) with the stored entry of its hash: the same content is a
+// Duplicate; other content a Conflict, kept aside as evidence (unless the
+// stored one is only pending in the same write). A comparison that fails
+// is a Failed outcome: the client sends it again.
+func (s *Store) compareWith(ctx context.Context, c archive.CommunityID, m *archive.Message, e *entry, stored *storedEntry, source string, pending bool) outcome {
+	if e == nil {
+		pe, err := s.prepare(ctx, c, m)
+		if err != nil {
+			return failed(err)
+		}
+		e = &pe
+	}
+	same, err := s.sameContent(ctx, stored, e, m)
 	if err != nil {
 		return failed(fmt.Errorf("comparing with the stored record: %w", err))
 	}
 	if same {
-		if rec.body != "" && rec.body != stored.Header.Get(headerBody) {
-			s.dropObject(rec.body) // the stored record names its own copy
+		if e.body != "" && e.body != stored.body {
+			s.dropObject(e.body) // the stored record names its own copy
 		}
 		return outcome{o: Duplicate}
 	}
-	s.keepEvidence(ctx, c, m, rec, stored, source)
+	if pending {
+		if e.body != "" && e.body != stored.body {
+			s.dropObject(e.body)
+		}
+		return outcome{Conflict, CodeConflict, "conflict: a message with this hash and other content came earlier in the same batch; " +
+			"it is stored, and this one is not"}
+	}
+	s.keepEvidence(ctx, c, m, e, stored, source)
 	return outcome{Conflict, CodeConflict, fmt.Sprintf("conflict: a message with this hash and other content was stored first (stream sequence %d); "+
-		"it stays, and this one is kept aside for the operator (archivectl conflicts list)", stored.Seq)}
+		"it stays, and this one is kept aside for the operator (archivectl conflicts list)", stored.seq)}
 }
 
-// sameContent tells whether the stored record holds m. Records are
+// sameContent tells whether the stored entry holds m. Entries are
 // deterministic protobuf with a large payload named by its digest, so equal
 // bytes and names mean equal content; a payload object named by the hash
-// alone (earlier versions) is read and compared.
-func (s *Store) sameContent(ctx context.Context, stored *bus.Record, rec *record, m *archive.Message) (bool, error) {
-	if !bytes.Equal(stored.Data, rec.data) {
+// alone (an earlier version) is read and compared.
+func (s *Store) sameContent(ctx context.Context, stored *storedEntry, e *entry, m *archive.Message) (bool, error) {
+	if !bytes.Equal(stored.msg, e.msg) {
 		return false, nil
 	}
-	body := stored.Header.Get(headerBody)
 	switch {
-	case body == rec.body:
+	case stored.body == e.body:
 		return true, nil
-	case body == "" || rec.body == "":
+	case stored.body == "" || e.body == "":
 		return false, nil
-	case strings.Contains(body[strings.LastIndexByte(body, '/')+1:], "."):
+	case strings.Contains(stored.body[strings.LastIndexByte(stored.body, '/')+1:], "."):
 		return false, nil // both named by digest, and the digests differ
 	}
-	payload, err := bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) { return s.Bus.Objects.GetBytes(ctx, body) })
+	var payload bytes.Buffer
+	_, err := bus.RetryValue(ctx, func(ctx context.Context) (int64, error) {
+		payload.Reset()
+		return s.Bus.ReadObject(ctx, stored.body, 0, &payload, nil)
+	})
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	return bytes.Equal(payload, m.Payload), nil
+	return bytes.Equal(payload.Bytes(), m.Payload), nil
 }

@@ -40,16 +40,20 @@ func (s *Store) Newest(ctx context.Context, c archive.CommunityID) (uint64, bool
 		if err != nil {
 			return 0, false, fmt.Errorf("newest message: %w", err)
 		}
-		if ts, err := strconv.ParseUint(r.Header.Get(headerTimestamp), 10, 64); err == nil {
-			return ts, true, nil
+		var newest uint64
+		found := recordTimestamps(&bus.Record{Subject: r.Subject, Seq: r.Sequence, Header: r.Header, Data: r.Data}, func(ts uint64) {
+			newest = max(newest, ts)
+		})
+		if !found {
+			// Ingest always writes timestamps; a record from elsewhere may not.
+			var m archive.Message
+			if err := m.UnmarshalBinary(r.Data); err != nil {
+				return 0, false, fmt.Errorf("newest message: record %s (seq %d) has no timestamp and does not decode: %v",
+					r.Subject, r.Sequence, err)
+			}
+			newest = m.Timestamp
 		}
-		// Ingest always sets the header; a record from elsewhere may not.
-		var m archive.Message
-		if err := m.UnmarshalBinary(r.Data); err != nil {
-			return 0, false, fmt.Errorf("newest message: record %s (seq %d) has no timestamp header and does not decode: %v",
-				r.Subject, r.Sequence, err)
-		}
-		return m.Timestamp, true, nil
+		return newest, true, nil
 	}
 	tomorrow := uint64(time.Now().Unix())/day + 1
 	for i := range uint64(newestDays) {

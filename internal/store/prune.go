@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
@@ -244,9 +243,10 @@ func (s *Store) pruneScan(ctx context.Context, c string, cut Cutoff, st *PruneSt
 			byFilter[filter] = d
 			out = append(out, d)
 		}
-		if !qualifies(r.Header, day, cut.End) {
+		n, ok := qualifies(r, day, cut.End)
+		if !ok {
 			d.open = true
-			st.Kept++
+			st.Kept += n
 			return nil
 		}
 		if d.open {
@@ -254,10 +254,13 @@ func (s *Store) pruneScan(ctx context.Context, c string, cut Cutoff, st *PruneSt
 		} else {
 			d.prefix = r.Seq
 		}
-		if name := r.Header.Get(headerBody); name != "" {
-			d.bodies = append(d.bodies, name)
+		es, _ := recordEntries(r)
+		for _, e := range es {
+			if e.body != "" {
+				d.bodies = append(d.bodies, e.body)
+			}
 		}
-		d.records++
+		d.records += n
 		d.bytes += int64(len(r.Data))
 		return nil
 	})
@@ -279,17 +282,21 @@ func parseDay(tail string) (day uint64, legacy, ok bool) {
 	return d, !hasHash, true
 }
 
-// qualifies reports whether a record on day's subject, with headers hdr, is
-// archived by a cutoff ending at end (its sequence being at or below the
-// cutoff's): its timestamp is before end and on its day, or, without a
-// timestamp header, its whole day is before end.
-func qualifies(hdr nats.Header, day, end uint64) bool {
-	v := hdr.Get(headerTimestamp)
-	if v == "" {
-		return (day+1)*86400 <= end
+// qualifies reports whether record r on day's subject is archived by a
+// cutoff ending at end (its sequence being at or below the cutoff's): every
+// message it holds is stamped before end and on its day, or, for a record
+// of the first layout without a timestamp header, its whole day is before
+// end. n is how many messages it holds.
+func qualifies(r *bus.Record, day, end uint64) (n int, ok bool) {
+	ok = true
+	read := recordTimestamps(r, func(ts uint64) {
+		n++
+		ok = ok && ts < end && ts/86400 == day
+	})
+	if !read {
+		return max(n, 1), (day+1)*86400 <= end
 	}
-	ts, err := strconv.ParseUint(v, 10, 64)
-	return err == nil && ts < end && ts/86400 == day
+	return n, ok
 }
 
 // logPrune logs one prune's outcome.

@@ -31,7 +31,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -58,7 +57,7 @@ const day = 86400
 // larger one goes to the object store (chunked there), so that messages up to
 // the 30,000,000-byte archive cap fit a server with the default 1 MiB max
 // payload.
-const InlinePayloadBytes = 256 << 10
+const InlinePayloadBytes = 128 << 10
 
 // MaxHashBytes bounds a message hash: it names the message's subject. Waku
 // message hashes are 32 bytes.
@@ -205,19 +204,33 @@ func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[arch
 			var fail error
 			for _, filter := range dayFilters(src.c, d) {
 				err := src.s.read(ctx, filter, src.after, src.upto, func(r *bus.Record) error {
-					m, err := src.s.decode(ctx, r)
-					if errors.Is(err, errUndecodable) {
+					es, err := recordEntries(r)
+					if err != nil {
 						// Ingest writes only valid records: this one came from elsewhere.
 						src.s.log().Error("skipping undecodable stored record", "subject", r.Subject, "err", err)
 						return nil
 					}
-					if err != nil {
-						return err
+					src.s.scanned.Add(uint64(len(es)))
+					for i := range es {
+						if ts, ok := entryTimestamp(es[i].msg); ok && (ts < from || ts >= to) && len(es[i].msg) > 0 && es[i].msg[0] != '{' {
+							continue // outside the range: not decoded, its payload not fetched
+						}
+						m, err := src.s.decodeEntry(ctx, &es[i])
+						if errors.Is(err, errUndecodable) {
+							src.s.log().Error("skipping undecodable stored message", "subject", r.Subject, "seq", r.Seq, "err", err)
+							continue
+						}
+						if err != nil {
+							return err
+						}
+						if m.Timestamp < from || m.Timestamp >= to {
+							continue
+						}
+						if err := srt.add(m); err != nil {
+							return err
+						}
 					}
-					if m.Timestamp < from || m.Timestamp >= to {
-						return nil
-					}
-					return srt.add(m)
+					return nil
 				})
 				if err != nil {
 					fail = err
@@ -269,16 +282,16 @@ func (s *Store) LateWindows(ctx context.Context, c archive.CommunityID, after, u
 		if r.Subject == fenceSubject(c.String()) {
 			return nil
 		}
-		ts, err := strconv.ParseUint(r.Header.Get(headerTimestamp), 10, 64)
-		if err != nil {
-			s.log().Warn("record without a timestamp header: not checked for lateness", "subject", r.Subject)
-			return nil
+		ok := recordTimestamps(r, func(ts uint64) {
+			if ts >= end || ts < since {
+				return
+			}
+			late++
+			starts[since+(ts-since)/iv*iv] = true
+		})
+		if !ok {
+			s.log().Warn("record without readable timestamps: not checked for lateness", "subject", r.Subject, "seq", r.Seq)
 		}
-		if ts >= end || ts < since {
-			return nil
-		}
-		late++
-		starts[since+(ts-since)/iv*iv] = true
 		return nil
 	})
 	if err != nil {
@@ -293,35 +306,6 @@ func (s *Store) LateWindows(ctx context.Context, c archive.CommunityID, after, u
 
 // errUndecodable marks a stored record that is not a message.
 var errUndecodable = errors.New("undecodable record")
-
-// decode turns a record into its message, fetching a payload kept aside.
-func (s *Store) decode(ctx context.Context, r *bus.Record) (archive.Message, error) {
-	var m archive.Message
-	data := r.Data
-	if len(data) > 0 && data[0] == '{' {
-		// A record of an earlier version: one JSON message.
-		if err := json.Unmarshal(data, &m); err != nil {
-			return m, fmt.Errorf("%w: %v", errUndecodable, err)
-		}
-		return m, nil
-	}
-	if err := m.UnmarshalBinary(data); err != nil {
-		return m, fmt.Errorf("%w: %v", errUndecodable, err)
-	}
-	if name := r.Header.Get(headerBody); name != "" {
-		payload, err := bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) { return s.Bus.Objects.GetBytes(ctx, name) })
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			// Retrying cannot bring it back; failing would stop the
-			// community's builds for good.
-			return m, fmt.Errorf("%w: payload object %s of %s is missing", errUndecodable, name, m.Hash)
-		}
-		if err != nil {
-			return m, fmt.Errorf("payload of %s (%s): %w", m.Hash, name, err)
-		}
-		m.Payload = payload
-	}
-	return m, nil
-}
 
 // read calls fn for the records on filter with a stream sequence in
 // (after, upto], in sequence order (bus.Read: batched direct gets; with a
@@ -338,7 +322,6 @@ func (s *Store) read(ctx context.Context, filter string, after, upto uint64, fn 
 		if n++; n%readProgress == 0 {
 			s.log().Info("reading stored messages", "filter", filter, "records", n)
 		}
-		s.scanned.Add(1)
 		return fn(r)
 	})
 	if err != nil {
@@ -348,7 +331,7 @@ func (s *Store) read(ctx context.Context, filter string, after, upto uint64, fn 
 }
 
 // readProgress is how many records a read logs its progress after.
-const readProgress = 250_000
+const readProgress = 20_000
 
 func (s *Store) log() *slog.Logger {
 	if s.Logger != nil {
