@@ -37,6 +37,7 @@ var commands = []command{
 	{"sample", "write synthetic JSON-lines messages (demos and tests)", runSample},
 	{"keygen", "make a community key pair and, optionally, a hash-ratchet key file", runKeygen},
 	{"community", "manage the fleet's communities: add, list, disable, enable, remove", runCommunity},
+	{"setup", "as the admin: create or update the fleet's NATS streams, consumers and buckets; move signing keys out of the registry", runSetup},
 	{"backfill", "publish due events now for one or all communities (and wait with -wait)", runBackfill},
 	{"trigger", "archive one community now, up to the current time", runTrigger},
 	{"dlq", "list dead-lettered events or retry them (dlq list, dlq retry -seq N or -all)", runDLQ},
