@@ -243,6 +243,10 @@ func (c Common) Connect(ctx context.Context, name string, log *slog.Logger, extr
 		}),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
+		// The server checks a bcrypt password hash on every connect: on a
+		// busy server, with a whole fleet (re)connecting at once, that
+		// takes longer than nats.go's 2 s.
+		nats.Timeout(ConnectTimeout),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil on a deliberate close or drain
 				log.Warn("nats disconnected", "err", err)
@@ -293,6 +297,9 @@ func (c Common) Connect(ctx context.Context, name string, log *slog.Logger, extr
 	log.Info("nats connected", "url", nc.ConnectedUrlRedacted())
 	return b, nil
 }
+
+// ConnectTimeout bounds the dial and handshake of each connection attempt.
+const ConnectTimeout = 10 * time.Second
 
 // SetupRetry bounds how long Connect repeats bus.Setup over a cluster's
 // transient errors: a service starting while the cluster elects a meta
