@@ -76,6 +76,17 @@ func TestConnectWithoutTopologyRights(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after setup: %v\n%s", err, logs)
 	}
+	// The pruner's topology, which the archiver sets up when it starts its
+	// pruner: missing (the admin connected, but did not run archivectl
+	// setup), it is refused at once too, and is no transient error.
+	t0 := time.Now()
+	err = bus.SetupPrune(context.Background(), b)
+	if !errors.Is(err, bus.ErrTopologyDenied) || bus.IsTransient(err) || time.Since(t0) > 3*time.Second {
+		t.Fatalf("SetupPrune: %v after %v, want ErrTopologyDenied at once", err, time.Since(t0))
+	}
+	if strings.Contains(err.Error(), "nats-server 2.12") {
+		t.Fatalf("SetupPrune: %v: blames the server's version", err)
+	}
 	b.NC.Close()
 
 	refused("another ack wait than the admin's", func(c *Common) { c.AckWait = 45 * time.Second }, "archivectl setup", "CONSUMER.")
