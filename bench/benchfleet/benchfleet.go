@@ -96,19 +96,23 @@ func (e *Env) Close() {
 // hour ago and gives each 10 messages of 200 bytes in it.
 func (e *Env) SmallCommunities(ctx context.Context, n int) ([]*registry.Community, error) {
 	now := uint64(time.Now().Unix())
-	reg := registry.New(e.Bus.Communities)
+	reg, keys := registry.New(e.Bus.Communities), registry.NewKeys(e.Bus.CommunityKeys)
 	st := &store.Store{Bus: e.Bus}
 	coms := make([]*registry.Community, n)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
 	for i := range coms {
 		g.Go(func() error {
-			com := fixture.Community(time.Hour, now-3600, archive.Topic{1, 2, 3, 4})
+			key := fixture.Key()
+			com := fixture.CommunityFromKey(key, time.Hour, now-3600, archive.Topic{1, 2, 3, 4})
+			if _, err := keys.Put(gctx, key); err != nil {
+				return err
+			}
 			if err := reg.Put(gctx, com); err != nil {
 				return err
 			}
 			msgs := fixture.Messages{N: 10, From: now - 3600, To: now - 3600 + 3000, Topics: com.Topics[:1],
-				Signers: [][]byte{fixture.Signer(com.SigningKey)}, Size: 200}.Make()
+				Signers: [][]byte{fixture.Signer(key)}, Size: 200}.Make()
 			_, err := st.Ingest(gctx, com.ID, msgs)
 			coms[i] = com
 			return err

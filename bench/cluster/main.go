@@ -160,19 +160,23 @@ func backfill(dir, bin, mode string) run {
 	iv := uint64(*interval / time.Second)
 	since := now - uint64(*nWindows)*iv - 60
 	end := since + uint64(*nWindows)*iv
-	reg := registry.New(b.Communities)
+	reg, keys := registry.New(b.Communities), registry.NewKeys(b.CommunityKeys)
 	st := &store.Store{Bus: b}
 	coms := make([]*registry.Community, *nComs)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i := range coms {
 		g.Go(func() error {
-			com := fixture.Community(*interval, since, archive.Topic{1, 2, 3, 4})
+			key := fixture.Key()
+			com := fixture.CommunityFromKey(key, *interval, since, archive.Topic{1, 2, 3, 4})
+			if _, err := keys.Put(gctx, key); err != nil {
+				return err
+			}
 			if err := reg.Put(gctx, com); err != nil {
 				return err
 			}
 			msgs := fixture.Messages{N: *nMsgs, From: since, To: end, Topics: com.Topics[:1],
-				Signers: [][]byte{fixture.Signer(com.SigningKey)}, Size: 200}.Make()
+				Signers: [][]byte{fixture.Signer(key)}, Size: 200}.Make()
 			res, err := st.Ingest(gctx, com.ID, msgs)
 			if err == nil && res.Stored != len(msgs) {
 				err = fmt.Errorf("stored %d of %d messages: %+v", res.Stored, len(msgs), res.Messages)

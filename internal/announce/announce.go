@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -97,8 +98,11 @@ func (w Webhook) Send(ctx context.Context, a *Announcement) error {
 
 // Service is the announcer.
 type Service struct {
-	Bus        *bus.Bus
-	Registry   *registry.Registry
+	Bus      *bus.Bus
+	Registry *registry.Registry
+	// Keys holds the signing keys: the announcer is the one service that
+	// reads them.
+	Keys       *registry.Keys
 	State      *state.Store
 	Transports []Transport
 	Slots      int
@@ -110,6 +114,9 @@ type Service struct {
 	Now     func() time.Time
 	metrics *prometheus.CounterVec
 	worker  *bus.WorkerMetrics
+	// legacyWarned: communities whose key still in the registry was
+	// reported once.
+	legacyWarned *sync.Map
 }
 
 // New builds the announcer and registers its metrics.
@@ -126,6 +133,7 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	s.metrics = promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_announcements_total",
 		Help: "Magnet-link announcements by reason (seeded, republish) and result."}, []string{"reason", "result"})
 	s.worker = bus.NewWorkerMetrics(reg)
+	s.legacyWarned = &sync.Map{}
 	return &s
 }
 
@@ -260,7 +268,11 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 			return unreachable("announce claim", err)
 		}
 	}
-	msg, err := BuildMessage(com.SigningKey, claim.Clock, claim.Magnet)
+	key, err := s.signingKey(ctx, com)
+	if err != nil {
+		return err
+	}
+	msg, err := BuildMessage(key, claim.Clock, claim.Magnet)
 	if err != nil {
 		return bus.Permanent(fmt.Errorf("sign announcement: %w", err))
 	}
@@ -280,4 +292,32 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 	s.metrics.WithLabelValues(reason, "sent").Inc()
 	s.Logger.Info("magnet link announced", "community", c, "clock", clock, "infohash", st.InfoHash, "reason", reason)
 	return nil
+}
+
+// signingKey reads com's key from the keys bucket. A community registered
+// by an earlier version may still carry it in the registry, until archivectl
+// setup moves it: that key is used, and the operator told once.
+func (s *Service) signingKey(ctx context.Context, com *registry.Community) ([]byte, error) {
+	key, err := s.Keys.Get(ctx, com.ID)
+	switch {
+	case err == nil:
+		return key, nil
+	case errors.Is(err, registry.ErrNoKey) && len(com.LegacySigningKey) > 0:
+		if id, err := registry.KeyID(com.LegacySigningKey); err != nil || id != com.ID {
+			return nil, bus.Permanent(fmt.Errorf("%w: the signing key stored in the registry is not the community's", registry.ErrCorrupt))
+		}
+		if _, warned := s.legacyWarned.LoadOrStore(com.ID, true); !warned {
+			s.Logger.Warn("the community's signing key is still in the registry bucket, which every process can read: run `archivectl setup` to move it",
+				"community", com.ID.String())
+		}
+		return com.LegacySigningKey, nil
+	case errors.Is(err, registry.ErrNoKey):
+		// Fails (not a snooze): MAX_DELIVER failures dead-letter the event,
+		// and the next republish tries again.
+		return nil, fmt.Errorf("%w: register it with archivectl community add -update -private-key-file FILE", err)
+	case errors.Is(err, registry.ErrCorrupt):
+		return nil, bus.Permanent(err)
+	default:
+		return nil, unreachable("signing key read", err)
+	}
 }

@@ -2,7 +2,9 @@ package announce
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -25,7 +27,11 @@ const ih = "5ba51fec45a6e521db60b2e33dbabeb61308fdfa"
 func committed(t *testing.T, b *bus.Bus) (*registry.Community, *state.Store) {
 	t.Helper()
 	ctx := context.Background()
-	com := fixture.Community(time.Hour, 0, archive.Topic{1})
+	key := fixture.Key()
+	com := fixture.CommunityFromKey(key, time.Hour, 0, archive.Topic{1})
+	if _, err := registry.NewKeys(b.CommunityKeys).Put(ctx, key); err != nil {
+		t.Fatal(err)
+	}
 	if err := registry.New(b.Communities).Put(ctx, com); err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +57,7 @@ func TestClockOnlyGrows(t *testing.T) {
 	com, st := committed(t, b)
 	now := time.Unix(1_800_000_000, 0)
 	tr := &capture{}
-	s := New(Service{Bus: b, Registry: registry.New(b.Communities), State: st, Transports: []Transport{tr},
+	s := New(Service{Bus: b, Registry: registry.New(b.Communities), Keys: registry.NewKeys(b.CommunityKeys), State: st, Transports: []Transport{tr},
 		Now: func() time.Time { return now }}, prometheus.NewRegistry())
 	if err := s.announce(ctx, com.ID, "seeded", ih, "127.0.0.1:9025"); err != nil {
 		t.Fatal(err)
@@ -91,9 +97,18 @@ func TestHandleOutcomes(t *testing.T) {
 	ctx := context.Background()
 	com, st := committed(t, b)
 	kv := testenv.ClosedBucket(t, ns, bus.BucketCommunities) // NATS unreachable
+	keysKV := testenv.ClosedBucket(t, ns, bus.BucketCommunityKeys)
+	keyless := fixture.Community(time.Hour, 0, archive.Topic{1})
+	if err := registry.New(b.Communities).Put(ctx, keyless); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, keyless.ID.String(), &state.Build{LastEnd: 10, InfoHash: ih, Magnet: "magnet:?xt=urn:btih:" + ih}, 0); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name      string
 		registry  *registry.Registry
+		keys      *registry.Keys
 		transport Transport
 		community string
 		outcome   string // ack, snooze, permanent, failure
@@ -101,17 +116,22 @@ func TestHandleOutcomes(t *testing.T) {
 	}{
 		{name: "invalid community id", community: "0xZZ", outcome: "permanent", want: "invalid community id"},
 		{name: "registry unreachable", registry: registry.New(kv), outcome: "snooze", want: "registry read"},
+		{name: "keys unreachable", keys: registry.NewKeys(keysKV), transport: &capture{}, outcome: "snooze", want: "signing key read"},
+		{name: "no key stored", community: keyless.ID.String(), transport: &capture{}, outcome: "failure", want: "community add"},
 		{name: "transport fails", transport: failing{}, outcome: "failure", want: "503"},
 		{name: "sent", transport: &capture{}, outcome: "ack"},
 		{name: "sent already: skipped", transport: &capture{}, outcome: "ack"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := registry.New(b.Communities)
+			r, keys := registry.New(b.Communities), registry.NewKeys(b.CommunityKeys)
 			if tt.registry != nil {
 				r = tt.registry
 			}
-			s := New(Service{Bus: b, Registry: r, State: st, Transports: []Transport{tt.transport}, Logger: testenv.Logger()}, prometheus.NewRegistry())
+			if tt.keys != nil {
+				keys = tt.keys
+			}
+			s := New(Service{Bus: b, Registry: r, Keys: keys, State: st, Transports: []Transport{tt.transport}, Logger: testenv.Logger()}, prometheus.NewRegistry())
 			c := com.ID.String()
 			if tt.community != "" {
 				c = tt.community
@@ -145,7 +165,7 @@ func TestPeersOfEveryOwner(t *testing.T) {
 	com, st := committed(t, b)
 	tr := &capture{}
 	owners := seeders{"10.0.0.1:9025", "10.0.0.2:9025"}
-	s := New(Service{Bus: b, Registry: registry.New(b.Communities), State: st, Transports: []Transport{tr}, Seeders: &owners},
+	s := New(Service{Bus: b, Registry: registry.New(b.Communities), Keys: registry.NewKeys(b.CommunityKeys), State: st, Transports: []Transport{tr}, Seeders: &owners},
 		prometheus.NewRegistry())
 	if err := s.announce(ctx, com.ID, "seeded", ih, "10.0.0.2:9025"); err != nil {
 		t.Fatal(err)
@@ -164,5 +184,64 @@ func TestPeersOfEveryOwner(t *testing.T) {
 		if got != len(want) {
 			t.Fatalf("announcement %d: %d x.pe in %s, want %d", i, got, tr.sent[i].Magnet, len(want))
 		}
+	}
+}
+
+// TestSigningKeyOutOfTheRegistry: the announcer signs with the key in the
+// keys bucket; a community an earlier version registered with its key in
+// the registry entry is still announced, with the key from there and one
+// warning, until MoveSigningKeys (archivectl setup) moves it, after which
+// the entry no longer holds it and announcements go on.
+func TestSigningKeyOutOfTheRegistry(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	ctx := context.Background()
+	com, st := committed(t, b)
+	var logs testenv.Buffer
+	tr := &capture{}
+	reg, keys := registry.New(b.Communities), registry.NewKeys(b.CommunityKeys)
+	s := New(Service{Bus: b, Registry: reg, Keys: keys, State: st, Transports: []Transport{tr},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, prometheus.NewRegistry())
+	if err := s.announce(ctx, com.ID, "seeded", ih, ""); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := Verify(tr.sent[0].Message); err != nil || v.Community != com.ID {
+		t.Fatalf("announcement signed by %v (%v), want %s", v, err, com.ID)
+	}
+
+	// As an earlier version registered it: the key in the entry.
+	key := fixture.Key()
+	old := fixture.CommunityFromKey(key, time.Hour, 0, archive.Topic{1})
+	old.LegacySigningKey = key
+	raw, _ := json.Marshal(old)
+	if _, err := b.Communities.Put(ctx, old.ID.String(), raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, old.ID.String(), &state.Build{LastEnd: 10, InfoHash: ih, Magnet: "magnet:?xt=urn:btih:" + ih}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := s.announce(ctx, old.ID, "republish", ih, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := Verify(tr.sent[len(tr.sent)-1].Message); err != nil || v.Community != old.ID {
+		t.Fatalf("announcement of the old entry signed by %v (%v), want %s", v, err, old.ID)
+	}
+	if n := strings.Count(logs.String(), "archivectl setup"); n != 1 {
+		t.Fatalf("%d warnings to move the key, want 1:\n%s", n, logs.String())
+	}
+	moved, err := reg.MoveSigningKeys(ctx, keys)
+	if err != nil || len(moved) != 1 || moved[0] != old.ID {
+		t.Fatalf("moved %v (%v), want %s", moved, err, old.ID)
+	}
+	e, err := b.Communities.Get(ctx, old.ID.String())
+	if err != nil || strings.Contains(string(e.Value()), "signingKey") {
+		t.Fatalf("registry entry after the move: %s (%v)", e.Value(), err)
+	}
+	if err := s.announce(ctx, old.ID, "republish", ih, ""); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := Verify(tr.sent[len(tr.sent)-1].Message); err != nil || v.Community != old.ID {
+		t.Fatalf("announcement after the move signed by %v (%v)", v, err)
 	}
 }

@@ -53,8 +53,13 @@ const (
 	ConsumerPruner = "pruner"
 
 	BucketCommunities = "communities"
-	BucketState       = "community-state"
-	BucketObjects     = "archive-objects"
+	// BucketCommunityKeys holds each community's signing key (see
+	// registry.Keys), apart from the registry every process reads: the
+	// fleet's NATS permissions let only the announcer, which signs, and the
+	// admin read it.
+	BucketCommunityKeys = "community-keys"
+	BucketState         = "community-state"
+	BucketObjects       = "archive-objects"
 	// BucketFailures counts each in-flight event's failures (not its
 	// deliveries: snoozes come back without counting), keyed
 	// "<consumer>.<stream seq>"; see Work.
@@ -136,6 +141,11 @@ type Config struct {
 	MaxDeliver int
 	// Storage is file storage unless Memory is set (tests).
 	Memory bool
+	// Denials, if set, reports the permission violations the server sends
+	// on the connection: a create or update this NATS user may not make
+	// then fails at once with ErrTopologyDenied instead of waiting out its
+	// request's timeout.
+	Denials *Denials
 }
 
 func (c Config) withDefaults() Config {
@@ -159,13 +169,18 @@ type Bus struct {
 	NC          *nats.Conn
 	JS          jetstream.JetStream
 	Communities jetstream.KeyValue
-	State       jetstream.KeyValue
-	Objects     jetstream.ObjectStore
+	// CommunityKeys holds the signing keys; only the announcer and the
+	// admin may read it (a handle on it reads nothing without permission).
+	CommunityKeys jetstream.KeyValue
+	State         jetstream.KeyValue
+	Objects       jetstream.ObjectStore
 	// Failures holds the failure counts of events being retried.
 	Failures jetstream.KeyValue
 	// TrackerPeers is the tracker's swarm (keys expire after TrackerPeersTTL).
 	TrackerPeers jetstream.KeyValue
-	Config       Config
+	// Seeders and Serving are the placement buckets (see SeederBuckets).
+	Seeders, Serving jetstream.KeyValue
+	Config           Config
 	// APIPrefix is the JetStream API prefix of Read and LeaderGet's
 	// requests; empty is "$JS.API" (tests stand a responder in for a
 	// stream under another).
@@ -174,7 +189,10 @@ type Bus struct {
 
 // Setup creates or updates every stream, consumer and bucket. It is
 // idempotent: every service calls it at start-up. What it set up before
-// with the same configuration it only reads (see SetupMetadataKey).
+// with the same configuration it only reads (see SetupMetadataKey), so a
+// user without the right to create streams (every service's in the shipped
+// deployments) starts once the admin has run it (archivectl setup), and
+// fails with ErrTopologyDenied when something is missing or out of date.
 func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 	cfg = cfg.withDefaults()
 	js, err := jetstream.New(nc)
@@ -205,7 +223,7 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 		if sc.MaxAge > 0 && sc.Duplicates > sc.MaxAge {
 			sc.Duplicates = sc.MaxAge
 		}
-		if err := ensureStream(ctx, js, sc); err != nil {
+		if err := ensureStream(ctx, js, cfg.Denials, sc); err != nil {
 			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
@@ -229,29 +247,29 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 		c.cfg.MaxDeliver = -1
 		c.cfg.BackOff = nil
 		c.cfg.MaxAckPending = 1000
-		if err := ensureConsumer(ctx, js, c.stream, c.cfg); err != nil {
+		if err := ensureConsumer(ctx, js, cfg.Denials, c.stream, c.cfg); err != nil {
 			return nil, fmt.Errorf("consumer %s: %w", c.cfg.Durable, err)
 		}
 	}
 	b := &Bus{NC: nc, JS: js, Config: cfg}
-	kv := func(name string) (jetstream.KeyValue, error) {
-		return ensureKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: name, Storage: storage, Replicas: cfg.Replicas, History: 1})
+	for _, kv := range []struct {
+		to  *jetstream.KeyValue
+		cfg jetstream.KeyValueConfig
+	}{
+		{&b.Communities, jetstream.KeyValueConfig{Bucket: BucketCommunities}},
+		{&b.CommunityKeys, jetstream.KeyValueConfig{Bucket: BucketCommunityKeys}},
+		{&b.State, jetstream.KeyValueConfig{Bucket: BucketState}},
+		{&b.Failures, jetstream.KeyValueConfig{Bucket: BucketFailures, TTL: FailuresMaxAge}},
+		{&b.TrackerPeers, jetstream.KeyValueConfig{Bucket: BucketTrackerPeers, TTL: TrackerPeersTTL, MaxBytes: TrackerPeersMaxBytes}},
+		{&b.Seeders, jetstream.KeyValueConfig{Bucket: BucketSeeders, TTL: SeederTTL, LimitMarkerTTL: SeederTTL}},
+		{&b.Serving, jetstream.KeyValueConfig{Bucket: BucketServing}},
+	} {
+		kv.cfg.Storage, kv.cfg.Replicas, kv.cfg.History = storage, cfg.Replicas, 1
+		if *kv.to, err = ensureKeyValue(ctx, js, cfg.Denials, kv.cfg); err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", kv.cfg.Bucket, err)
+		}
 	}
-	if b.Communities, err = kv(BucketCommunities); err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", BucketCommunities, err)
-	}
-	if b.State, err = kv(BucketState); err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", BucketState, err)
-	}
-	if b.Failures, err = ensureKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: BucketFailures, Storage: storage,
-		Replicas: cfg.Replicas, History: 1, TTL: FailuresMaxAge}); err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", BucketFailures, err)
-	}
-	if b.TrackerPeers, err = ensureKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: BucketTrackerPeers, Storage: storage,
-		Replicas: cfg.Replicas, History: 1, TTL: TrackerPeersTTL, MaxBytes: TrackerPeersMaxBytes}); err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", BucketTrackerPeers, err)
-	}
-	if b.Objects, err = ensureObjectStore(ctx, js, jetstream.ObjectStoreConfig{Bucket: BucketObjects, Storage: storage, Replicas: cfg.Replicas}); err != nil {
+	if b.Objects, err = ensureObjectStore(ctx, js, cfg.Denials, jetstream.ObjectStoreConfig{Bucket: BucketObjects, Storage: storage, Replicas: cfg.Replicas}); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", BucketObjects, err)
 	}
 	return b, nil
@@ -284,15 +302,18 @@ func SetupPrune(ctx context.Context, b *Bus) error {
 	// schedule's target must be); the work queue drops a fired event once
 	// the pruner acks it, while the schedules, which no consumer takes,
 	// stay until they fire (the server then removes them).
-	if err := ensureStream(ctx, b.JS, jetstream.StreamConfig{Name: StreamPrune,
+	if err := ensureStream(ctx, b.JS, cfg.Denials, jetstream.StreamConfig{Name: StreamPrune,
 		Subjects: []string{SubjectPruneSchedule("*"), SubjectPruneDue("*")}, Retention: jetstream.WorkQueuePolicy,
 		AllowMsgSchedules: true, AllowRollup: true, Storage: storage, Replicas: cfg.Replicas, Duplicates: cfg.DedupWindow}); err != nil {
+		if errors.Is(err, ErrTopologyDenied) {
+			return fmt.Errorf("stream %s: %w", StreamPrune, err)
+		}
 		return fmt.Errorf("stream %s (message schedules need nats-server 2.12 or later): %w", StreamPrune, err)
 	}
 	for _, c := range []struct {
 		stream, filter string
 	}{{StreamPrune, SubjectPruneDue("*")}, {StreamBuilt, SubjectBuilt("*")}} {
-		if err := ensureConsumer(ctx, b.JS, c.stream, jetstream.ConsumerConfig{Durable: ConsumerPruner,
+		if err := ensureConsumer(ctx, b.JS, cfg.Denials, c.stream, jetstream.ConsumerConfig{Durable: ConsumerPruner,
 			FilterSubject: c.filter, AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1,
 			MaxAckPending: 1000}); err != nil {
 			return fmt.Errorf("consumer %s on %s: %w", ConsumerPruner, c.stream, err)

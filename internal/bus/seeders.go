@@ -25,18 +25,22 @@ const (
 	SeederTTL = 15 * time.Second
 )
 
-// SeederBuckets opens (creating if needed) the placement buckets.
+// SeederBuckets returns the placement buckets Setup opened; a Bus built
+// without Setup (a test's) opens them, creating them if needed.
 func (b *Bus) SeederBuckets(ctx context.Context) (members, serving jetstream.KeyValue, err error) {
+	if b.Seeders != nil && b.Serving != nil {
+		return b.Seeders, b.Serving, nil
+	}
 	storage := jetstream.FileStorage
 	if b.Config.Memory {
 		storage = jetstream.MemoryStorage
 	}
-	members, err = ensureKeyValue(ctx, b.JS, jetstream.KeyValueConfig{Bucket: BucketSeeders, Storage: storage,
+	members, err = ensureKeyValue(ctx, b.JS, b.Config.Denials, jetstream.KeyValueConfig{Bucket: BucketSeeders, Storage: storage,
 		Replicas: b.Config.Replicas, History: 1, TTL: SeederTTL, LimitMarkerTTL: SeederTTL})
 	if err != nil {
 		return nil, nil, fmt.Errorf("bucket %s: %w", BucketSeeders, err)
 	}
-	serving, err = ensureKeyValue(ctx, b.JS, jetstream.KeyValueConfig{Bucket: BucketServing, Storage: storage,
+	serving, err = ensureKeyValue(ctx, b.JS, b.Config.Denials, jetstream.KeyValueConfig{Bucket: BucketServing, Storage: storage,
 		Replicas: b.Config.Replicas, History: 1})
 	if err != nil {
 		return nil, nil, fmt.Errorf("bucket %s: %w", BucketServing, err)

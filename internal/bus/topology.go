@@ -47,8 +47,9 @@ func fingerprint(cfg any) string {
 // fingerprint, else the result of apply (a create-or-update) given want's
 // metadata with the fingerprint added. A failed lookup (not found, no
 // answer within setupLookupTimeout, or any other error) goes to apply,
-// which reports what is wrong.
-func ensure[T any](ctx context.Context, want any, metadata map[string]string,
+// which reports what is wrong; an apply the server refuses this user (see
+// Denials) fails with ErrTopologyDenied.
+func ensure[T any](ctx context.Context, denials *Denials, want any, metadata map[string]string,
 	lookup func(context.Context) (T, map[string]string, error),
 	apply func(context.Context, map[string]string) (T, error)) (T, error) {
 	fp := fingerprint(want)
@@ -63,13 +64,19 @@ func ensure[T any](ctx context.Context, want any, metadata map[string]string,
 		md = map[string]string{}
 	}
 	md[SetupMetadataKey] = fp
-	return apply(ctx, md)
+	actx, refused := denials.guard(ctx)
+	v, err = apply(actx, md)
+	if denied := refused(); denied != nil {
+		var zero T
+		return zero, denied
+	}
+	return v, err
 }
 
 // ensureStream creates stream cfg, or updates it when Setup last asked for
 // another configuration.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
-	_, err := ensure(ctx, cfg, cfg.Metadata,
+func ensureStream(ctx context.Context, js jetstream.JetStream, denials *Denials, cfg jetstream.StreamConfig) error {
+	_, err := ensure(ctx, denials, cfg, cfg.Metadata,
 		func(ctx context.Context) (jetstream.Stream, map[string]string, error) {
 			s, err := js.Stream(ctx, cfg.Name)
 			if err != nil {
@@ -86,8 +93,8 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 
 // ensureConsumer creates durable consumer cfg on stream, or updates it when
 // Setup last asked for another configuration.
-func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) error {
-	_, err := ensure(ctx, struct {
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, denials *Denials, stream string, cfg jetstream.ConsumerConfig) error {
+	_, err := ensure(ctx, denials, struct {
 		Stream string
 		Config jetstream.ConsumerConfig
 	}{stream, cfg}, cfg.Metadata,
@@ -107,8 +114,8 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 
 // ensureKeyValue opens bucket cfg, creating it, or updating it when Setup
 // last asked for another configuration.
-func ensureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	return ensure(ctx, cfg, cfg.Metadata,
+func ensureKeyValue(ctx context.Context, js jetstream.JetStream, denials *Denials, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	return ensure(ctx, denials, cfg, cfg.Metadata,
 		func(ctx context.Context) (jetstream.KeyValue, map[string]string, error) {
 			kv, err := js.KeyValue(ctx, cfg.Bucket)
 			if err != nil {
@@ -128,8 +135,8 @@ func ensureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.K
 
 // ensureObjectStore opens object store cfg, creating it, or updating it
 // when Setup last asked for another configuration.
-func ensureObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
-	return ensure(ctx, cfg, cfg.Metadata,
+func ensureObjectStore(ctx context.Context, js jetstream.JetStream, denials *Denials, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	return ensure(ctx, denials, cfg, cfg.Metadata,
 		func(ctx context.Context) (jetstream.ObjectStore, map[string]string, error) {
 			obs, err := js.ObjectStore(ctx, cfg.Bucket)
 			if err != nil {

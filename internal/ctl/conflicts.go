@@ -42,7 +42,7 @@ func runConflicts(ctx context.Context, env Env, args []string) error {
 	if *limit < 1 {
 		return fmt.Errorf("-limit must be at least 1")
 	}
-	b, err := connect(ctx, env, *url)
+	b, err := connect(ctx, env, *url, "archivectl")
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,8 @@ var commands = []command{
 	{"sample", "write synthetic JSON-lines messages (demos and tests)", runSample},
 	{"keygen", "make a community key pair and, optionally, a hash-ratchet key file", runKeygen},
 	{"community", "manage the fleet's communities: add, list, disable, enable, remove", runCommunity},
+	{"setup", "as the admin: create or update the fleet's NATS streams, consumers and buckets; move signing keys out of the registry", runSetup},
+	{"deploy-secrets", "write a deployment's secrets: NATS users and permissions, passwords, ingest token, TLS certificates, Kubernetes Secrets", runDeploySecrets},
 	{"backfill", "publish due events now for one or all communities (and wait with -wait)", runBackfill},
 	{"trigger", "archive one community now, up to the current time", runTrigger},
 	{"dlq", "list dead-lettered events or retry them (dlq list, dlq retry -seq N or -all)", runDLQ},
@@ -78,7 +80,7 @@ func Main(ctx context.Context, env Env, args []string) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: archivectl <command> [flags]\n\ncommands:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'archivectl <command> -h' for a command's flags.")
 }

@@ -31,7 +31,7 @@ func runDLQ(ctx context.Context, env Env, args []string) error {
 	if err := parse(fs, args[1:], 0); err != nil {
 		return err
 	}
-	b, err := connect(ctx, env, *url)
+	b, err := connect(ctx, env, *url, "archivectl")
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 var subcommands = [][]string{
 	{"build"}, {"inspect"}, {"extract"}, {"fetch"}, {"probe"}, {"sample"}, {"keygen"},
 	{"community", "add"}, {"community", "list"}, {"community", "disable"}, {"community", "enable"}, {"community", "remove"},
-	{"backfill"}, {"trigger"}, {"dlq", "list"}, {"dlq", "retry"}, {"conflicts", "list"},
+	{"backfill"}, {"trigger"}, {"dlq", "list"}, {"dlq", "retry"}, {"conflicts", "list"}, {"setup"}, {"deploy-secrets"},
 }
 
 // TestEveryCommandFlags checks that every subcommand answers -h with its

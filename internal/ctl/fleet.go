@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,12 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
@@ -26,7 +26,9 @@ import (
 
 // connect reads the fleet's NATS settings from the environment (as the
 // services do), lets -nats override the URL, and sets up the topology.
-func connect(ctx context.Context, env Env, url string) (*bus.Bus, error) {
+// name is the connection's (and its reply inboxes', see natsconf.Connect):
+// "archivectl" for the admin's commands, "prober" for probe.
+func connect(ctx context.Context, env Env, url, name string) (*bus.Bus, error) {
 	c := natsconf.DefaultCommon()
 	if err := natsconf.Load(&c); err != nil {
 		return nil, err
@@ -39,7 +41,10 @@ func connect(ctx context.Context, env Env, url string) (*bus.Bus, error) {
 	}
 	// Connection events arrive on NATS's own goroutine, possibly after the
 	// command returned; errors that matter come back from the calls instead.
-	b, err := c.Connect(ctx, "archivectl", slog.New(slog.DiscardHandler))
+	b, err := c.Connect(ctx, name, slog.New(slog.DiscardHandler))
+	if errors.Is(err, bus.ErrTopologyDenied) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w\n(is the fleet running? `go run ./cmd/fleet` listens on %s; elsewhere pass -nats URL or set %s_NATS_URL)",
 			err, natsconf.DefaultNATSURL, natsconf.Prefix)
@@ -74,9 +79,13 @@ func runCommunity(ctx context.Context, env Env, args []string) error {
 }
 
 func communityAdd(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "community add", "-private-key 0x… [-update] [-chat <channel uuid>]… [flags]")
+	fs := newFlagSet(env, "community add", "-private-key-file FILE | -private-key - | -update -id 0x… [-chat <channel uuid>]… [flags]")
 	url := natsFlag(fs)
-	keyHex := fs.String("private-key", "", "community private key, 0x + 64 hex (required; signs announcements)")
+	keyPath := fs.String("private-key-file", "", "file holding the community private key (0x + 64 hex, as keygen -out writes it, or keygen's JSON); "+
+		"required for a new community: it signs announcements and is stored where only the announcer reads it")
+	keyArg := fs.String("private-key", "", "the community private key: - reads it from standard input; 0x + 64 hex on the command line "+
+		"works but is visible to other users of the machine (ps, shell history)")
+	idStr := fs.String("id", "", "with -update: the community to change, when its key is not given")
 	interval := fs.Duration("interval", archive.DefaultInterval, "archive window")
 	since := newTimeFlag("now")
 	fs.Var(since, "since", "start of the first archive: "+timeHelp)
@@ -97,12 +106,29 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 	if *shard < -1 || *shard > registry.MaxShard {
 		return fmt.Errorf("-shard %d is out of range 0..%d (-1: the default shard)", *shard, registry.MaxShard)
 	}
-	var key archive.HexBytes
-	if err := key.UnmarshalText([]byte(*keyHex)); err != nil || len(key) != 32 {
-		return errors.New("-private-key must be 0x + 64 hex digits")
+	key, err := readPrivateKey(env, *keyPath, *keyArg, given)
+	if err != nil {
+		return err
 	}
 	var id archive.CommunityID
-	copy(id[:], secp256k1.PrivKeyFromBytes(key).PubKey().SerializeCompressed())
+	switch {
+	case key != nil && given["id"]:
+		return errors.New("give the community by its key or by -id, not both")
+	case key != nil:
+		if id, err = registry.KeyID(key); err != nil {
+			return err
+		}
+	case given["id"] && !*update:
+		return errors.New("a new community needs its private key (-private-key-file FILE or -private-key - for standard input); " +
+			"-id names a registered community to change with -update")
+	case given["id"]:
+		if id, err = archive.ParseCommunityID(*idStr); err != nil {
+			return fmt.Errorf("-id: %w", err)
+		}
+	default:
+		return errors.New("give the community's private key: -private-key-file FILE (keygen -out writes one) or -private-key - " +
+			"to read it from standard input; with -update, -id 0x… changes a registered community without its key")
+	}
 	var newTopics []archive.Topic
 	for _, s := range topics {
 		t, err := archive.ParseTopic(s)
@@ -126,17 +152,19 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 		}
 		kf = k
 	}
-	b, err := connect(ctx, env, *url)
+	b, err := connect(ctx, env, *url, "archivectl")
 	if err != nil {
 		return err
 	}
 	defer b.NC.Close()
-	reg := registry.New(b.Communities)
+	reg, keys := registry.New(b.Communities), registry.NewKeys(b.CommunityKeys)
 	com, err := reg.Get(ctx, id)
 	exists := err == nil
 	switch {
+	case errors.Is(err, registry.ErrNotFound) && key == nil:
+		return fmt.Errorf("%s is not registered: add it with its private key (-private-key-file FILE)", id)
 	case errors.Is(err, registry.ErrNotFound):
-		com = &registry.Community{ID: id, SigningKey: key}
+		com = &registry.Community{ID: id}
 	case err != nil:
 		return err
 	case !*update:
@@ -144,6 +172,24 @@ func communityAdd(ctx context.Context, env Env, args []string) error {
 			id, time.Duration(com.Interval), com.Since, len(com.Topics), len(com.Chats))
 	}
 	var changed []string
+	// The key goes to the keys bucket before the registry entry, so the
+	// announcer finds it as soon as the community is registered. An entry
+	// of an earlier version still holding its key has it moved.
+	if key == nil && len(com.LegacySigningKey) > 0 {
+		if kid, err := registry.KeyID(com.LegacySigningKey); err != nil || kid != id {
+			return fmt.Errorf("%s: the signing key stored in its registry entry is not its own: give the right one (-private-key-file FILE)", id)
+		}
+		key = com.LegacySigningKey
+	}
+	if key != nil {
+		if _, err := keys.Put(ctx, key); err != nil {
+			return err
+		}
+		if exists {
+			changed = append(changed, "signing key")
+		}
+	}
+	com.LegacySigningKey = nil
 	if !exists || given["interval"] {
 		com.Interval = registry.Duration(*interval)
 		changed = append(changed, "interval")
@@ -235,7 +281,7 @@ func oneCommunity(ctx context.Context, env Env, name, idFlag string, args []stri
 	if err != nil {
 		return id, nil, fmt.Errorf("-%s: %w", idFlag, err)
 	}
-	b, err := connect(ctx, env, *url)
+	b, err := connect(ctx, env, *url, "archivectl")
 	return id, b, err
 }
 
@@ -252,7 +298,9 @@ func communitySet(ctx context.Context, env Env, verb string, args []string) erro
 	case "enable":
 		err = r.SetDisabled(ctx, id, false)
 	case "remove":
-		err = r.Remove(ctx, id)
+		if err = r.Remove(ctx, id); err == nil {
+			err = registry.NewKeys(b.CommunityKeys).Delete(ctx, id)
+		}
 	}
 	if err != nil {
 		return err
@@ -305,7 +353,7 @@ func communityList(ctx context.Context, env Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	b, err := connect(ctx, env, *url)
+	b, err := connect(ctx, env, *url, "archivectl")
 	if err != nil {
 		return err
 	}
@@ -315,7 +363,7 @@ func communityList(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	if len(coms) == 0 && !*asJSON {
-		fmt.Fprintln(env.Stdout, "no communities registered (add one with: archivectl community add -private-key 0x…)")
+		fmt.Fprintln(env.Stdout, "no communities registered (add one with: archivectl community add -private-key-file FILE)")
 		return nil
 	}
 	st := &state.Store{KV: b.State}
@@ -464,7 +512,7 @@ func runBackfill(ctx context.Context, env Env, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	b, err := connect(ctx, env, *url)
+	b, err := connect(ctx, env, *url, "archivectl")
 	if err != nil {
 		return err
 	}
@@ -628,4 +676,65 @@ func runTrigger(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stdout, "archive of %s [%s, %s) requested; it is built once the window has settled (the fleet's %s_SETTLE)\n",
 		id, ts(from), ts(end), natsconf.Prefix)
 	return nil
+}
+
+// readPrivateKey reads community add's key: from -private-key-file, from
+// standard input (-private-key -) or, with a warning, from the command line.
+// nil when none is given.
+func readPrivateKey(env Env, file, arg string, given map[string]bool) ([]byte, error) {
+	var raw []byte
+	var from string
+	switch {
+	case given["private-key-file"] && given["private-key"]:
+		return nil, errors.New("give -private-key-file or -private-key, not both")
+	case given["private-key-file"]:
+		fi, err := os.Stat(file)
+		if err != nil {
+			return nil, fmt.Errorf("-private-key-file: %w", err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(env.Stderr, "archivectl: warning: %s is readable by other users (mode %v): chmod 600 %s\n", file, fi.Mode().Perm(), file)
+		}
+		if raw, err = os.ReadFile(file); err != nil {
+			return nil, fmt.Errorf("-private-key-file: %w", err)
+		}
+		from = file
+	case given["private-key"] && arg == "-":
+		var err error
+		if raw, err = io.ReadAll(io.LimitReader(env.Stdin, 64<<10)); err != nil {
+			return nil, fmt.Errorf("read the private key from standard input: %w", err)
+		}
+		from = "standard input"
+	case given["private-key"]:
+		fmt.Fprintln(env.Stderr, "archivectl: warning: a private key on the command line is visible to other users of this machine "+
+			"(ps, shell history): use -private-key-file FILE or -private-key - (standard input)")
+		raw, from = []byte(arg), "-private-key"
+	default:
+		return nil, nil
+	}
+	key, err := parsePrivateKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", from, err)
+	}
+	return key, nil
+}
+
+// parsePrivateKey takes 0x + 64 hex (the 0x optional, surrounding space
+// ignored) or keygen's JSON output.
+func parsePrivateKey(raw []byte) ([]byte, error) {
+	raw = bytes.TrimSpace(raw)
+	if bytes.HasPrefix(raw, []byte("{")) {
+		var kg struct {
+			PrivateKey string `json:"privateKey"`
+		}
+		if err := json.Unmarshal(raw, &kg); err != nil || kg.PrivateKey == "" {
+			return nil, errors.New("not keygen's JSON (no privateKey field)")
+		}
+		raw = []byte(kg.PrivateKey)
+	}
+	var key archive.HexBytes
+	if err := key.UnmarshalText(raw); err != nil || len(key) != 32 {
+		return nil, errors.New("the private key must be 0x + 64 hex digits")
+	}
+	return key, nil
 }

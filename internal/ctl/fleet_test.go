@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,18 +61,27 @@ func TestCommunityCommands(t *testing.T) {
 	json.Unmarshal([]byte(mustRun(t, "", "keygen")), &kg)
 	id, _ := archive.ParseCommunityID(kg.Community)
 	since := time.Now().Add(-3 * time.Hour).Unix()
-	out := mustRun(t, "", "community", "add", "-nats", url, "-private-key", kg.PrivateKey, "-interval", "1h",
+	// The key from standard input: no warning; it goes to the keys bucket,
+	// not into the registry entry.
+	out, errs, code := run(t, kg.PrivateKey+"\n", "community", "add", "-nats", url, "-private-key", "-", "-interval", "1h",
 		"-since", strconv.FormatInt(since, 10), "-topic", "0x01020304")
-	if !strings.Contains(out, kg.Community) || !strings.Contains(out, "2 topics") {
-		t.Fatalf("add: %s", out)
+	if code != 0 || !strings.Contains(out, kg.Community) || !strings.Contains(out, "2 topics") || errs != "" {
+		t.Fatalf("add: exit %d, %s, stderr %q", code, out, errs)
+	}
+	if key, err := registry.NewKeys(b.CommunityKeys).Get(context.Background(), id); err != nil || archive.HexBytes(key).String() != kg.PrivateKey {
+		t.Fatalf("stored key %x, %v", key, err)
+	}
+	if e, err := b.Communities.Get(context.Background(), kg.Community); err != nil || strings.Contains(string(e.Value()), kg.PrivateKey[2:]) {
+		t.Fatalf("registry entry %s (%v) holds the key", e.Value(), err)
 	}
 
-	// Adding it again is refused; -update changes only what is given.
+	// Adding it again is refused; -update changes only what is given. A key
+	// on the command line still works, with a warning.
 	if _, errs, code := run(t, "", "community", "add", "-nats", url, "-private-key", kg.PrivateKey); code != 1 ||
-		!strings.Contains(errs, "already registered") || !strings.Contains(errs, "-update") {
+		!strings.Contains(errs, "already registered") || !strings.Contains(errs, "-update") || !strings.Contains(errs, "visible to other users") {
 		t.Fatalf("second add: exit %d, %s", code, errs)
 	}
-	out = mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-interval", "2h")
+	out = mustRun(t, "", "community", "add", "-update", "-nats", url, "-id", kg.Community, "-interval", "2h")
 	com, err := registry.New(b.Communities).Get(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
@@ -77,17 +89,56 @@ func TestCommunityCommands(t *testing.T) {
 	if !strings.Contains(out, "updated") || time.Duration(com.Interval) != 2*time.Hour || com.Since != uint64(since) || len(com.Topics) != 2 {
 		t.Fatalf("update: %s; stored interval %v since %d topics %v", out, time.Duration(com.Interval), com.Since, com.Topics)
 	}
-	mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-interval", "1h")
+	// A key file readable by others is used, with a warning; keygen -out
+	// writes one only its owner reads, and never overwrites one.
+	dir := t.TempDir()
+	loose := filepath.Join(dir, "loose.key")
+	if err := os.WriteFile(loose, []byte(kg.PrivateKey+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := run(t, "", "community", "add", "-update", "-nats", url, "-private-key-file", loose, "-interval", "1h"); code != 0 ||
+		!strings.Contains(errs, "readable by other users") || !strings.Contains(errs, "chmod 600") {
+		t.Fatalf("update with a loose key file: exit %d, stderr %q", code, errs)
+	}
+	var kg2 struct{ Community, PrivateKey, KeyFile string }
+	kf := filepath.Join(dir, "new.key")
+	json.Unmarshal([]byte(mustRun(t, "", "keygen", "-out", kf)), &kg2)
+	if fi, err := os.Stat(kf); err != nil || fi.Mode().Perm() != 0o600 || kg2.PrivateKey != "" || kg2.KeyFile != kf {
+		t.Fatalf("keygen -out: %+v, file %v %v", kg2, fi, err)
+	}
+	if _, errs, code := run(t, "", "keygen", "-out", kf); code != 1 || !strings.Contains(errs, "not overwriting") {
+		t.Fatalf("keygen -out over an existing file: exit %d, %s", code, errs)
+	}
+	if out, errs, code := run(t, "", "community", "add", "-nats", url, "-private-key-file", kf); code != 0 || errs != "" ||
+		!strings.Contains(out, kg2.Community) {
+		t.Fatalf("add from keygen's file: exit %d, %s, stderr %q", code, out, errs)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"community", "add", "-nats", url}, "-private-key-file FILE"},
+		{[]string{"community", "add", "-nats", url, "-id", kg.Community}, "needs its private key"},
+		{[]string{"community", "add", "-nats", url, "-private-key-file", kf, "-private-key", "-"}, "not both"},
+		{[]string{"community", "add", "-update", "-nats", url, "-private-key-file", filepath.Join(dir, "none")}, "no such file"},
+		{[]string{"community", "add", "-update", "-nats", url, "-id", fixture.ID(fixture.Key()).String()}, "is not registered"},
+	} {
+		if _, errs, code := run(t, "", tc.args...); code != 1 || !strings.Contains(errs, tc.want) {
+			t.Fatalf("%v: exit %d, %s (want %q)", tc.args, code, errs, tc.want)
+		}
+	}
+	mustRun(t, "", "community", "remove", "-nats", url, "-id", kg2.Community)
+	mustRun(t, "", "community", "add", "-update", "-nats", url, "-id", kg.Community, "-interval", "1h")
 	if com.Shard != nil {
 		t.Fatalf("default shard stored as %d", *com.Shard)
 	}
 	// -shard: set on update, keeping the rest; out of range refused.
-	mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-shard", "64")
+	mustRun(t, "", "community", "add", "-update", "-nats", url, "-id", kg.Community, "-shard", "64")
 	if com, err = registry.New(b.Communities).Get(context.Background(), id); err != nil || com.Shard == nil || *com.Shard != 64 ||
 		time.Duration(com.Interval) != time.Hour {
 		t.Fatalf("shard update: %+v %v", com, err)
 	}
-	if _, errs, code := run(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-shard", "1024"); code == 0 ||
+	if _, errs, code := run(t, "", "community", "add", "-update", "-nats", url, "-id", kg.Community, "-shard", "1024"); code == 0 ||
 		!strings.Contains(errs, "out of range") {
 		t.Fatalf("shard 1024: exit %d, %s", code, errs)
 	}
@@ -156,6 +207,9 @@ func TestCommunityCommands(t *testing.T) {
 	mustRun(t, "", "community", "remove", "-nats", url, "-id", kg.Community)
 	if list := mustRun(t, "", "community", "list", "-nats", url); strings.Contains(list, shortID(id)) || !strings.Contains(list, "no communities") {
 		t.Fatalf("list after remove: %s", list)
+	}
+	if _, err := registry.NewKeys(b.CommunityKeys).Get(context.Background(), id); !errors.Is(err, registry.ErrNoKey) {
+		t.Fatalf("key after remove: %v", err)
 	}
 	if _, errs, code := run(t, "", "community", "add", "-nats", url, "-private-key", "0x1234"); code != 1 || !strings.Contains(errs, "private-key") {
 		t.Fatalf("bad key: %d %s", code, errs)
@@ -270,9 +324,9 @@ func TestCommunityChats(t *testing.T) {
 
 	// -update without -chat keeps them; with -chat replaces the list and
 	// drops the replaced chats' topics, keeping -topic's.
-	mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-interval", "2h")
+	mustRun(t, "", "community", "add", "-update", "-nats", url, "-id", kg.Community, "-interval", "2h")
 	wantCom([]string{chatA, chatB}, registry.ChatTopic(chatA), registry.ChatTopic(chatB))
-	out = mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-chat", uuidC)
+	out = mustRun(t, "", "community", "add", "-update", "-nats", url, "-id", kg.Community, "-chat", uuidC)
 	if !strings.Contains(out, "updated") || !strings.Contains(out, "(chats;") || !strings.Contains(out, "1 channel chats") {
 		t.Fatalf("update -chat: %s", out)
 	}
@@ -290,7 +344,7 @@ func TestCommunityChats(t *testing.T) {
 		{[]string{kg.Community}, "is not a channel chat id of this community"},
 		{[]string{uuidA, chatA}, "listed twice"},
 	} {
-		args := []string{"community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey}
+		args := []string{"community", "add", "-update", "-nats", url, "-id", kg.Community}
 		for _, c := range tc.chats {
 			args = append(args, "-chat", c)
 		}
@@ -381,7 +435,7 @@ func TestCommunityChats(t *testing.T) {
 	}
 
 	// -chat "" clears the list (and chat C's topic).
-	out = mustRun(t, "", "community", "add", "-update", "-nats", url, "-private-key", kg.PrivateKey, "-chat", "")
+	out = mustRun(t, "", "community", "add", "-update", "-nats", url, "-id", kg.Community, "-chat", "")
 	if !strings.Contains(out, "0 channel chats") {
 		t.Fatalf("clear: %s", out)
 	}

@@ -221,7 +221,7 @@ func runProbe(ctx context.Context, env Env, args []string) error {
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		return err
 	}
-	b, err := connect(ctx, env, *url)
+	b, err := connect(ctx, env, *url, "prober")
 	if err != nil {
 		return err
 	}

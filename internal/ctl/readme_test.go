@@ -58,7 +58,7 @@ func readmeSection(t *testing.T, heading string) [][]string {
 // and checks that every ingested message ends up archived: committed past
 // the trigger, listed by `community list`, and written back by `extract`
 // from the seeded folder. Placeholders are filled in as the README tells
-// the reader to: 0x02… and 0x… from keygen's output; the fleet's data dir,
+// the reader to: 0x02… from keygen's output; the fleet's data dir,
 // NATS and HTTP addresses are the test's own.
 func TestReadmeOperatingIt(t *testing.T) {
 	blocks := readmeSection(t, "### Operating it")
@@ -67,6 +67,9 @@ func TestReadmeOperatingIt(t *testing.T) {
 	}
 	cfg, natsURL := startAllInOne(t, 2*time.Second, false)
 	dir := filepath.Dir(cfg.DataDir)
+	// Files the lines name (keygen -out, -private-key-file, > and @) are
+	// in dir, as in the reader's working directory.
+	t.Chdir(dir)
 	c := natsconf.DefaultCommon()
 	c.NATSURL = natsURL
 	var b interface{ Close() }

@@ -6,7 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
@@ -83,10 +86,12 @@ func runSample(ctx context.Context, env Env, args []string) error {
 	return bw.Flush()
 }
 
-// runKeygen prints a new community id with its private key, and writes a
-// hash-ratchet key file for it when asked.
+// runKeygen prints a new community id with its private key (or writes the
+// key to a file of its own), and writes a hash-ratchet key file for it when
+// asked.
 func runKeygen(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "keygen", "[-ratchet FILE]")
+	fs := newFlagSet(env, "keygen", "[-out FILE] [-ratchet FILE]")
+	out := fs.String("out", "", "write the private key to this new file (mode 0600) for community add -private-key-file, and print only the community id")
 	ratchet := fs.String("ratchet", "", "also write a new hash-ratchet key file here (for token-gated communities)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
@@ -97,7 +102,15 @@ func runKeygen(ctx context.Context, env Env, args []string) error {
 	}
 	var c archive.CommunityID
 	copy(c[:], k.PubKey().SerializeCompressed())
-	out := map[string]string{"community": c.String(), "privateKey": archive.HexBytes(k.Serialize()).String()}
+	res := map[string]string{"community": c.String()}
+	if *out == "" {
+		res["privateKey"] = archive.HexBytes(k.Serialize()).String()
+	} else {
+		if err := writeNewFile(*out, []byte(archive.HexBytes(k.Serialize()).String()+"\n")); err != nil {
+			return err
+		}
+		res["keyFile"] = *out
+	}
 	if *ratchet != "" {
 		key := make([]byte, 32)
 		rand.Read(key)
@@ -114,9 +127,26 @@ func runKeygen(ctx context.Context, env Env, args []string) error {
 		if err := saveKeys(*ratchet, kf); err != nil {
 			return err
 		}
-		out["ratchetKeys"] = *ratchet
+		res["ratchetKeys"] = *ratchet
 	}
 	enc := json.NewEncoder(env.Stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return enc.Encode(res)
+}
+
+// writeNewFile writes a secret to a file that must not exist yet, readable
+// by its owner only.
+func writeNewFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s exists: not overwriting a key file (remove it or pick another name)", path)
+		}
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/scheduler", "../../cmd/archiver", "../../cmd/seeder", "../../cmd/announcer", "../../cmd/waku")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/scheduler", "../../cmd/archiver", "../../cmd/seeder", "../../cmd/announcer", "../../cmd/waku", "../../cmd/archivectl")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build services:", err)

@@ -15,7 +15,11 @@ import (
 )
 
 func (e *env) register(interval time.Duration, since uint64) *registry.Community {
-	com := fixture.Community(interval, since, archive.Topic{1, 2, 3, 4})
+	key := fixture.Key()
+	com := fixture.CommunityFromKey(key, interval, since, archive.Topic{1, 2, 3, 4})
+	if _, err := registry.NewKeys(e.ctl.CommunityKeys).Put(context.Background(), key); err != nil {
+		e.t.Fatal(err)
+	}
 	if err := registry.New(e.ctl.Communities).Put(context.Background(), com); err != nil {
 		e.t.Fatal(err)
 	}

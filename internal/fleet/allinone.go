@@ -212,12 +212,17 @@ func demoKey(dataDir string) (key []byte, created bool, err error) {
 
 // registerDemo registers the demo community, or reuses the one registered
 // by an earlier start (keeping its start and whatever an operator changed
-// except the interval, which follows DEMO_INTERVAL). It returns the
-// community and where its unarchived time starts.
-func registerDemo(ctx context.Context, b *bus.Bus, dataDir string, every time.Duration, log *slog.Logger) (*registry.Community, uint64, error) {
+// except the interval, which follows DEMO_INTERVAL), and stores its signing
+// key in the keys bucket (again at every start: a key an earlier version
+// kept in the registry moves there). It returns the community, its key and
+// where its unarchived time starts.
+func registerDemo(ctx context.Context, b *bus.Bus, dataDir string, every time.Duration, log *slog.Logger) (*registry.Community, []byte, uint64, error) {
 	key, created, err := demoKey(dataDir)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
+	}
+	if _, err := registry.NewKeys(b.CommunityKeys).Put(ctx, key); err != nil {
+		return nil, nil, 0, err
 	}
 	reg := registry.New(b.Communities)
 	now := uint64(time.Now().Unix())
@@ -227,38 +232,39 @@ func registerDemo(ctx context.Context, b *bus.Bus, dataDir string, every time.Du
 	case errors.Is(err, registry.ErrNotFound):
 		com = fixture.CommunityFromKey(key, every, now-3*uint64(every/time.Second), demoTopics...)
 		if err := reg.Put(ctx, com); err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		log.Info("demo community registered", "community", id.String(), "interval", every, "key_file", filepath.Join(dataDir, DemoKeyFile),
 			"new_key", created)
-		return com, com.Since, nil
+		return com, key, com.Since, nil
 	case err != nil:
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
-	if time.Duration(com.Interval) != every || !slices.Contains(com.Topics, demoTopics[0]) {
+	if time.Duration(com.Interval) != every || !slices.Contains(com.Topics, demoTopics[0]) || len(com.LegacySigningKey) > 0 {
 		com.Interval = registry.Duration(every)
+		com.LegacySigningKey = nil // stored in the keys bucket above
 		for _, t := range demoTopics {
 			if !slices.Contains(com.Topics, t) {
 				com.Topics = append(com.Topics, t)
 			}
 		}
 		if err := reg.Put(ctx, com); err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 	}
 	bs, _, err := (&state.Store{KV: b.State}).GetBuild(ctx, id.String())
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	log.Info("demo community reused", "community", id.String(), "interval", every, "archived_to", bs.LastEnd, "disabled", com.Disabled)
-	return com, com.NextStart(bs.LastEnd), nil
+	return com, key, com.NextStart(bs.LastEnd), nil
 }
 
 // runDemo registers the demo community (or reuses the one kept in the data
 // dir), ingests messages as time passes and logs every announcement after
 // checking its signature.
 func runDemo(ctx context.Context, b *bus.Bus, st *store.Store, dataDir string, port func() int, every time.Duration, log *slog.Logger) error {
-	com, from, err := registerDemo(ctx, b, dataDir, every, log)
+	com, key, from, err := registerDemo(ctx, b, dataDir, every, log)
 	if err != nil {
 		return err
 	}
@@ -276,7 +282,7 @@ func runDemo(ctx context.Context, b *bus.Bus, st *store.Store, dataDir string, p
 		return err
 	}
 	defer sub.Unsubscribe()
-	signers := [][]byte{fixture.Signer(com.SigningKey)}
+	signers := [][]byte{fixture.Signer(key)}
 	ingest := func(from, to uint64, n int) {
 		msgs := fixture.Messages{N: n, From: from, To: to, Random: true, Topics: demoTopics, Signers: signers, Size: 256}.Make()
 		res, err := st.Ingest(ctx, id, msgs)

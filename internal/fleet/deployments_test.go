@@ -3,6 +3,7 @@ package fleet
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,7 +23,9 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/ctl"
+	"github.com/archivefleet/archivefleet/internal/deploysecrets"
 	"github.com/archivefleet/archivefleet/internal/natsconf"
+	"github.com/archivefleet/archivefleet/internal/natsperm"
 	"github.com/archivefleet/archivefleet/internal/observe"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/store"
@@ -46,38 +49,61 @@ func composeTool(t *testing.T) []string {
 	return nil
 }
 
-// TestComposeConfig has Compose itself check deployments/compose.yaml, as
-// `docker compose config` would before `up`: schema, anchors, interpolation.
-// A spoiled copy must be refused, so a validator that accepted anything
-// would fail the test too.
+// deploySecrets writes a deployment's secrets as archivectl deploy-secrets
+// does (cheap password hashes) into a temp dir and returns it.
+func deploySecrets(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "secrets")
+	if _, err := deploysecrets.Generate(deploysecrets.Options{Dir: dir, BcryptCost: 4}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestComposeConfig has Compose itself check deployments/compose.yaml, alone
+// and with the cluster override, as `docker compose config` would before
+// `up`: schema, anchors, interpolation, env files, depends_on conditions,
+// with the secrets archivectl deploy-secrets writes. Spoiled copies must be
+// refused, so a validator that accepted anything would fail the test too;
+// so must the file without generated secrets.
 func TestComposeConfig(t *testing.T) {
 	tool := composeTool(t)
 	good, err := os.ReadFile("../../deployments/compose.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	secrets := deploySecrets(t)
 	for _, tc := range []struct {
-		name string
-		file []byte
-		ok   bool
+		name    string
+		file    []byte
+		secrets string
+		cluster bool
+		ok      bool
 	}{
-		{"deployments/compose.yaml", good, true},
-		{"unknown service key", bytes.Replace(good, []byte("    command: [\"scheduler\"]"), []byte("    comand: [\"scheduler\"]"), 1), false},
-		{"replicas not a number", bytes.Replace(good, []byte("replicas: 3"), []byte("replicas: three"), 1), false},
+		{"deployments/compose.yaml", good, secrets, false, true},
+		{"with nats/compose.cluster.yaml", good, secrets, true, true},
+		{"no secrets generated", good, t.TempDir(), false, false},
+		{"unknown service key", bytes.Replace(good, []byte("    command: [\"scheduler\"]"), []byte("    comand: [\"scheduler\"]"), 1), secrets, false, false},
+		{"replicas not a number", bytes.Replace(good, []byte("replicas: 3"), []byte("replicas: three"), 1), secrets, false, false},
+		{"unknown depends_on condition", bytes.Replace(good, []byte("condition: service_completed_successfully"), []byte("condition: service_done"), 1),
+			secrets, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if !tc.ok && bytes.Equal(tc.file, good) {
+			if !tc.ok && bytes.Equal(tc.file, good) && tc.secrets == secrets {
 				t.Fatal("the spoiled copy equals the original: the replacement no longer matches")
 			}
 			path := filepath.Join(t.TempDir(), "compose.yaml")
 			if err := os.WriteFile(path, tc.file, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			// The project directory is deployments/, so build contexts resolve
-			// as they do for the original.
-			args := append(tool[1:], "-p", "archivefleet", "--project-directory", "../../deployments", "-f", path, "config", "-q")
-			cmd := exec.Command(tool[0], args...)
-			cmd.Env = append(os.Environ(), "REDIS_PASSWORD=x", "INGEST_TOKEN=y")
+			// The project directory is deployments/, so build contexts and
+			// the other files resolve as they do for the original.
+			args := append(tool[1:], "-p", "archivefleet", "--project-directory", "../../deployments", "-f", path)
+			if tc.cluster {
+				args = append(args, "-f", "../../deployments/nats/compose.cluster.yaml")
+			}
+			cmd := exec.Command(tool[0], append(args, "config", "-q")...)
+			cmd.Env = append(os.Environ(), "SECRETS_DIR="+tc.secrets)
 			out, err := cmd.CombinedOutput()
 			if tc.ok && err != nil {
 				t.Fatalf("%s config: %v\n%s", strings.Join(tool, " "), err, out)
@@ -307,32 +333,70 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
+// natsConfIn copies a NATS configuration of deployments/nats into the
+// generated secrets' nats/ folder, which mirrors the container's /etc/nats
+// (auth/, tls/), with its /etc/nats/ paths pointed there, and parses it.
+func natsConfIn(t *testing.T, secrets, name string) *server.Options {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("../../deployments/nats", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(secrets, "nats")
+	raw = bytes.ReplaceAll(raw, []byte("/etc/nats/"), []byte(dir+"/"))
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return o
+}
+
 // TestNATSConfigs has the NATS server's own parser read every NATS
 // configuration under deployments/ (Compose's single server and the
-// cluster): each must enable JetStream and take 8 MiB messages, like the
-// all-in-one's embedded server.
+// cluster) with what archivectl deploy-secrets generates: each must enable
+// JetStream, take 8 MiB messages like the all-in-one's embedded server and
+// have the fleet's users (and no other); the cluster's clients and routes
+// use TLS (clients verified when NATS_CLIENT_VERIFY says so), the routes the
+// route user.
 func TestNATSConfigs(t *testing.T) {
 	files, _ := filepath.Glob("../../deployments/nats/*.conf")
 	if len(files) < 2 {
 		t.Fatalf("found %d NATS configs", len(files))
 	}
+	secrets := deploySecrets(t)
 	t.Setenv("SERVER_NAME", "nats-0")
-	t.Setenv("ARCHIVEFLEET_NATS_PASSWORD", "x")
+	t.Setenv("NATS_CLIENT_VERIFY", "true")
 	compose, err := os.ReadFile("../../deployments/compose.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range files {
-		o, err := server.ProcessConfigFile(f)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
+		o := natsConfIn(t, secrets, filepath.Base(f))
 		if !o.JetStream || o.MaxPayload != DefaultEmbeddedPayload {
 			t.Errorf("%s: jetstream %v, max_payload %d (want %d)", f, o.JetStream, o.MaxPayload, DefaultEmbeddedPayload)
 		}
+		if len(o.Users) != len(natsperm.Users()) || o.Username != "" || o.Authorization != "" {
+			t.Errorf("%s: %d users (want the fleet's %d), single user %q, token set %v", f, len(o.Users), len(natsperm.Users()),
+				o.Username, o.Authorization != "")
+		}
+		if filepath.Base(f) != "cluster.conf" {
+			continue
+		}
+		if o.TLSConfig == nil || o.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+			t.Errorf("%s: client TLS %+v, want verified client certificates", f, o.TLSConfig)
+		}
+		if o.Cluster.TLSConfig == nil || o.Cluster.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert || o.Cluster.Username != "route" ||
+			len(o.Routes) != 3 {
+			t.Errorf("%s: routes: TLS %v, user %q, %d routes", f, o.Cluster.TLSConfig != nil, o.Cluster.Username, len(o.Routes))
+		}
 	}
-	if !bytes.Contains(compose, []byte("./nats/nats.conf:/etc/nats/nats.conf")) || !bytes.Contains(compose, []byte(`"-c", "/etc/nats/nats.conf"`)) {
-		t.Error("compose.yaml does not run NATS with deployments/nats/nats.conf")
+	if !bytes.Contains(compose, []byte("./nats/nats.conf:/etc/nats/nats.conf")) || !bytes.Contains(compose, []byte(`"-c", "/etc/nats/nats.conf"`)) ||
+		!bytes.Contains(compose, []byte("${SECRETS_DIR:-./secrets}/nats/auth:/etc/nats/auth:ro")) {
+		t.Error("compose.yaml does not run NATS with deployments/nats/nats.conf and the generated users")
 	}
 	// k8s runs the cluster with cluster.conf verbatim in a ConfigMap.
 	conf, err := os.ReadFile("../../deployments/nats/cluster.conf")

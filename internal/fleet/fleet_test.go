@@ -55,6 +55,8 @@ type cluster struct {
 	archiverStore *store.Store
 	// trackerURL, when set, is the fleet tracker archivers put first.
 	trackerURL string
+	// keys are the private keys of the communities registered.
+	keys map[archive.CommunityID][]byte
 }
 
 // bus connects a service; its connection closes only after every service
@@ -73,7 +75,7 @@ func (c *cluster) bus() *bus.Bus {
 }
 
 func newCluster(t *testing.T) *cluster {
-	c := &cluster{t: t, ns: testenv.NATS(t), redis: testenv.Redis(t), errs: make(chan error, 100)}
+	c := &cluster{t: t, ns: testenv.NATS(t), redis: testenv.Redis(t), errs: make(chan error, 100), keys: map[archive.CommunityID][]byte{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.ctl = testenv.Bus(t, c.ns, testBusConfig)
 	t.Cleanup(c.stop)
@@ -157,11 +159,23 @@ func (c *cluster) scheduler() {
 
 // register makes a community with a fresh key.
 func (c *cluster) register(interval time.Duration, since uint64) *registry.Community {
-	com := fixture.Community(interval, since, archive.Topic{1, 2, 3, 4}, archive.Topic{1, 2, 3, 5})
+	key := fixture.Key()
+	com := fixture.CommunityFromKey(key, interval, since, archive.Topic{1, 2, 3, 4}, archive.Topic{1, 2, 3, 5})
+	c.put(com, key)
+	return com
+}
+
+// put registers com, storing its key (com's own) where the announcer reads
+// it.
+func (c *cluster) put(com *registry.Community, key []byte) {
+	c.t.Helper()
+	if _, err := registry.NewKeys(c.ctl.CommunityKeys).Put(context.Background(), key); err != nil {
+		c.t.Fatal(err)
+	}
 	if err := registry.New(c.ctl.Communities).Put(context.Background(), com); err != nil {
 		c.t.Fatal(err)
 	}
-	return com
+	c.keys[com.ID] = key
 }
 
 // messages makes n messages with timestamps spread evenly over [from, to).
@@ -494,12 +508,11 @@ func TestRepublishAndEncryptedCommunity(t *testing.T) {
 	since := now - 2*uint64(iv/time.Second)
 	rk := archive.RatchetKey{Timestamp: uint64(time.Now().UnixMilli()), Key: make([]byte, 32)}
 	rand.Read(rk.Key)
-	com := fixture.Community(iv, since, archive.Topic{7, 7, 7, 7})
+	key := fixture.Key()
+	com := fixture.CommunityFromKey(key, iv, since, archive.Topic{7, 7, 7, 7})
 	com.Encrypted, com.InstallationID, com.RatchetKey = true, "f0e1d2c3-archivefleet-test", &rk
 	id := com.ID
-	if err := registry.New(c.ctl.Communities).Put(context.Background(), com); err != nil {
-		t.Fatal(err)
-	}
+	c.put(com, key)
 	msgs := messages(com, 60, since, now)
 	st := c.archiver()
 	if _, err := st.Ingest(context.Background(), id, msgs); err != nil {

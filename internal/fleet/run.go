@@ -256,7 +256,7 @@ func newAnnouncer(b *bus.Bus, cfg AnnouncerConfig, log *slog.Logger, reg prometh
 	if cfg.WebhookURL != "" {
 		ts = append(ts, announce.Webhook{URL: cfg.WebhookURL})
 	}
-	return announce.New(announce.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State},
+	return announce.New(announce.Service{Bus: b, Registry: registry.New(b.Communities), Keys: registry.NewKeys(b.CommunityKeys), State: &state.Store{KV: b.State},
 		Transports: ts, Slots: cfg.Slots, Logger: log}, reg)
 }
 

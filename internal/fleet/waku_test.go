@@ -47,12 +47,11 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 	now := uint64(time.Now().Unix())
 	since := now - 3*uint64(iv/time.Second)
 	plain := c.register(iv, since)
-	gated := fixture.Community(iv, since, archive.Topic{9, 9, 9, 9})
+	gatedKey := fixture.Key()
+	gated := fixture.CommunityFromKey(gatedKey, iv, since, archive.Topic{9, 9, 9, 9})
 	rk := archive.RatchetKey{Timestamp: uint64(time.Now().UnixMilli()), Key: bytes.Repeat([]byte{7}, 32)}
 	gated.Encrypted, gated.InstallationID, gated.RatchetKey = true, "f0e1d2c3-archivefleet-test", &rk
-	if err := registry.New(c.ctl.Communities).Put(context.Background(), gated); err != nil {
-		t.Fatal(err)
-	}
+	c.put(gated, gatedKey)
 	coms := []*registry.Community{plain, gated}
 	var chats []string
 	for _, com := range coms {
@@ -215,7 +214,7 @@ func TestWakuEdgeOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	msg, err := announce.BuildMessage(com.SigningKey, 7, "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567")
+	msg, err := announce.BuildMessage(c.keys[com.ID], 7, "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,13 +249,12 @@ func TestWakuReceiveToArchive(t *testing.T) {
 	c := newCluster(t)
 	const iv = 4 * time.Second
 	start := time.Now().Add(-2 * iv).Truncate(time.Second)
-	com := fixture.Community(iv, uint64(start.Unix()))
+	key := fixture.Key()
+	com := fixture.CommunityFromKey(key, iv, uint64(start.Unix()))
 	cid := com.ID.String()
 	legacy := cid + "3f1a9e2c-7b64-4d3b-9a51-6c0d2e8f4b17"
 	com.Chats = []string{legacy}
-	if err := registry.New(c.ctl.Communities).Put(context.Background(), com); err != nil {
-		t.Fatal(err)
-	}
+	c.put(com, key)
 	js := testenv.StartJSRelay(t, "WAKU_SYM_CHATS="+strings.Join(wakuedge.Chats(cid), ","))
 	st := c.archiver()
 	reg := prometheus.NewRegistry()

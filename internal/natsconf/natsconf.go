@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -45,19 +46,23 @@ const (
 // Common is configuration every service reads. Its envconfig tags hold the
 // full variable names (see Load) and its desc tags describe them for -h.
 type Common struct {
-	NATSURL      string        `envconfig:"ARCHIVEFLEET_NATS_URL" desc:"NATS server URL(s), comma separated"`
-	NATSUser     string        `envconfig:"ARCHIVEFLEET_NATS_USER" desc:"NATS user"`
-	NATSPassword string        `envconfig:"ARCHIVEFLEET_NATS_PASSWORD" desc:"NATS password" secret:"true"`
-	NATSToken    string        `envconfig:"ARCHIVEFLEET_NATS_TOKEN" desc:"NATS token" secret:"true"`
-	NATSCreds    string        `envconfig:"ARCHIVEFLEET_NATS_CREDS" desc:"NATS creds file (JWT/NKey)"`
-	NATSTLSCA    string        `envconfig:"ARCHIVEFLEET_NATS_TLS_CA" desc:"TLS root CA file"`
-	NATSTLSCert  string        `envconfig:"ARCHIVEFLEET_NATS_TLS_CERT" desc:"TLS client certificate file"`
-	NATSTLSKey   string        `envconfig:"ARCHIVEFLEET_NATS_TLS_KEY" desc:"TLS client key file"`
-	Replicas     int           `envconfig:"ARCHIVEFLEET_NATS_REPLICAS" desc:"stream and bucket replicas (3 on a cluster)"`
-	Retention    time.Duration `envconfig:"ARCHIVEFLEET_MESSAGE_RETENTION" desc:"how long ingested messages are kept (0: forever)"`
-	AckWait      time.Duration `envconfig:"ARCHIVEFLEET_ACK_WAIT" desc:"redelivery timeout between heartbeats"`
-	MaxDeliver   int           `envconfig:"ARCHIVEFLEET_MAX_DELIVER" desc:"failures before an event is dead-lettered"`
-	Settle       time.Duration `envconfig:"ARCHIVEFLEET_SETTLE" desc:"wait this long after a window closes before building it"`
+	NATSURL      string `envconfig:"ARCHIVEFLEET_NATS_URL" desc:"NATS server URL(s), comma separated"`
+	NATSUser     string `envconfig:"ARCHIVEFLEET_NATS_USER" desc:"NATS user"`
+	NATSPassword string `envconfig:"ARCHIVEFLEET_NATS_PASSWORD" desc:"NATS password" secret:"true"`
+	NATSToken    string `envconfig:"ARCHIVEFLEET_NATS_TOKEN" desc:"NATS token" secret:"true"`
+	NATSCreds    string `envconfig:"ARCHIVEFLEET_NATS_CREDS" desc:"NATS creds file (JWT/NKey)"`
+	NATSTLSCA    string `envconfig:"ARCHIVEFLEET_NATS_TLS_CA" desc:"TLS root CA file"`
+	NATSTLSCert  string `envconfig:"ARCHIVEFLEET_NATS_TLS_CERT" desc:"TLS client certificate file"`
+	NATSTLSKey   string `envconfig:"ARCHIVEFLEET_NATS_TLS_KEY" desc:"TLS client key file"`
+	// NATSInboxPrefix is where replies to this process's requests come: by
+	// default _INBOX_<service>, so the NATS permissions can give each
+	// service user its own inboxes and no other's.
+	NATSInboxPrefix string        `envconfig:"ARCHIVEFLEET_NATS_INBOX_PREFIX" desc:"reply inbox prefix (default: _INBOX_<service>; the NATS user must be allowed to subscribe to <prefix>.>)"`
+	Replicas        int           `envconfig:"ARCHIVEFLEET_NATS_REPLICAS" desc:"stream and bucket replicas (3 on a cluster)"`
+	Retention       time.Duration `envconfig:"ARCHIVEFLEET_MESSAGE_RETENTION" desc:"how long ingested messages are kept (0: forever)"`
+	AckWait         time.Duration `envconfig:"ARCHIVEFLEET_ACK_WAIT" desc:"redelivery timeout between heartbeats"`
+	MaxDeliver      int           `envconfig:"ARCHIVEFLEET_MAX_DELIVER" desc:"failures before an event is dead-lettered"`
+	Settle          time.Duration `envconfig:"ARCHIVEFLEET_SETTLE" desc:"wait this long after a window closes before building it"`
 	// HTTPAddr serves /metrics, /healthz, /readyz (and ingest on the
 	// archiver and fleet).
 	HTTPAddr  string `envconfig:"ARCHIVEFLEET_HTTP_ADDR" desc:"address of /metrics, /healthz, /readyz (and ingest)"`
@@ -80,6 +85,9 @@ func (c Common) Validate() error {
 	}
 	errs = append(errs, NotNegative("MESSAGE_RETENTION", c.Retention), AtLeast("ACK_WAIT", c.AckWait, time.Second),
 		AtLeast("MAX_DELIVER", c.MaxDeliver, 1), NotNegative("SETTLE", c.Settle))
+	if p := c.NATSInboxPrefix; p != "" && !validInboxPrefix(p) {
+		errs = append(errs, Bad("NATS_INBOX_PREFIX", strconv.Quote(p), "want subject tokens without wildcards or spaces (e.g. _INBOX_archiver)"))
+	}
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		errs = append(errs, Bad("NATS_TLS_CERT", c.NATSTLSCert, "NATS_TLS_CERT and NATS_TLS_KEY go together"))
 	}
@@ -180,13 +188,65 @@ func (c Common) BusConfig() bus.Config {
 	return bus.Config{Replicas: c.Replicas, MessageRetention: c.Retention, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver}
 }
 
+// InboxPrefix is the default reply inbox prefix of a service: _INBOX_<name>
+// (the fleet's NATS permissions give each service user its own).
+func InboxPrefix(name string) string { return "_INBOX_" + name }
+
+// validInboxPrefix: subject tokens, no wildcard, no white space, not ending
+// in a dot (nats.CustomInboxPrefix's rules, and the server's).
+func validInboxPrefix(p string) bool {
+	if p == "" || strings.HasSuffix(p, ".") || strings.HasPrefix(p, ".") || strings.Contains(p, "..") {
+		return false
+	}
+	return !strings.ContainsAny(p, "*> \t\r\n")
+}
+
 // Connect dials NATS with the configured credentials and sets up the topology.
-// Secrets are never logged.
+// name is the service's: the connection's name and its inbox prefix
+// (InboxPrefix) come from it. Secrets are never logged.
+//
+// A user without the right to create streams (every service's in the
+// shipped deployments) only reads the topology: if it is missing or out of
+// date, Connect fails at once with bus.ErrTopologyDenied, which says to run
+// archivectl setup as the admin. Operations the server refuses later are
+// logged with their subject.
 func (c Common) Connect(ctx context.Context, name string, log *slog.Logger, extra ...nats.Option) (*bus.Bus, error) {
+	inbox := c.NATSInboxPrefix
+	if inbox == "" {
+		inbox = InboxPrefix(name)
+	}
+	if !validInboxPrefix(inbox) {
+		return nil, fmt.Errorf("nats: inbox prefix %q: want subject tokens without wildcards or spaces", inbox)
+	}
+	denials := bus.NewDenials()
+	// Replies to every request come to the inbox: a user who may not
+	// subscribe there gets no answer at all, which Connect reports at once
+	// rather than as a server that does not answer.
+	inboxDenied, inboxOnce := make(chan struct{}), sync.Once{}
 	opts := []nats.Option{
 		nats.Name("archivefleet-" + name),
+		nats.CustomInboxPrefix(inbox),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			var subject string
+			if sub != nil {
+				subject = sub.Subject
+			}
+			if denials.Note(err) {
+				if strings.Contains(err.Error(), `Subscription to "`+inbox+".") {
+					inboxOnce.Do(func() { close(inboxDenied) })
+				}
+				log.Error("nats refused an operation to this user (see the NATS user's permissions, or run the service with its own user)",
+					"err", err, "inbox_prefix", inbox)
+				return
+			}
+			log.Warn("nats error", "err", err, "subscription", subject)
+		}),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
+		// The server checks a bcrypt password hash on every connect: on a
+		// busy server, with a whole fleet (re)connecting at once, that
+		// takes longer than nats.go's 2 s.
+		nats.Timeout(ConnectTimeout),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil on a deliberate close or drain
 				log.Warn("nats disconnected", "err", err)
@@ -213,14 +273,33 @@ func (c Common) Connect(ctx context.Context, name string, log *slog.Logger, extr
 	if err != nil {
 		return nil, fmt.Errorf("nats connect %s: %w", redact(c.NATSURL), err)
 	}
-	b, err := setup(ctx, nc, c.BusConfig(), log)
+	cfg := c.BusConfig()
+	cfg.Denials = denials
+	sctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-inboxDenied:
+			cancel(fmt.Errorf("nats: this user may not subscribe to its reply inbox %s.> (no request can be answered): "+
+				"run the service with its own NATS user, or set %s_NATS_INBOX_PREFIX to the prefix the user's permissions allow", inbox, Prefix))
+		case <-sctx.Done():
+		}
+	}()
+	b, err := setup(sctx, nc, cfg, log)
+	cause := context.Cause(sctx)
+	cancel(nil)
 	if err != nil {
 		nc.Close()
+		if cause != nil && ctx.Err() == nil {
+			return nil, cause
+		}
 		return nil, fmt.Errorf("nats topology: %w", err)
 	}
 	log.Info("nats connected", "url", nc.ConnectedUrlRedacted())
 	return b, nil
 }
+
+// ConnectTimeout bounds the dial and handshake of each connection attempt.
+const ConnectTimeout = 10 * time.Second
 
 // SetupRetry bounds how long Connect repeats bus.Setup over a cluster's
 // transient errors: a service starting while the cluster elects a meta

@@ -1,6 +1,7 @@
 // Package registry keeps the communities the fleet archives, in a NATS KV
-// bucket keyed by community id: channel topics, interval, encryption and the
-// community's signing key.
+// bucket keyed by community id that every process reads (channel topics,
+// interval, encryption), and their signing keys, in a bucket of their own
+// that only the announcer and the admin may read (Keys).
 package registry
 
 import (
@@ -34,10 +35,12 @@ type Community struct {
 	InstallationID string               `json:"installationId,omitempty"`
 	RatchetKey     *archive.RatchetKey  `json:"ratchetKey,omitempty"`
 	OldKeys        []archive.RatchetKey `json:"oldKeys,omitempty"`
-	// SigningKey is the community private key (32 bytes) that signs magnet
-	// announcements. It is a secret: never log a Community.
-	SigningKey archive.HexBytes `json:"signingKey"`
-	Disabled   bool             `json:"disabled,omitempty"`
+	// LegacySigningKey is the community's private key as versions before
+	// the keys bucket (Keys) stored it here, where every process reads it.
+	// Put refuses a community that still carries one; MoveSigningKeys
+	// (archivectl setup) moves it. A secret: never log a Community.
+	LegacySigningKey archive.HexBytes `json:"signingKey,omitempty"`
+	Disabled         bool             `json:"disabled,omitempty"`
 	// Shard is the community's Waku shard index in the fleet's cluster
 	// (0..1023); nil means status-go's default community shard
 	// (wakuwire.DefaultCommunityShard, /waku/2/rs/16/32).
@@ -108,12 +111,12 @@ func (c *Community) Validate() error {
 	if iv < time.Second || iv%time.Second != 0 {
 		return fmt.Errorf("interval %v is not a positive whole number of seconds", iv)
 	}
-	if len(c.SigningKey) != 32 {
-		return errors.New("signing key must be the 32-byte community private key")
+	if len(c.LegacySigningKey) > 0 {
+		return errors.New("the entry still carries the community's signing key, readable by every process: " +
+			"move it to the keys bucket first (archivectl setup does)")
 	}
-	pub := secp256k1.PrivKeyFromBytes(c.SigningKey).PubKey().SerializeCompressed()
-	if string(pub) != string(c.ID[:]) {
-		return errors.New("signing key does not belong to the community id")
+	if _, err := secp256k1.ParsePubKey(c.ID[:]); err != nil {
+		return fmt.Errorf("community id is not a compressed secp256k1 public key: %w", err)
 	}
 	if c.Shard != nil && *c.Shard > MaxShard {
 		return fmt.Errorf("shard %d is out of range 0..%d", *c.Shard, MaxShard)

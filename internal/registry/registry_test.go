@@ -1,8 +1,10 @@
 package registry_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -146,4 +148,134 @@ func sorted(ts []archive.Topic) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestKeys stores signing keys in their own bucket: a key goes under the
+// community it belongs to, Get checks what it reads, and a registry entry
+// never holds one.
+func TestKeys(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	ctx := context.Background()
+	reg, keys := registry.New(b.Communities), registry.NewKeys(b.CommunityKeys)
+	key := fixture.Key()
+	id, err := keys.Put(ctx, key)
+	if err != nil || id != fixture.ID(key) {
+		t.Fatalf("Put: %s %v, want %s", id, err, fixture.ID(key))
+	}
+	if got, err := keys.Get(ctx, id); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("Get: %x %v", got, err)
+	}
+	other := fixture.ID(fixture.Key())
+	if _, err := keys.Get(ctx, other); !errors.Is(err, registry.ErrNoKey) {
+		t.Fatalf("Get of a community without a key: %v, want ErrNoKey", err)
+	}
+	// A key stored under another community's name is refused on reading.
+	if _, err := b.CommunityKeys.Put(ctx, other.String(), []byte(`{"signingKey":"`+archive.HexBytes(key).String()+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Get(ctx, other); !errors.Is(err, registry.ErrCorrupt) {
+		t.Fatalf("Get of a foreign key: %v, want ErrCorrupt", err)
+	}
+	for _, bad := range [][]byte{nil, make([]byte, 31), make([]byte, 32)} {
+		if _, err := keys.Put(ctx, bad); err == nil {
+			t.Fatalf("Put(%x) accepted", bad)
+		}
+	}
+	com := fixture.CommunityFromKey(key, time.Hour, 1)
+	if err := reg.Put(ctx, com); err != nil {
+		t.Fatal(err)
+	}
+	e, err := b.Communities.Get(ctx, id.String())
+	if err != nil || bytes.Contains(e.Value(), []byte("signingKey")) || bytes.Contains(e.Value(), []byte(hex.EncodeToString(key))) {
+		t.Fatalf("registry entry %s (%v) holds the key", e.Value(), err)
+	}
+	com.LegacySigningKey = key
+	if err := reg.Put(ctx, com); err == nil || !strings.Contains(err.Error(), "archivectl setup") {
+		t.Fatalf("Put of an entry with its key: %v, want a refusal saying to run archivectl setup", err)
+	}
+	if err := keys.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Get(ctx, id); !errors.Is(err, registry.ErrNoKey) {
+		t.Fatalf("Get after Delete: %v", err)
+	}
+	if err := keys.Delete(ctx, id); err != nil {
+		t.Fatalf("second Delete: %v", err)
+	}
+}
+
+// TestMoveSigningKeys writes registry entries as an earlier version did,
+// with the signing key in them, and moves the keys: each goes to the keys
+// bucket and leaves its entry (and the bucket's stream: one revision per
+// key), the rest of the entry kept; entries without a key, or with a key
+// that is not theirs, are left alone; a second run moves nothing.
+func TestMoveSigningKeys(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
+	ctx := context.Background()
+	reg, keys := registry.New(b.Communities), registry.NewKeys(b.CommunityKeys)
+	var legacy []archive.CommunityID
+	var legacyKeys [][]byte
+	for i := range 3 {
+		key := fixture.Key()
+		com := fixture.CommunityFromKey(key, time.Duration(i+1)*time.Hour, 7, archive.Topic{1, 2, 3, byte(i)})
+		com.LegacySigningKey = key
+		raw, _ := json.Marshal(com)
+		if _, err := b.Communities.Put(ctx, com.ID.String(), raw); err != nil {
+			t.Fatal(err)
+		}
+		legacy, legacyKeys = append(legacy, com.ID), append(legacyKeys, key)
+	}
+	plain := fixture.Community(time.Hour, 1)
+	if err := reg.Put(ctx, plain); err != nil {
+		t.Fatal(err)
+	}
+	wrong := fixture.Community(time.Hour, 1)
+	wrong.LegacySigningKey = fixture.Key()
+	raw, _ := json.Marshal(wrong)
+	if _, err := b.Communities.Put(ctx, wrong.ID.String(), raw); err != nil {
+		t.Fatal(err)
+	}
+
+	moved, err := reg.MoveSigningKeys(ctx, keys)
+	if err == nil || !strings.Contains(err.Error(), wrong.ID.String()) || !strings.Contains(err.Error(), "does not belong") {
+		t.Fatalf("error %v, want one naming %s's foreign key", err, wrong.ID)
+	}
+	slices.SortFunc(moved, func(a, b archive.CommunityID) int { return strings.Compare(a.String(), b.String()) })
+	want := slices.Clone(legacy)
+	slices.SortFunc(want, func(a, b archive.CommunityID) int { return strings.Compare(a.String(), b.String()) })
+	if !slices.Equal(moved, want) {
+		t.Fatalf("moved %v, want %v", moved, want)
+	}
+	for i, id := range legacy {
+		got, err := keys.Get(ctx, id)
+		if err != nil || !bytes.Equal(got, legacyKeys[i]) {
+			t.Fatalf("key of %s after the move: %x %v", id, got, err)
+		}
+		com, err := reg.Get(ctx, id)
+		if err != nil || len(com.LegacySigningKey) != 0 || time.Duration(com.Interval) != time.Duration(i+1)*time.Hour || com.Since != 7 {
+			t.Fatalf("entry of %s after the move: %+v %v", id, com, err)
+		}
+	}
+	// The old revisions are gone from the registry's stream.
+	s, err := b.JS.Stream(ctx, "KV_"+bus.BucketCommunities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := s.CachedInfo().State.FirstSeq; seq <= s.CachedInfo().State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			continue // deleted
+		}
+		for i, k := range legacyKeys {
+			if bytes.Contains(m.Data, []byte(hex.EncodeToString(k))) {
+				t.Fatalf("the registry's stream still holds %s's key at sequence %d", legacy[i], seq)
+			}
+		}
+	}
+	if com, err := reg.Get(ctx, wrong.ID); err != nil || len(com.LegacySigningKey) == 0 {
+		t.Fatalf("a foreign key was moved: %+v %v", com, err)
+	}
+	if moved, err := reg.MoveSigningKeys(ctx, keys); len(moved) != 0 || err == nil {
+		t.Fatalf("second run moved %v (%v)", moved, err)
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 
-
 	"github.com/archivefleet/archivefleet/internal/bus"
 )
 

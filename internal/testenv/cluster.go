@@ -344,8 +344,8 @@ func (c *Cluster) WaitCurrent(timeout time.Duration, streams ...string) error {
 // for once SetupBus has made the topology.
 func FleetStreams() []string {
 	return []string{bus.StreamDue, bus.StreamBuilt, bus.StreamSeeding, bus.StreamAnnounced, bus.StreamDLQ, bus.StreamMessages, bus.StreamConflicts,
-		bus.StreamPrune, "KV_" + bus.BucketCommunities, "KV_" + bus.BucketState, "KV_" + bus.BucketFailures,
-		"KV_" + bus.BucketTrackerPeers, "OBJ_" + bus.BucketObjects}
+		bus.StreamPrune, "KV_" + bus.BucketCommunities, "KV_" + bus.BucketCommunityKeys, "KV_" + bus.BucketState, "KV_" + bus.BucketFailures,
+		"KV_" + bus.BucketTrackerPeers, "KV_" + bus.BucketSeeders, "KV_" + bus.BucketServing, "OBJ_" + bus.BucketObjects}
 }
 
 // Connect dials the cluster with every node's URL (reconnecting forever, so

@@ -71,7 +71,7 @@ func community(t *testing.T, reg *registry.Registry, shard *uint16) (*registry.C
 	}
 	var id archive.CommunityID
 	copy(id[:], k.PubKey().SerializeCompressed())
-	com := &registry.Community{ID: id, SigningKey: k.Serialize(), Since: 1, Shard: shard}
+	com := &registry.Community{ID: id, Since: 1, Shard: shard}
 	if err := reg.Put(context.Background(), com); err != nil {
 		t.Fatal(err)
 	}
