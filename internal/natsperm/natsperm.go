@@ -142,20 +142,21 @@ func (p *perms) work(stream, consumer, kind string) {
 	p.kvWrite(bus.BucketFailures, consumer+".*")
 }
 
-// messagesRead reads the MESSAGES stream as the store does (ordered
-// consumers, single-record gets, stream info with a subject filter).
+// messagesRead reads the MESSAGES stream as the store does: batched
+// direct gets by subject, and single records from the stream's leader (no
+// consumer).
 func (p *perms) messagesRead() {
 	p.streamRead(bus.StreamMessages)
-	p.streamConsume(bus.StreamMessages)
 }
 
 // ingest stores messages as store.Store does: the community and its state
-// read, each record published under its own subject, a large payload put
-// in the object store.
+// read, records published on their day's buckets (the buckets read to find
+// what they hold), a large payload put in the object store, a conflicting
+// record kept aside.
 func (p *perms) ingest() {
 	p.kvGet(bus.BucketCommunities)
 	p.kvGet(bus.BucketState, "*")
-	p.publish("msgs.>")
+	p.publish("msgs.>", bus.SubjectConflict("*", "*"))
 	p.messagesRead()
 	p.objectsWrite()
 }
