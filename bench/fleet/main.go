@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/archivefleet/archivefleet/bench/benchfleet"
@@ -26,6 +27,7 @@ import (
 func main() {
 	n := flag.Int("communities", 10000, "communities to backfill")
 	archivers := flag.Int("archivers", 2, "archiver processes")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (the embedded NATS server's work) to a file")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "fleetbench-")
 	check(err)
@@ -60,6 +62,16 @@ func main() {
 	start("announcer", "ARCHIVEFLEET_SLOTS=4")
 	time.Sleep(time.Second)
 
+	cpu0 := map[int]float64{os.Getpid(): proc.CPUSeconds(os.Getpid())}
+	for _, p := range procs {
+		cpu0[p.Process.Pid] = proc.CPUSeconds(p.Process.Pid)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	t1 := time.Now()
 	outcomes, err := schedule.Backfill(ctx, b, coms, time.Now(), 0)
 	check(err)
@@ -84,15 +96,18 @@ func main() {
 	}
 	elapsed := time.Since(t1)
 	out := map[string]any{"communities": *n, "archivers": *archivers, "seconds": elapsed.Seconds(),
-		"communities_per_s": float64(*n) / elapsed.Seconds(), "peak_rss_MB": map[string]float64{}}
+		"communities_per_s": float64(*n) / elapsed.Seconds(), "peak_rss_MB": map[string]float64{}, "cpu_ms_per_community": map[string]float64{}}
+	cpu := out["cpu_ms_per_community"].(map[string]float64)
 	for i, p := range procs {
 		name := filepath.Base(p.Path)
 		if name == "archiver" {
 			name = fmt.Sprintf("archiver-%d", i)
 		}
 		out["peak_rss_MB"].(map[string]float64)[name] = float64(peaks[p.Process.Pid]) / 1024
+		cpu[name] = 1000 * (proc.CPUSeconds(p.Process.Pid) - cpu0[p.Process.Pid]) / float64(*n)
 	}
 	out["peak_rss_MB"].(map[string]float64)["bench+nats (this process)"] = float64(proc.StatusKB(os.Getpid(), "VmHWM")) / 1024
+	cpu["bench+nats (this process)"] = 1000 * (proc.CPUSeconds(os.Getpid()) - cpu0[os.Getpid()]) / float64(*n)
 	for _, p := range procs {
 		p.Process.Signal(os.Interrupt)
 	}

@@ -113,7 +113,7 @@ func run(mode string, n, payload int) result {
 		watch = start(filepath.Join(bin, "fleet"), append(os.Environ(), "ARCHIVEFLEET_DATA_DIR="+filepath.Join(dir, "fleet"),
 			"ARCHIVEFLEET_DEMO=false", "ARCHIVEFLEET_EMBEDDED_NATS_PORT=-1", "ARCHIVEFLEET_HTTP_ADDR=127.0.0.1:0",
 			"ARCHIVEFLEET_LOG_FORMAT=text", "ARCHIVEFLEET_LOG_LEVEL=info", "ARCHIVEFLEET_SETTLE=0s", "ARCHIVEFLEET_TRACKERS=none"), "fleet")
-		url := waitLog(filepath.Join(dir, "fleet.log"), regexp.MustCompile(`embedded NATS JetStream started url=(\S+)`))
+		url := waitLog(filepath.Join(dir, "fleet.log"), regexp.MustCompile(`embedded NATS JetStream started.* url=(\S+)`))
 		waitLog(filepath.Join(dir, "fleet.log"), regexp.MustCompile(`fleet started`))
 		c := fleet.Common{NATSURL: url, AckWait: 30 * time.Second, MaxDeliver: 20, Replicas: 1}
 		b, err = c.Connect(ctx, "bench", fleet.Common{LogLevel: "warn"}.NewLogger("bench"))
@@ -127,9 +127,12 @@ func run(mode string, n, payload int) result {
 	// disabled: nothing is built before every message is in.
 	now := uint64(time.Now().Unix())
 	since := now - 2*3600
-	com := fixture.CommunityFromKey(fixture.Key(), time.Hour, since, archive.Topic{0xbe, 0, 0, 1})
+	key := fixture.Key()
+	com := fixture.CommunityFromKey(key, time.Hour, since, archive.Topic{0xbe, 0, 0, 1})
 	com.Disabled = true
 	reg := registry.New(b.Communities)
+	_, err = registry.NewKeys(b.CommunityKeys).Put(ctx, key)
+	check(err)
 	check(reg.Put(ctx, com))
 	st := &store.Store{Bus: b}
 	t0 := time.Now()

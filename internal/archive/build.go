@@ -241,7 +241,10 @@ func (b *builder) run(ctx context.Context) (*BuildResult, error) {
 			return nil, err
 		}
 	}
-	atomicfile.RemoveStale(b.dir, IndexFile)
+	// The community's own folder holds a few files; the torrents folder
+	// is shared by every community, so only this torrent's temp file is
+	// looked for there (a process sweeps the rest once at start).
+	atomicfile.SweepStale(b.dir)
 	atomicfile.RemoveStale(filepath.Dir(b.torrent), filepath.Base(b.torrent))
 
 	oldIndex, err := b.loadIndex()

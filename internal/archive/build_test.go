@@ -340,7 +340,7 @@ func TestRecoversFromInterruptedRun(t *testing.T) {
 			t.Fatalf("reused %d pieces, infohash %s; want 0 and %s", got.PiecesReused, got.InfoHash, want.InfoHash)
 		}
 		if _, err := os.Stat(filepath.Join(l.ArchiveDir(c), ".index.tmp-123")); !os.IsNotExist(err) {
-			t.Fatal("stale temp file left in the torrent folder")
+			t.Fatal("stale temp file left in the community folder")
 		}
 	})
 	t.Run("missing data", func(t *testing.T) {
