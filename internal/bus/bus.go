@@ -18,6 +18,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -272,6 +273,12 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 	if b.Objects, err = ensureObjectStore(ctx, js, cfg.Denials, jetstream.ObjectStoreConfig{Bucket: BucketObjects, Storage: storage, Replicas: cfg.Replicas}); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", BucketObjects, err)
 	}
+	// Best effort: a user that may not write it (most services in the
+	// shipped deployments) finds it written by the admin's set-up; readers
+	// take a missing one for "earlier records may remain".
+	lctx, cancel := context.WithTimeout(ctx, setupLookupTimeout)
+	ensureMessagesLayout(lctx, b)
+	cancel()
 	return b, nil
 }
 
@@ -320,4 +327,50 @@ func SetupPrune(ctx context.Context, b *Bus) error {
 		}
 	}
 	return nil
+}
+
+// KeyMessagesLayout, in BucketState, records where MESSAGES' records of
+// the current layout (one subject per community-day) begin: the stream
+// sequence after the last record of earlier layouts. Readers look for
+// records of those layouts only while the stream still holds records
+// before it.
+const KeyMessagesLayout = "messages-layout"
+
+type messagesLayout struct {
+	RecordsFrom uint64 `json:"recordsFrom"`
+}
+
+// ensureMessagesLayout records, once, where this layout's records begin:
+// after whatever MESSAGES holds when the first Setup of this version runs.
+// A user that may not write the key leaves it to the admin's Setup.
+func ensureMessagesLayout(ctx context.Context, b *Bus) error {
+	if _, ok, err := MessagesLayout(ctx, b); ok || err != nil {
+		return err
+	}
+	str, err := b.JS.Stream(ctx, StreamMessages)
+	if err != nil {
+		return err
+	}
+	v, _ := json.Marshal(messagesLayout{RecordsFrom: str.CachedInfo().State.LastSeq + 1})
+	if _, err := b.State.Create(ctx, KeyMessagesLayout, v); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return err
+	}
+	return nil
+}
+
+// MessagesLayout returns where the current layout's records begin in
+// MESSAGES, and false when that was never recorded.
+func MessagesLayout(ctx context.Context, b *Bus) (uint64, bool, error) {
+	e, err := RetryValue(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return b.State.Get(ctx, KeyMessagesLayout) })
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("messages layout: %w", err)
+	}
+	var l messagesLayout
+	if err := json.Unmarshal(e.Value(), &l); err != nil || l.RecordsFrom == 0 {
+		return 0, false, fmt.Errorf("messages layout: unreadable %q", e.Value())
+	}
+	return l.RecordsFrom, true, nil
 }

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/textproto"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -114,7 +115,7 @@ func (b *Bus) Read(ctx context.Context, r Read, fn func(*Record) error) (uint64,
 		}
 		// The replica that answered had nothing more: the leader tells
 		// whether a record at or below the bound is still to come.
-		seq, err := b.leaderNext(ctx, r.Stream, r.Filter, next)
+		seq, err := b.leaderNext(ctx, r.Stream, r.Filter, next, upto)
 		if err != nil {
 			return last, fmt.Errorf("read %s %s: ask the leader: %w", r.Stream, r.Filter, err)
 		}
@@ -227,13 +228,124 @@ func record(m *nats.Msg) (*Record, error) {
 }
 
 // leaderNext asks the stream's leader for the sequence of the first record
-// on filter from seq on; 0 when there is none.
-func (b *Bus) leaderNext(ctx context.Context, stream, filter string, seq uint64) (uint64, error) {
+// on filter from seq on (0 when there is none, or none up to upto). For a
+// subject without wildcards it asks for the subject's last record first,
+// which the server finds in its subject index; a wildcard's next record
+// the server may have to look for through the message blocks.
+func (b *Bus) leaderNext(ctx context.Context, stream, filter string, seq, upto uint64) (uint64, error) {
+	if !strings.ContainsAny(filter, "*>") {
+		r, err := b.LeaderGet(ctx, stream, Get{LastFor: filter})
+		if err != nil || r == nil || r.Seq < seq {
+			return 0, err
+		}
+		if r.Seq <= upto {
+			return r.Seq, nil // at least that one is still to read
+		}
+	}
 	r, err := b.LeaderGet(ctx, stream, Get{Seq: seq, NextFor: filter})
 	if err != nil || r == nil {
 		return 0, err
 	}
 	return r.Seq, nil
+}
+
+// LastPerSubject returns, for every subject of stream matching filter
+// whose last record has a sequence from seq on, that sequence. It asks any
+// replica (a multi-last direct get, served from the subject index) and
+// checks the replica holds the stream up to upto, asking again while it
+// does not. A filter matching over 1,024 subjects is ErrTooManySubjects.
+func (b *Bus) LastPerSubject(ctx context.Context, stream, filter string, seq, upto uint64) (map[string]uint64, error) {
+	req, err := json.Marshal(struct {
+		MultiLast []string `json:"multi_last"`
+		Seq       uint64   `json:"seq,omitempty"`
+	}{[]string{filter}, seq})
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	for {
+		out, servedUpTo, err := b.multiLast(ctx, stream, req)
+		if err != nil {
+			return nil, fmt.Errorf("last records of %s %s: %w", stream, filter, err)
+		}
+		if servedUpTo == math.MaxUint64 {
+			// No subject matched, which does not say how far the replica
+			// is: the leader tells whether one should have.
+			r, err := b.LeaderGet(ctx, stream, Get{LastFor: filter})
+			if err != nil {
+				return nil, fmt.Errorf("last records of %s %s: %w", stream, filter, err)
+			}
+			if r == nil || r.Seq < seq {
+				return out, nil
+			}
+			servedUpTo = 0
+		}
+		if servedUpTo >= upto {
+			return out, nil
+		}
+		if time.Since(start) > laggingReplicaWait {
+			return nil, fmt.Errorf("last records of %s %s: served up to %d, not %d, after %v", stream, filter, servedUpTo, upto, laggingReplicaWait)
+		}
+		if err := Sleep(ctx, 20*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// ErrTooManySubjects is a multi-last read over the server's limit of 1,024
+// subjects.
+var ErrTooManySubjects = errors.New("filter matches over 1,024 subjects")
+
+// multiLast runs one multi-last request and returns the subjects' last
+// sequences and the sequence the replica answered up to.
+func (b *Bus) multiLast(ctx context.Context, stream string, req []byte) (out map[string]uint64, upTo uint64, err error) {
+	err = Retry(ctx, func(ctx context.Context) error {
+		out, upTo = map[string]uint64{}, 0
+		inbox := b.NC.NewInbox()
+		sub, err := b.NC.SubscribeSync(inbox)
+		if err != nil {
+			return err
+		}
+		defer sub.Unsubscribe()
+		if err := b.NC.PublishRequest(b.api()+".DIRECT.GET."+stream, inbox, req); err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, readRequestTimeout)
+		defer cancel()
+		for {
+			m, err := sub.NextMsgWithContext(rctx)
+			if err != nil {
+				if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+					return nats.ErrTimeout
+				}
+				return err
+			}
+			switch status := m.Header.Get("Status"); status {
+			case "":
+			case "204":
+				upTo, _ = strconv.ParseUint(m.Header.Get("Nats-UpTo-Sequence"), 10, 64)
+				return nil
+			case "404": // no subject matches: the replica's last sequence is not told
+				upTo = math.MaxUint64
+				return nil
+			case "413":
+				return &readAbort{ErrTooManySubjects}
+			case "503":
+				return nats.ErrNoResponders
+			default:
+				return fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
+			}
+			seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+			if err != nil {
+				return &readAbort{fmt.Errorf("direct get: record without a sequence: %v", err)}
+			}
+			out[m.Header.Get(jetstream.SubjectHeader)] = seq
+		}
+	})
+	if ab := (*readAbort)(nil); errors.As(err, &ab) {
+		return nil, 0, ab.err
+	}
+	return out, upTo, err
 }
 
 // Get names one record for LeaderGet: the one at Seq, the first on NextFor

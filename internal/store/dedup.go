@@ -35,10 +35,10 @@ const indexEntryCost = 48
 // that keeps moving under it.
 const maxWriteAttempts = 20
 
+// bucketKey names a community-day's records subject.
 type bucketKey struct {
 	c   string
 	day uint64
-	b   byte
 }
 
 // bucketIndex is what one bucket subject holds, as far as this process
@@ -178,7 +178,7 @@ func (d *dedupIndex) release(bi *bucketIndex) {
 
 // load reads the bucket's records after what the index has seen.
 func (s *Store) loadBucket(ctx context.Context, bi *bucketIndex) error {
-	subject := bucketSubject(bi.key.c, bi.key.day, bi.key.b)
+	subject := daySubject(bi.key.c, bi.key.day)
 	return s.read(ctx, subject, bi.last, math.MaxUint64, func(r *bus.Record) error {
 		es, err := recordEntries(r)
 		if err != nil {
@@ -204,28 +204,11 @@ func (s *Store) reloadBucket(ctx context.Context, bi *bucketIndex) error {
 	return nil
 }
 
-// hasV2 tells whether community c's day d holds records of the
-// per-message layout. Those were all written before any bucket record
-// (versions are not mixed: see the upgrade note), so the day's first
-// record tells.
+// hasV2 tells whether community c's day d may hold records of the
+// one-message-per-subject layout, which ingest then looks up message by
+// message: while records of earlier layouts remain in the stream.
 func (s *Store) hasV2(ctx context.Context, c string, d uint64) (bool, error) {
-	key := bucketKey{c: c, day: d}
-	idx := s.dedup()
-	idx.mu.Lock()
-	v, ok := idx.v2[key]
-	idx.mu.Unlock()
-	if ok {
-		return v, nil
-	}
-	first, err := s.Bus.LeaderGet(ctx, bus.StreamMessages, bus.Get{NextFor: bus.SubjectMessagesLegacy(c, d) + ".*", Seq: 1})
-	if err != nil {
-		return false, err
-	}
-	v = first != nil && len(first.Subject[strings.LastIndexByte(first.Subject, '.')+1:]) > 1
-	idx.mu.Lock()
-	idx.v2[key] = v
-	idx.mu.Unlock()
-	return v, nil
+	return s.legacyMayRemain(ctx)
 }
 
 func (s *Store) dedup() *dedupIndex {

@@ -387,7 +387,7 @@ func (s *Store) ingestChunk(ctx context.Context, c archive.CommunityID, com *reg
 			}
 			continue
 		}
-		key := bucketKey{c: c.String(), day: it.msg.Timestamp / day, b: bucketOf(it.msg.Hash)}
+		key := bucketKey{c: c.String(), day: it.msg.Timestamp / day}
 		if groups[key] == nil {
 			order = append(order, key)
 		}
@@ -602,7 +602,7 @@ func (w *bucketWrite) flush(ctx context.Context) {
 		w.pending, w.size = w.pending[:0], 0
 		clear(w.seen)
 	}()
-	subject := bucketSubject(w.bi.key.c, w.bi.key.day, w.bi.key.b)
+	subject := daySubject(w.bi.key.c, w.bi.key.day)
 	for attempt := 0; len(w.pending) > 0; attempt++ {
 		if attempt == maxWriteAttempts {
 			for _, p := range w.pending {

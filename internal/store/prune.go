@@ -227,19 +227,23 @@ func (s *Store) pruneScan(ctx context.Context, c string, cut Cutoff, st *PruneSt
 	var out []*pruneDay
 	byFilter := map[string]*pruneDay{}
 	prefix := "msgs." + c + "."
-	err := s.read(ctx, prefix+">", 0, cut.Seq, func(r *bus.Record) error {
+	err := s.eachDay(ctx, c, 0, cut.Seq, func(r *bus.Record) error {
 		day, legacy, ok := parseDay(strings.TrimPrefix(r.Subject, prefix))
 		if !ok {
 			return nil // the fence, or a subject ingest does not write
 		}
 		st.Scanned++
-		filter := prefix + strconv.FormatUint(day, 10)
-		if !legacy {
-			filter += ".*"
+		// A day's records subject, or the one subject of the first
+		// layout, is purged below a sequence; the one-message subjects of
+		// the layout in between are deleted one by one (a wildcard purge
+		// would reach the day's records subject too).
+		filter, perMessage := r.Subject, !legacy && !isRecordsSubject(r.Subject)
+		if perMessage {
+			filter = prefix + strconv.FormatUint(day, 10) + ".*"
 		}
 		d := byFilter[filter]
 		if d == nil {
-			d = &pruneDay{filter: filter}
+			d = &pruneDay{filter: filter, open: perMessage}
 			byFilter[filter] = d
 			out = append(out, d)
 		}

@@ -118,6 +118,9 @@ func (f *pruneFixture) put(r pruneRec) stored {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	if r.legacy || r.onDay > 0 {
+		markLegacy(f.t, f.b, f.s)
+	}
 	return stored{pruneRec: r, m: m, c: c, seq: ack.Sequence}
 }
 

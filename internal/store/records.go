@@ -45,20 +45,18 @@ func marshalRecord(es []entry) ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(r)
 }
 
-// isBucketSubject tells a record of this layout (msgs.<c>.<day>.<one hex
-// digit>) from the one-message records of the version before
-// (msgs.<c>.<day>.<hash hex>) and the JSON ones before that
-// (msgs.<c>.<day>).
-func isBucketSubject(subject string) bool {
-	i := strings.LastIndexByte(subject, '.')
-	return i >= 0 && len(subject)-i-1 == 1 && strings.Count(subject, ".") == 3
+// isRecordsSubject tells a record of this layout (msgs.<c>.<day>.m) from
+// the one-message records of the version before (msgs.<c>.<day>.<hash
+// hex>) and the JSON ones before that (msgs.<c>.<day>).
+func isRecordsSubject(subject string) bool {
+	return strings.HasSuffix(subject, "."+recordsToken) && strings.Count(subject, ".") == 3
 }
 
 // recordEntries returns the entries of a stored record, whatever its
 // layout: a bucket record's, or the one message of an earlier record (its
 // payload object named by the Archivefleet-Body header).
 func recordEntries(r *bus.Record) ([]entry, error) {
-	if !isBucketSubject(r.Subject) {
+	if !isRecordsSubject(r.Subject) {
 		return []entry{{msg: r.Data, body: r.Header.Get(headerBody)}}, nil
 	}
 	var rec recordpb.Record
@@ -119,7 +117,7 @@ func entryTimestamp(msg []byte) (uint64, bool) {
 // false when one cannot be read (a JSON record of the first layout without
 // its header, say).
 func recordTimestamps(r *bus.Record, fn func(ts uint64)) bool {
-	if !isBucketSubject(r.Subject) {
+	if !isRecordsSubject(r.Subject) {
 		ts, err := strconv.ParseUint(r.Header.Get(headerTimestamp), 10, 64)
 		if err != nil {
 			return false

@@ -98,6 +98,11 @@ type Store struct {
 
 	scanned    atomic.Uint64
 	budgetOnce sync.Once
+
+	layoutMu    sync.Mutex
+	layoutKnown bool
+	legacy      bool
+	layoutAt    time.Time
 	dedupOnce  sync.Once
 	dedupIdx   *dedupIndex
 	stream     atomic.Pointer[jetstream.Stream]
@@ -113,30 +118,29 @@ func isDuplicate(err error) bool {
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// Subject is where a message of community c is stored: its day's bucket.
+// Subject is where a message of community c is stored: its day's records
+// subject.
 func Subject(c archive.CommunityID, timestamp uint64, hash []byte) string {
-	return bucketSubject(c.String(), timestamp/day, bucketOf(hash))
+	return daySubject(c.String(), timestamp/day)
 }
 
-// buckets is how many subjects a community-day's records are spread over.
-const buckets = 16
+// recordsToken ends a day's records subject, msgs.<c>.<day>.m: a literal
+// subject the server finds in its subject index, which a wildcard over a
+// large index is not.
+const recordsToken = "m"
 
-// bucketOf is a hash's bucket: its first hex digit.
-func bucketOf(hash []byte) byte {
-	if len(hash) == 0 {
-		return 0
-	}
-	return hash[0] >> 4
+func daySubject(c string, d uint64) string {
+	return "msgs." + c + "." + strconv.FormatUint(d, 10) + "." + recordsToken
 }
 
-func bucketSubject(c string, d uint64, b byte) string {
-	return "msgs." + c + "." + strconv.FormatUint(d, 10) + "." + string("0123456789abcdef"[b&15])
-}
+// daysFilter matches every day's records subject of community c.
+func daysFilter(c string) string { return "msgs." + c + ".*." + recordsToken }
 
-// dayFilters are the subjects of one day: this version's buckets and the
-// per-message subjects of the version before (one wildcard), and the one
-// record-per-day subject of versions before that.
-func dayFilters(c string, d uint64) []string {
+// legacyDayFilters are the subjects of one day written by earlier
+// versions: one message per subject (a wildcard, which also matches the
+// day's records subject: readers skip it there), and the one JSON record
+// per day before that.
+func legacyDayFilters(c string, d uint64) []string {
 	legacy := bus.SubjectMessagesLegacy(c, d)
 	return []string{legacy + ".*", legacy}
 }
@@ -202,8 +206,20 @@ func (src *source) Messages(ctx context.Context, from, to uint64) iter.Seq2[arch
 		for d := from / day; d <= (to-1)/day; d++ {
 			srt := newSorter(src.s.SortDir, src.s.SortMemory)
 			var fail error
-			for _, filter := range dayFilters(src.c, d) {
+			filters := []string{daySubject(src.c, d)}
+			legacy, err := src.s.legacyMayRemain(ctx)
+			if err != nil {
+				yield(archive.Message{}, err)
+				return
+			}
+			if legacy {
+				filters = append(filters, legacyDayFilters(src.c, d)...)
+			}
+			for fi, filter := range filters {
 				err := src.s.read(ctx, filter, src.after, src.upto, func(r *bus.Record) error {
+					if fi > 0 && isRecordsSubject(r.Subject) {
+						return nil // read with the first filter
+					}
 					es, err := recordEntries(r)
 					if err != nil {
 						// Ingest writes only valid records: this one came from elsewhere.
@@ -278,7 +294,7 @@ func (s *Store) LateWindows(ctx context.Context, c archive.CommunityID, after, u
 	}
 	starts := map[uint64]bool{}
 	late := 0
-	err := s.read(ctx, "msgs."+c.String()+".>", after, upto, func(r *bus.Record) error {
+	count := func(r *bus.Record) error {
 		if r.Subject == fenceSubject(c.String()) {
 			return nil
 		}
@@ -293,7 +309,8 @@ func (s *Store) LateWindows(ctx context.Context, c archive.CommunityID, after, u
 			s.log().Warn("record without readable timestamps: not checked for lateness", "subject", r.Subject, "seq", r.Seq)
 		}
 		return nil
-	})
+	}
+	err := s.eachDay(ctx, c.String(), after, upto, count)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -306,6 +323,69 @@ func (s *Store) LateWindows(ctx context.Context, c archive.CommunityID, after, u
 
 // errUndecodable marks a stored record that is not a message.
 var errUndecodable = errors.New("undecodable record")
+
+// eachDay calls fn for community c's records stored in (after, upto], day
+// by day: the subject index tells which days hold any (one request), and
+// each of those is read on its literal subject. While records of earlier
+// versions may remain, or for a community with over 1,024 days held, it
+// reads the community's wildcard instead, which the server may have to
+// look for through its message blocks.
+func (s *Store) eachDay(ctx context.Context, c string, after, upto uint64, fn func(*bus.Record) error) error {
+	legacy, err := s.legacyMayRemain(ctx)
+	if err != nil {
+		return err
+	}
+	if !legacy {
+		last, err := s.Bus.LastPerSubject(ctx, bus.StreamMessages, daysFilter(c), after+1, upto)
+		if err == nil {
+			days := slices.Sorted(maps.Keys(last))
+			for _, subject := range days {
+				if err := s.read(ctx, subject, after, upto, fn); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if !errors.Is(err, bus.ErrTooManySubjects) {
+			return err
+		}
+	}
+	return s.read(ctx, "msgs."+c+".>", after, upto, fn)
+}
+
+// layoutRecheck is how long a process trusts its answer to whether records
+// of earlier versions remain (they only go away).
+const layoutRecheck = time.Minute
+
+// legacyMayRemain tells whether MESSAGES may still hold records of the
+// layouts before one subject per community-day: the stream's first record
+// comes before the first record of this layout (bus.KeyMessagesLayout, set
+// up by Setup), or that is not known.
+func (s *Store) legacyMayRemain(ctx context.Context) (bool, error) {
+	s.layoutMu.Lock()
+	defer s.layoutMu.Unlock()
+	if s.layoutKnown && !s.legacy {
+		return false, nil
+	}
+	if s.layoutKnown && time.Since(s.layoutAt) < layoutRecheck {
+		return s.legacy, nil
+	}
+	from, ok, err := bus.MessagesLayout(ctx, s.Bus)
+	if err != nil {
+		return true, err
+	}
+	legacy := true
+	if ok {
+		str, err := bus.RetryValue(ctx, func(ctx context.Context) (jetstream.Stream, error) { return s.Bus.JS.Stream(ctx, bus.StreamMessages) })
+		if err != nil {
+			return true, fmt.Errorf("message stream: %w", err)
+		}
+		st := str.CachedInfo().State
+		legacy = st.Msgs > 0 && st.FirstSeq < from
+	}
+	s.legacy, s.layoutKnown, s.layoutAt = legacy, true, time.Now()
+	return legacy, nil
+}
 
 // read calls fn for the records on filter with a stream sequence in
 // (after, upto], in sequence order (bus.Read: batched direct gets; with a
