@@ -103,9 +103,9 @@ type Store struct {
 	layoutKnown bool
 	legacy      bool
 	layoutAt    time.Time
-	dedupOnce  sync.Once
-	dedupIdx   *dedupIndex
-	stream     atomic.Pointer[jetstream.Stream]
+	dedupOnce   sync.Once
+	dedupIdx    *dedupIndex
+	stream      atomic.Pointer[jetstream.Stream]
 }
 
 // Scanned counts stored messages read back so far: a range read costs the
