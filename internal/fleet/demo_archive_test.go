@@ -19,6 +19,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -201,11 +202,13 @@ func readStream(t *testing.T, b *bus.Bus, c archive.CommunityID, upto uint64, fn
 			return
 		}
 		if !strings.HasSuffix(msg.Subject(), ".fence") { // builds' fences carry no message
-			var m archive.Message
-			if err := m.UnmarshalBinary(msg.Data()); err != nil {
+			ms, err := store.RecordMessages(msg.Subject(), msg.Headers(), msg.Data())
+			if err != nil {
 				t.Fatal(err)
 			}
-			fn(m)
+			for _, m := range ms {
+				fn(m)
+			}
 		}
 		if meta.NumPending == 0 {
 			return

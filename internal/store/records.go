@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -197,4 +198,28 @@ func (s *Store) decodeEntry(ctx context.Context, e *entry) (archive.Message, err
 		m.Payload = payload
 	}
 	return m, nil
+}
+
+// RecordMessages returns the messages a stored record of MESSAGES holds,
+// whatever its layout (for tools and tests reading the stream directly).
+// A payload kept in the object store is left out.
+func RecordMessages(subject string, hdr nats.Header, data []byte) ([]archive.Message, error) {
+	es, err := recordEntries(&bus.Record{Subject: subject, Header: hdr, Data: data})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]archive.Message, 0, len(es))
+	for _, e := range es {
+		var m archive.Message
+		if len(e.msg) > 0 && e.msg[0] == '{' {
+			err = json.Unmarshal(e.msg, &m)
+		} else {
+			err = m.UnmarshalBinary(e.msg)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("record on %s: %w", subject, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
