@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/archivefleet/archivefleet/internal/waku/dnsdisc"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -84,7 +85,7 @@ type Config struct {
 	// DefaultDiscoveryInterval.
 	DiscoveryInterval time.Duration
 	// Resolver looks the trees up; nil is net.DefaultResolver.
-	Resolver Resolver
+	Resolver dnsdisc.Resolver
 	// LightPushService serves lightpush v3: pushed messages are relayed on
 	// their pubsub topic (which must be one of Shards').
 	LightPushService bool

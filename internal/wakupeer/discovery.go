@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/archivefleet/archivefleet/internal/waku/dnsdisc"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -65,7 +66,7 @@ func (p *Peer) syncTrees() ([]peer.AddrInfo, error) {
 	seen := map[peer.ID]bool{p.host.ID(): true}
 	for _, url := range p.cfg.DNSDiscovery {
 		ctx, cancel := context.WithTimeout(p.ctx, time.Minute)
-		nodes, err := DiscoverENRTree(ctx, url, p.cfg.Resolver)
+		nodes, err := dnsdisc.DiscoverENRTree(ctx, url, p.cfg.Resolver)
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", url, err))

@@ -1,7 +1,5 @@
-package wakupeer
-
-// EIP-1459 DNS discovery of Waku nodes (spec waku-edge.md §3: the status.prod
-// fleet publishes its boot nodes as an enrtree:// URL).
+// Package dnsdisc is EIP-1459 DNS discovery of Waku nodes: the status.prod
+// fleet publishes its boot nodes as an enrtree:// URL.
 //
 // Tree syncing and signature checking are go-ethereum's p2p/dnsdisc; what is
 // ours is the conversion of each ENR into libp2p terms, following
@@ -10,6 +8,7 @@ package wakupeer
 //
 //   - nwaku waku/waku_enr/{capabilities,multiaddr,sharding}.nim
 //   - go-waku waku/v2/protocol/enr/{enr,shards}.go and waku/v2/protocol/shard.go
+package dnsdisc
 
 import (
 	"cmp"
@@ -24,7 +23,7 @@ import (
 	"strings"
 
 	"github.com/ethereum/go-ethereum/log"
-	"github.com/ethereum/go-ethereum/p2p/dnsdisc"
+	gethdnsdisc "github.com/ethereum/go-ethereum/p2p/dnsdisc"
 	"github.com/ethereum/go-ethereum/p2p/enode"
 	"github.com/ethereum/go-ethereum/p2p/enr"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -59,15 +58,18 @@ const (
 	// default (3/s after a burst of 10) makes a one-shot sync of a tree with
 	// a few dozen entries take seconds; 10/s is still gentle on resolvers.
 	dnsRateLimit = 10
+	// maxShard: static sharding has 1024 shards per cluster
+	// (RELAY-SHARDING).
+	maxShard = 1023
 )
 
 var (
 	// ErrNoAddress: the ENR yields no address to dial (no ip+tcp, ip6+tcp6
 	// and no decodable multiaddrs entry).
-	ErrNoAddress = errors.New("wakupeer: ENR has no usable address")
+	ErrNoAddress = errors.New("dnsdisc: ENR has no usable address")
 	// ErrNoNodes: DNS discovery produced no usable node (an empty tree, or
 	// every record in it was rejected; the reasons are wrapped alongside).
-	ErrNoNodes = errors.New("wakupeer: DNS discovery found no usable node")
+	ErrNoNodes = errors.New("dnsdisc: DNS discovery found no usable node")
 )
 
 // Resolver looks up DNS TXT records. *net.Resolver satisfies it; tests point
@@ -119,7 +121,7 @@ func (d Discovered) HasShard(cluster, shard uint16) bool {
 // DiscoverENRTree downloads the whole EIP-1459 tree at url
 // ("enrtree://<base32 public key>@<domain>"), checks the root signature
 // against the key in the URL and every entry against its hash (go-ethereum
-// dnsdisc.Client.SyncTree), and returns each node converted by
+// p2p/dnsdisc Client.SyncTree), and returns each node converted by
 // ParseWakuENR, sorted by peer id. r nil means net.DefaultResolver.
 //
 // Any failure of the tree itself (unreachable domain, bad root signature,
@@ -136,7 +138,7 @@ func DiscoverENRTree(ctx context.Context, url string, r Resolver) ([]Discovered,
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	client := dnsdisc.NewClient(dnsdisc.Config{
+	client := gethdnsdisc.NewClient(gethdnsdisc.Config{
 		// SyncTree does not take a context (it uses context.Background()
 		// per lookup), so ctx reaches the lookups through the resolver.
 		Resolver: ctxResolver{ctx: ctx, r: r},
@@ -151,9 +153,9 @@ func DiscoverENRTree(ctx context.Context, url string, r Resolver) ([]Discovered,
 	tree, err := client.SyncTree(url)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("wakupeer: DNS discovery %s: %w", url, ctxErr)
+			return nil, fmt.Errorf("dnsdisc: DNS discovery %s: %w", url, ctxErr)
 		}
-		return nil, fmt.Errorf("wakupeer: DNS discovery %s: %w", url, err)
+		return nil, fmt.Errorf("dnsdisc: DNS discovery %s: %w", url, err)
 	}
 
 	nodes := tree.Nodes()
@@ -163,7 +165,7 @@ func DiscoverENRTree(ctx context.Context, url string, r Resolver) ([]Discovered,
 		d, err := ParseWakuENR(n)
 		if err != nil {
 			err = fmt.Errorf("node %s: %w", n.String(), err)
-			slog.Default().Warn("wakupeer: DNS discovery skips ENR", "tree", url, "err", err)
+			slog.Default().Warn("dnsdisc: DNS discovery skips ENR", "tree", url, "err", err)
 			rejected = append(rejected, err)
 			continue
 		}
@@ -227,11 +229,11 @@ func (c ctxResolver) LookupTXT(ctx context.Context, name string) ([]string, erro
 // ParseWakuENR.
 func ParseWakuENRString(s string) (Discovered, error) {
 	if !strings.HasPrefix(s, "enr:") {
-		return Discovered{}, errors.New(`wakupeer: ENR text must start with "enr:"`)
+		return Discovered{}, errors.New(`dnsdisc: ENR text must start with "enr:"`)
 	}
 	n, err := enode.Parse(enode.ValidSchemes, s)
 	if err != nil {
-		return Discovered{}, fmt.Errorf("wakupeer: parse ENR: %w", err)
+		return Discovered{}, fmt.Errorf("dnsdisc: parse ENR: %w", err)
 	}
 	return ParseWakuENR(n)
 }
@@ -250,21 +252,21 @@ func ParseWakuENRString(s string) (Discovered, error) {
 // make a node unusable.
 func ParseWakuENR(n *enode.Node) (Discovered, error) {
 	if n == nil {
-		return Discovered{}, errors.New("wakupeer: nil ENR")
+		return Discovered{}, errors.New("dnsdisc: nil ENR")
 	}
 	rec := n.Record()
 	d := Discovered{ENR: n.String()}
 
 	var key []byte
 	if err := rec.Load(enr.WithEntry(enrKeySecp256k1, &key)); err != nil {
-		return Discovered{}, fmt.Errorf("wakupeer: ENR %s key: %w", enrKeySecp256k1, err)
+		return Discovered{}, fmt.Errorf("dnsdisc: ENR %s key: %w", enrKeySecp256k1, err)
 	}
 	pub, err := crypto.UnmarshalSecp256k1PublicKey(key)
 	if err != nil {
-		return Discovered{}, fmt.Errorf("wakupeer: ENR %s key: %w", enrKeySecp256k1, err)
+		return Discovered{}, fmt.Errorf("dnsdisc: ENR %s key: %w", enrKeySecp256k1, err)
 	}
 	if d.ID, err = peer.IDFromPublicKey(pub); err != nil {
-		return Discovered{}, fmt.Errorf("wakupeer: ENR peer id: %w", err)
+		return Discovered{}, fmt.Errorf("dnsdisc: ENR peer id: %w", err)
 	}
 
 	if d.Addrs, err = enrAddrs(rec, d.ID); err != nil {
@@ -276,7 +278,7 @@ func ParseWakuENR(n *enode.Node) (Discovered, error) {
 
 	var flags []byte
 	if err := rec.Load(enr.WithEntry(enrKeyWaku2, &flags)); err != nil && !enr.IsNotFound(err) {
-		return Discovered{}, fmt.Errorf("wakupeer: ENR %s: %w", enrKeyWaku2, err)
+		return Discovered{}, fmt.Errorf("dnsdisc: ENR %s: %w", enrKeyWaku2, err)
 	}
 	switch len(flags) {
 	case 0: // absent, or an RLP-encoded integer 0
@@ -285,7 +287,7 @@ func ParseWakuENR(n *enode.Node) (Discovered, error) {
 		d.Relay, d.Store, d.Filter = f&waku2Relay != 0, f&waku2Store != 0, f&waku2Filter != 0
 		d.LightPush, d.Sync = f&waku2LightPush != 0, f&waku2Sync != 0
 	default:
-		return Discovered{}, fmt.Errorf("wakupeer: ENR %s: %d bytes, want 1", enrKeyWaku2, len(flags))
+		return Discovered{}, fmt.Errorf("dnsdisc: ENR %s: %d bytes, want 1", enrKeyWaku2, len(flags))
 	}
 
 	if err := loadShards(rec, &d); err != nil {
@@ -310,25 +312,25 @@ func enrAddrs(rec *enr.Record, id peer.ID) ([]ma.Multiaddr, error) {
 	var tcp enr.TCP
 	tcpErr := rec.Load(&tcp)
 	if tcpErr != nil && !enr.IsNotFound(tcpErr) {
-		return nil, fmt.Errorf("wakupeer: ENR tcp: %w", tcpErr)
+		return nil, fmt.Errorf("dnsdisc: ENR tcp: %w", tcpErr)
 	}
 	var tcp6 enr.TCP6
 	if err := rec.Load(&tcp6); err != nil {
 		if !enr.IsNotFound(err) {
-			return nil, fmt.Errorf("wakupeer: ENR tcp6: %w", err)
+			return nil, fmt.Errorf("dnsdisc: ENR tcp6: %w", err)
 		}
 		tcp6 = enr.TCP6(tcp) // EIP-778: tcp6 omitted means same as tcp
 	}
 	var ip4 enr.IPv4Addr
 	if err := rec.Load(&ip4); err != nil && !enr.IsNotFound(err) {
-		return nil, fmt.Errorf("wakupeer: ENR ip: %w", err)
+		return nil, fmt.Errorf("dnsdisc: ENR ip: %w", err)
 	}
 	if ip := netip.Addr(ip4); usableIP(ip) && tcp != 0 {
 		add(ma.Join(enrTCPAddr(ip, uint16(tcp)), self))
 	}
 	var ip6 enr.IPv6Addr
 	if err := rec.Load(&ip6); err != nil && !enr.IsNotFound(err) {
-		return nil, fmt.Errorf("wakupeer: ENR ip6: %w", err)
+		return nil, fmt.Errorf("dnsdisc: ENR ip6: %w", err)
 	}
 	if ip := netip.Addr(ip6); usableIP(ip) && tcp6 != 0 {
 		add(ma.Join(enrTCPAddr(ip, uint16(tcp6)), self))
@@ -339,7 +341,7 @@ func enrAddrs(rec *enr.Record, id peer.ID) ([]ma.Multiaddr, error) {
 		if enr.IsNotFound(err) {
 			return out, nil
 		}
-		return nil, fmt.Errorf("wakupeer: ENR %s: %w", enrKeyMultiaddrs, err)
+		return nil, fmt.Errorf("dnsdisc: ENR %s: %w", enrKeyMultiaddrs, err)
 	}
 	addrs, err := decodeMultiaddrs(raw)
 	if err != nil {
@@ -373,12 +375,12 @@ func decodeMultiaddrs(raw []byte) ([]ma.Multiaddr, error) {
 	var out []ma.Multiaddr
 	for rest := raw; len(rest) > 0; {
 		if len(rest) < 2 {
-			return nil, fmt.Errorf("wakupeer: ENR %s: dangling byte at offset %d", enrKeyMultiaddrs, len(raw)-len(rest))
+			return nil, fmt.Errorf("dnsdisc: ENR %s: dangling byte at offset %d", enrKeyMultiaddrs, len(raw)-len(rest))
 		}
 		size := int(binary.BigEndian.Uint16(rest))
 		rest = rest[2:]
 		if size == 0 || size > len(rest) {
-			return nil, fmt.Errorf("wakupeer: ENR %s: entry length %d at offset %d, %d bytes left", enrKeyMultiaddrs, size, len(raw)-len(rest)-2, len(rest))
+			return nil, fmt.Errorf("dnsdisc: ENR %s: entry length %d at offset %d, %d bytes left", enrKeyMultiaddrs, size, len(raw)-len(rest)-2, len(rest))
 		}
 		a, err := ma.NewMultiaddrBytes(rest[:size])
 		rest = rest[size:]
@@ -426,7 +428,7 @@ func loadShards(rec *enr.Record, d *Discovered) error {
 		d.ClusterID, d.Shards = &cluster, shards
 		return nil
 	case !enr.IsNotFound(err):
-		return fmt.Errorf("wakupeer: ENR %s: %w", enrKeyShardList, err)
+		return fmt.Errorf("dnsdisc: ENR %s: %w", enrKeyShardList, err)
 	}
 
 	var bits []byte
@@ -440,7 +442,7 @@ func loadShards(rec *enr.Record, d *Discovered) error {
 		d.ClusterID, d.Shards = &cluster, shards
 		return nil
 	case !enr.IsNotFound(err):
-		return fmt.Errorf("wakupeer: ENR %s: %w", enrKeyShardBits, err)
+		return fmt.Errorf("dnsdisc: ENR %s: %w", enrKeyShardBits, err)
 	}
 	return nil
 }
@@ -449,17 +451,17 @@ func loadShards(rec *enr.Record, d *Discovered) error {
 // (nwaku fromIndicesList, go-waku FromShardList).
 func parseShardList(b []byte) (uint16, []uint16, error) {
 	if len(b) < 3 {
-		return 0, nil, fmt.Errorf("wakupeer: ENR %s: %d bytes, want at least 3", enrKeyShardList, len(b))
+		return 0, nil, fmt.Errorf("dnsdisc: ENR %s: %d bytes, want at least 3", enrKeyShardList, len(b))
 	}
 	cluster, count := binary.BigEndian.Uint16(b), int(b[2])
 	if len(b) != 3+2*count {
-		return 0, nil, fmt.Errorf("wakupeer: ENR %s: count %d needs %d bytes, have %d", enrKeyShardList, count, 3+2*count, len(b))
+		return 0, nil, fmt.Errorf("dnsdisc: ENR %s: count %d needs %d bytes, have %d", enrKeyShardList, count, 3+2*count, len(b))
 	}
 	shards := make([]uint16, 0, count)
 	for i := range count {
 		s := binary.BigEndian.Uint16(b[3+2*i:])
 		if s > maxShard {
-			return 0, nil, fmt.Errorf("wakupeer: ENR %s: shard %d above %d", enrKeyShardList, s, maxShard)
+			return 0, nil, fmt.Errorf("dnsdisc: ENR %s: shard %d above %d", enrKeyShardList, s, maxShard)
 		}
 		shards = append(shards, s)
 	}
@@ -477,7 +479,7 @@ func parseShardList(b []byte) (uint16, []uint16, error) {
 // publish rsv, so the Status fleet (5 shards, rs) is not affected.
 func parseShardBitVector(b []byte) (uint16, []uint16, error) {
 	if len(b) != shardBitVectorLen {
-		return 0, nil, fmt.Errorf("wakupeer: ENR %s: %d bytes, want %d", enrKeyShardBits, len(b), shardBitVectorLen)
+		return 0, nil, fmt.Errorf("dnsdisc: ENR %s: %d bytes, want %d", enrKeyShardBits, len(b), shardBitVectorLen)
 	}
 	cluster := binary.BigEndian.Uint16(b)
 	var shards []uint16

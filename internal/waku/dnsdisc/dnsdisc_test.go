@@ -1,4 +1,4 @@
-package wakupeer
+package dnsdisc
 
 import (
 	"context"
@@ -7,36 +7,22 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/archivefleet/archivefleet/internal/waku/dnsdisc/enrtest"
 	gcrypto "github.com/ethereum/go-ethereum/crypto"
-	"github.com/ethereum/go-ethereum/p2p/dnsdisc"
+	gethdnsdisc "github.com/ethereum/go-ethereum/p2p/dnsdisc"
 	"github.com/ethereum/go-ethereum/p2p/enode"
 	"github.com/ethereum/go-ethereum/p2p/enr"
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/miekg/dns"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
 // --- record construction (independent of the code under test) ---
-
-func newENRKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := gcrypto.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 // libp2pID derives the peer id from the private key, the way a Waku node
 // does from its nodekey, not from the ENR's public key entry.
@@ -52,67 +38,6 @@ func libp2pID(t *testing.T, k *ecdsa.PrivateKey) peer.ID {
 	}
 	return id
 }
-
-// signedENR builds and signs a "v4" record holding entries.
-func signedENR(t *testing.T, k *ecdsa.PrivateKey, entries ...enr.Entry) *enode.Node {
-	t.Helper()
-	var r enr.Record
-	r.SetSeq(1)
-	for _, e := range entries {
-		r.Set(e)
-	}
-	if err := enode.SignV4(&r, k); err != nil {
-		t.Fatal(err)
-	}
-	n, err := enode.New(enode.ValidSchemes, &r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// enrMultiaddrs encodes a 31/WAKU2-ENR multiaddrs value: u16-BE length + bytes.
-func enrMultiaddrs(t *testing.T, addrs ...string) enr.Entry {
-	t.Helper()
-	var b []byte
-	for _, s := range addrs {
-		a, err := ma.NewMultiaddr(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b = binary.BigEndian.AppendUint16(b, uint16(len(a.Bytes())))
-		b = append(b, a.Bytes()...)
-	}
-	return enrRaw("multiaddrs", b)
-}
-
-func enrRaw(key string, b []byte) enr.Entry { return enr.WithEntry(key, b) }
-
-func enrWaku2(flags byte) enr.Entry { return enrRaw("waku2", []byte{flags}) }
-
-// enrRS: cluster u16-BE, count u8, shards u16-BE (RELAY-SHARDING).
-func enrRS(cluster uint16, shards ...uint16) enr.Entry {
-	b := binary.BigEndian.AppendUint16(nil, cluster)
-	b = append(b, byte(len(shards)))
-	for _, s := range shards {
-		b = binary.BigEndian.AppendUint16(b, s)
-	}
-	return enrRaw("rs", b)
-}
-
-// enrRSV: cluster u16-BE + 128 bytes, shard s = bit s%8 (LSB first) of
-// byte s/8, as nwaku sharding.nim toBitVector writes it.
-func enrRSV(cluster uint16, shards ...uint16) enr.Entry {
-	b := binary.BigEndian.AppendUint16(nil, cluster)
-	vec := make([]byte, 128)
-	for _, s := range shards {
-		vec[s/8] |= 1 << (s % 8)
-	}
-	return enrRaw("rsv", append(b, vec...))
-}
-
-func enrIP4(s string) enr.Entry { return enr.IPv4(net.ParseIP(s).To4()) }
-func enrIP6(s string) enr.Entry { return enr.IPv6(net.ParseIP(s)) }
 
 func withP2P(t *testing.T, id peer.ID, addrs ...string) []string {
 	t.Helper()
@@ -166,138 +91,30 @@ func checkDiscovered(t *testing.T, got Discovered, w discWant) {
 	}
 }
 
-// --- a real DNS server on 127.0.0.1/udp ---
-
-type testDNS struct {
-	addr    string
-	mu      sync.Mutex
-	txt     map[string]string // lower-case name without trailing dot → TXT value
-	queries atomic.Int64
-}
-
-func startTestDNS(t *testing.T) *testDNS {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &testDNS{addr: pc.LocalAddr().String(), txt: map[string]string{}}
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(s.serve), NotifyStartedFunc: func() { close(started) }}
-	done := make(chan error, 1)
-	go func() { done <- srv.ActivateAndServe() }()
-	select {
-	case <-started:
-	case err := <-done:
-		t.Fatalf("dns server: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Shutdown(); err != nil {
-			t.Errorf("dns shutdown: %v", err)
-		}
-		<-done
-	})
-	return s
-}
-
-func (s *testDNS) set(records map[string]string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for name, v := range records {
-		s.txt[strings.ToLower(name)] = v
-	}
-}
-
-func (s *testDNS) serve(w dns.ResponseWriter, req *dns.Msg) {
-	s.queries.Add(1)
-	m := new(dns.Msg)
-	m.SetReply(req)
-	m.Authoritative = true
-	found := false
-	for _, q := range req.Question {
-		name := strings.ToLower(strings.TrimSuffix(q.Name, "."))
-		s.mu.Lock()
-		v, ok := s.txt[name]
-		s.mu.Unlock()
-		if !ok || q.Qtype != dns.TypeTXT {
-			continue
-		}
-		found = true
-		// One TXT RR; its value split into <=255-byte character-strings,
-		// which resolvers (Go's included) concatenate again.
-		var parts []string
-		for len(v) > 255 {
-			parts, v = append(parts, v[:255]), v[255:]
-		}
-		parts = append(parts, v)
-		m.Answer = append(m.Answer, &dns.TXT{
-			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60},
-			Txt: parts,
-		})
-	}
-	if !found {
-		m.Rcode = dns.RcodeNameError
-	}
-	size := dns.MinMsgSize
-	if opt := req.IsEdns0(); opt != nil {
-		size = int(opt.UDPSize())
-	}
-	m.Truncate(size) // a truncated answer would make Go retry over TCP and fail: the test notices
-	_ = w.WriteMsg(m)
-}
-
-// resolver is a pure-Go net.Resolver that only talks to this server.
-func (s *testDNS) resolver() *net.Resolver {
-	return &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, s.addr)
-		},
-	}
-}
-
-// publish signs a tree of nodes for domain and serves it; it returns the
-// enrtree:// URL and the TXT records.
-func (s *testDNS) publish(t *testing.T, key *ecdsa.PrivateKey, domain string, nodes ...*enode.Node) (string, map[string]string) {
-	t.Helper()
-	tree, err := dnsdisc.MakeTree(1, nodes, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, err := tree.Sign(key, domain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	txt := tree.ToTXT(domain)
-	s.set(txt)
-	return url, txt
-}
-
 // --- DiscoverENRTree over real DNS ---
 
 func TestDNSDiscoverENRTree(t *testing.T) {
-	srv := startTestDNS(t)
-	treeKey := newENRKey(t)
+	srv := enrtest.StartDNS(t)
+	treeKey := enrtest.NewKey(t)
 
-	kA, kB, kC, kD := newENRKey(t), newENRKey(t), newENRKey(t), newENRKey(t)
+	kA, kB, kC, kD := enrtest.NewKey(t), enrtest.NewKey(t), enrtest.NewKey(t), enrtest.NewKey(t)
 	idA, idB, idC := libp2pID(t, kA), libp2pID(t, kB), libp2pID(t, kC)
 
 	// A: the shape of a status.prod boot node: ip/tcp plus wss and ws
 	// multiaddrs, relay+filter+lightpush, rs 16:[1,32,64].
-	nA := signedENR(t, kA, enrIP4("203.0.113.10"), enr.TCP(30303), enr.UDP(9000),
-		enrMultiaddrs(t, "/dns4/boot-a.example.org/tcp/443/wss", "/ip4/203.0.113.10/tcp/8000/ws"),
-		enrWaku2(0b1101), enrRS(16, 1, 32, 64))
+	nA := enrtest.SignedENR(t, kA, enrtest.IP4("203.0.113.10"), enr.TCP(30303), enr.UDP(9000),
+		enrtest.Multiaddrs(t, "/dns4/boot-a.example.org/tcp/443/wss", "/ip4/203.0.113.10/tcp/8000/ws"),
+		enrtest.Waku2(0b1101), enrtest.RS(16, 1, 32, 64))
 	// B: IPv6 only, relay+store, shards as an rsv bit vector.
-	nB := signedENR(t, kB, enrIP6("2001:db8::5"), enr.TCP6(30304),
-		enrWaku2(0b0011), enrRSV(16, 0, 1, 7, 8, 64, 128, 256, 1023))
+	nB := enrtest.SignedENR(t, kB, enrtest.IP6("2001:db8::5"), enr.TCP6(30304),
+		enrtest.Waku2(0b0011), enrtest.RSV(16, 0, 1, 7, 8, 64, 128, 256, 1023))
 	// C: no eth TCP endpoint at all, only a wss multiaddr.
-	nC := signedENR(t, kC, enrMultiaddrs(t, "/dns4/c.example.org/tcp/443/wss"), enrWaku2(0b0001), enrRS(16, 32))
+	nC := enrtest.SignedENR(t, kC, enrtest.Multiaddrs(t, "/dns4/c.example.org/tcp/443/wss"), enrtest.Waku2(0b0001), enrtest.RS(16, 32))
 	// D: no address: skipped.
-	nD := signedENR(t, kD, enrWaku2(0b0001), enrRS(16, 1))
+	nD := enrtest.SignedENR(t, kD, enrtest.Waku2(0b0001), enrtest.RS(16, 1))
 
-	url, _ := srv.publish(t, treeKey, "nodes.example.org", nA, nB, nC, nD)
-	got, err := DiscoverENRTree(t.Context(), url, srv.resolver())
+	url, _ := srv.Publish(t, treeKey, "nodes.example.org", nA, nB, nC, nD)
+	got, err := DiscoverENRTree(t.Context(), url, srv.Resolver())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +152,7 @@ func TestDNSDiscoverENRTree(t *testing.T) {
 			checkDiscovered(t, again, w)
 		})
 	}
-	if srv.queries.Load() == 0 {
+	if srv.Queries() == 0 {
 		t.Error("the DNS server saw no query")
 	}
 
@@ -356,15 +173,15 @@ func TestDNSDiscoverENRTree(t *testing.T) {
 
 // A tree with more than 13 leaves has intermediate branch entries.
 func TestDNSDiscoverENRTreeLarge(t *testing.T) {
-	srv := startTestDNS(t)
+	srv := enrtest.StartDNS(t)
 	var nodes []*enode.Node
 	ids := map[peer.ID]bool{}
 	for i := range 20 {
-		k := newENRKey(t)
+		k := enrtest.NewKey(t)
 		ids[libp2pID(t, k)] = true
-		nodes = append(nodes, signedENR(t, k, enrIP4(fmt.Sprintf("198.51.100.%d", i+1)), enr.TCP(30303), enrWaku2(1), enrRS(16, 32)))
+		nodes = append(nodes, enrtest.SignedENR(t, k, enrtest.IP4(fmt.Sprintf("198.51.100.%d", i+1)), enr.TCP(30303), enrtest.Waku2(1), enrtest.RS(16, 32)))
 	}
-	url, txt := srv.publish(t, newENRKey(t), "big.example.org", nodes...)
+	url, txt := srv.Publish(t, enrtest.NewKey(t), "big.example.org", nodes...)
 	branches := 0
 	for _, v := range txt {
 		if strings.HasPrefix(v, "enrtree-branch:") {
@@ -374,7 +191,7 @@ func TestDNSDiscoverENRTreeLarge(t *testing.T) {
 	if branches < 2 {
 		t.Fatalf("tree has %d branch entries, want a nested tree", branches)
 	}
-	got, err := DiscoverENRTree(t.Context(), url, srv.resolver())
+	got, err := DiscoverENRTree(t.Context(), url, srv.Resolver())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,15 +206,15 @@ func TestDNSDiscoverENRTreeLarge(t *testing.T) {
 }
 
 func TestDNSDiscoverENRTreeErrors(t *testing.T) {
-	srv := startTestDNS(t)
-	treeKey, otherKey := newENRKey(t), newENRKey(t)
-	good := signedENR(t, newENRKey(t), enrIP4("203.0.113.20"), enr.TCP(30303), enrWaku2(1))
-	other := signedENR(t, newENRKey(t), enrIP4("203.0.113.21"), enr.TCP(30303), enrWaku2(1))
-	noAddr := signedENR(t, newENRKey(t), enrWaku2(1), enrRS(16, 1))
+	srv := enrtest.StartDNS(t)
+	treeKey, otherKey := enrtest.NewKey(t), enrtest.NewKey(t)
+	good := enrtest.SignedENR(t, enrtest.NewKey(t), enrtest.IP4("203.0.113.20"), enr.TCP(30303), enrtest.Waku2(1))
+	other := enrtest.SignedENR(t, enrtest.NewKey(t), enrtest.IP4("203.0.113.21"), enr.TCP(30303), enrtest.Waku2(1))
+	noAddr := enrtest.SignedENR(t, enrtest.NewKey(t), enrtest.Waku2(1), enrtest.RS(16, 1))
 
 	// A correctly signed tree, and the URL a different key would give.
-	url, _ := srv.publish(t, treeKey, "ok.example.org", good)
-	tree, err := dnsdisc.MakeTree(1, []*enode.Node{good}, nil)
+	url, _ := srv.Publish(t, treeKey, "ok.example.org", good)
+	tree, err := gethdnsdisc.MakeTree(1, []*enode.Node{good}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,25 +224,25 @@ func TestDNSDiscoverENRTreeErrors(t *testing.T) {
 	}
 
 	// A root whose signed content was altered (seq 1 → 2, same signature).
-	_, txt := srv.publish(t, treeKey, "badsig.example.org", good)
+	_, txt := srv.Publish(t, treeKey, "badsig.example.org", good)
 	root := txt["badsig.example.org"]
 	if !strings.Contains(root, " seq=1 ") {
 		t.Fatalf("unexpected root %q", root)
 	}
-	srv.set(map[string]string{"badsig.example.org": strings.Replace(root, " seq=1 ", " seq=2 ", 1)})
+	srv.Set(map[string]string{"badsig.example.org": strings.Replace(root, " seq=1 ", " seq=2 ", 1)})
 	badSigURL := strings.Replace(url, "ok.example.org", "badsig.example.org", 1)
 
 	// A leaf swapped for another validly signed ENR: its hash no longer
 	// matches the name it is published under.
-	swapURL, txt := srv.publish(t, treeKey, "swap.example.org", good)
+	swapURL, txt := srv.Publish(t, treeKey, "swap.example.org", good)
 	for name, v := range txt {
 		if strings.HasPrefix(v, "enr:") {
-			srv.set(map[string]string{name: other.String()})
+			srv.Set(map[string]string{name: other.String()})
 		}
 	}
 
-	noAddrURL, _ := srv.publish(t, treeKey, "noaddr.example.org", noAddr)
-	emptyURL, _ := srv.publish(t, treeKey, "empty.example.org")
+	noAddrURL, _ := srv.Publish(t, treeKey, "noaddr.example.org", noAddr)
+	emptyURL, _ := srv.Publish(t, treeKey, "empty.example.org")
 	missingURL := strings.Replace(url, "ok.example.org", "missing.example.org", 1)
 
 	canceled, cancel := context.WithCancel(t.Context())
@@ -453,7 +270,7 @@ func TestDNSDiscoverENRTreeErrors(t *testing.T) {
 			if ctx == nil {
 				ctx = t.Context()
 			}
-			got, err := DiscoverENRTree(ctx, tc.url, srv.resolver())
+			got, err := DiscoverENRTree(ctx, tc.url, srv.Resolver())
 			if err == nil {
 				t.Fatalf("no error, got %+v", got)
 			}
@@ -467,7 +284,7 @@ func TestDNSDiscoverENRTreeErrors(t *testing.T) {
 	}
 
 	// The good tree still works through the same server and resolver.
-	got, err := DiscoverENRTree(t.Context(), url, srv.resolver())
+	got, err := DiscoverENRTree(t.Context(), url, srv.Resolver())
 	if err != nil || len(got) != 1 {
 		t.Fatalf("good tree: %v, %v", got, err)
 	}
@@ -485,11 +302,11 @@ func TestDNSDiscoverENRTreeSilentServer(t *testing.T) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, pc.LocalAddr().String())
 	}}
-	tree, err := dnsdisc.MakeTree(1, nil, nil)
+	tree, err := gethdnsdisc.MakeTree(1, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, err := tree.Sign(newENRKey(t), "silent.example.org")
+	url, err := tree.Sign(enrtest.NewKey(t), "silent.example.org")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,9 +343,9 @@ func TestDNSDiscoverENRTreeSilentServer(t *testing.T) {
 // --- ParseWakuENR on constructed records ---
 
 func TestENRParse(t *testing.T) {
-	k := newENRKey(t)
+	k := enrtest.NewKey(t)
 	id := libp2pID(t, k)
-	relayID := libp2pID(t, newENRKey(t))
+	relayID := libp2pID(t, enrtest.NewKey(t))
 	garbage := []byte{0xff, 0xff, 0xff, 0x0f, 0x01} // not a multiaddr
 	wss := ma.StringCast("/dns4/x.example.org/tcp/443/wss").Bytes()
 	framed := func(parts ...[]byte) []byte {
@@ -549,123 +366,123 @@ func TestENRParse(t *testing.T) {
 	}{
 		{
 			name:    "ip4 and tcp only",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(60000)},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(60000)},
 			want:    discWant{addrs: withP2P(t, id, "/ip4/192.0.2.1/tcp/60000")},
 		},
 		{
 			name:    "ip6 without tcp6 uses tcp",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enrIP6("2001:db8::1"), enr.TCP(60000)},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enrtest.IP6("2001:db8::1"), enr.TCP(60000)},
 			want:    discWant{addrs: withP2P(t, id, "/ip4/192.0.2.1/tcp/60000", "/ip6/2001:db8::1/tcp/60000")},
 		},
 		{
 			name:    "ip6 with its own tcp6",
-			entries: []enr.Entry{enrIP6("2001:db8::1"), enr.TCP(60000), enr.TCP6(60006)},
+			entries: []enr.Entry{enrtest.IP6("2001:db8::1"), enr.TCP(60000), enr.TCP6(60006)},
 			want:    discWant{addrs: withP2P(t, id, "/ip6/2001:db8::1/tcp/60006")},
 		},
 		{
 			name:    "ip without tcp gives no ip address",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.UDP(9000), enrMultiaddrs(t, "/dns4/x.example.org/tcp/443/wss")},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.UDP(9000), enrtest.Multiaddrs(t, "/dns4/x.example.org/tcp/443/wss")},
 			want:    discWant{addrs: withP2P(t, id, "/dns4/x.example.org/tcp/443/wss")},
 		},
 		{
 			name:    "multiaddr duplicating ip/tcp is dropped",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(60000), enrMultiaddrs(t, "/ip4/192.0.2.1/tcp/60000", "/ip4/192.0.2.1/tcp/8000/ws")},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(60000), enrtest.Multiaddrs(t, "/ip4/192.0.2.1/tcp/60000", "/ip4/192.0.2.1/tcp/8000/ws")},
 			want:    discWant{addrs: withP2P(t, id, "/ip4/192.0.2.1/tcp/60000", "/ip4/192.0.2.1/tcp/8000/ws")},
 		},
 		{
 			name:    "circuit relay address gets p2p-circuit",
-			entries: []enr.Entry{enrMultiaddrs(t, "/ip4/192.0.2.9/tcp/55555/p2p/"+relayID.String())},
+			entries: []enr.Entry{enrtest.Multiaddrs(t, "/ip4/192.0.2.9/tcp/55555/p2p/"+relayID.String())},
 			want:    discWant{addrs: []string{"/ip4/192.0.2.9/tcp/55555/p2p/" + relayID.String() + "/p2p-circuit/p2p/" + id.String()}},
 		},
 		{
 			name:    "address already carrying our own id is kept",
-			entries: []enr.Entry{enrMultiaddrs(t, "/dns4/x.example.org/tcp/443/wss/p2p/"+id.String())},
+			entries: []enr.Entry{enrtest.Multiaddrs(t, "/dns4/x.example.org/tcp/443/wss/p2p/"+id.String())},
 			want:    discWant{addrs: withP2P(t, id, "/dns4/x.example.org/tcp/443/wss")},
 		},
 		{
 			name:    "undecodable multiaddr skipped, the rest kept",
-			entries: []enr.Entry{enrRaw("multiaddrs", framed(garbage, wss))},
+			entries: []enr.Entry{enrtest.Raw("multiaddrs", framed(garbage, wss))},
 			want:    discWant{addrs: withP2P(t, id, "/dns4/x.example.org/tcp/443/wss")},
 		},
 		{
 			name:    "multiaddrs length past the end",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRaw("multiaddrs", framed(wss)[:len(wss)])},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.Raw("multiaddrs", framed(wss)[:len(wss)])},
 			errText: "entry length",
 		},
 		{
 			name:    "multiaddrs zero length",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRaw("multiaddrs", []byte{0, 0})},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.Raw("multiaddrs", []byte{0, 0})},
 			errText: "entry length 0",
 		},
 		{
 			name:    "multiaddrs dangling byte",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRaw("multiaddrs", append(framed(wss), 7))},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.Raw("multiaddrs", append(framed(wss), 7))},
 			errText: "dangling byte",
 		},
 		{
 			name:    "no address at all",
-			entries: []enr.Entry{enrWaku2(1), enrRS(16, 1)},
+			entries: []enr.Entry{enrtest.Waku2(1), enrtest.RS(16, 1)},
 			is:      ErrNoAddress,
 		},
 		{
 			name:    "unspecified ip is not an address",
-			entries: []enr.Entry{enrIP4("0.0.0.0"), enr.TCP(60000)},
+			entries: []enr.Entry{enrtest.IP4("0.0.0.0"), enr.TCP(60000)},
 			is:      ErrNoAddress,
 		},
 		{
 			name:    "all five capability bits",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrWaku2(0x1f)},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.Waku2(0x1f)},
 			want:    discWant{addrs: withP2P(t, id, "/ip4/192.0.2.1/tcp/1"), relay: true, store: true, filter: true, lightPush: true, sync_: true},
 		},
 		{
 			name:    "filter only (bit 2)",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrWaku2(0x04)},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.Waku2(0x04)},
 			want:    discWant{addrs: withP2P(t, id, "/ip4/192.0.2.1/tcp/1"), filter: true},
 		},
 		{
 			name:    "waku2 of two bytes",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRaw("waku2", []byte{1, 2})},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.Raw("waku2", []byte{1, 2})},
 			errText: "waku2: 2 bytes",
 		},
 		{
 			name:    "rs sorted and deduplicated",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRS(16, 64, 1, 32, 1)},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.RS(16, 64, 1, 32, 1)},
 			want:    discWant{addrs: withP2P(t, id, "/ip4/192.0.2.1/tcp/1"), cluster: enrU16(16), shards: []uint16{1, 32, 64}},
 		},
 		{
 			name:    "rs with no shards",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRS(7)},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.RS(7)},
 			want:    discWant{addrs: withP2P(t, id, "/ip4/192.0.2.1/tcp/1"), cluster: enrU16(7), shards: []uint16{}},
 		},
 		{
 			name:    "rs count does not match length",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRaw("rs", []byte{0, 16, 2, 0, 1})},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.Raw("rs", []byte{0, 16, 2, 0, 1})},
 			errText: "count 2 needs 7 bytes",
 		},
 		{
 			name:    "rs shard above 1023",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRS(16, 1024)},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.RS(16, 1024)},
 			errText: "shard 1024",
 		},
 		{
 			name:    "rsv",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRSV(65535, 3, 9, 1000)},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.RSV(65535, 3, 9, 1000)},
 			want:    discWant{addrs: withP2P(t, id, "/ip4/192.0.2.1/tcp/1"), cluster: enrU16(65535), shards: []uint16{3, 9, 1000}},
 		},
 		{
 			name:    "rsv of the wrong length",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRaw("rsv", make([]byte, 129))},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.Raw("rsv", make([]byte, 129))},
 			errText: "rsv: 129 bytes",
 		},
 		{
 			name:    "rs wins over rsv",
-			entries: []enr.Entry{enrIP4("192.0.2.1"), enr.TCP(1), enrRS(16, 5), enrRSV(1, 6)},
+			entries: []enr.Entry{enrtest.IP4("192.0.2.1"), enr.TCP(1), enrtest.RS(16, 5), enrtest.RSV(1, 6)},
 			want:    discWant{addrs: withP2P(t, id, "/ip4/192.0.2.1/tcp/1"), cluster: enrU16(16), shards: []uint16{5}},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			n := signedENR(t, k, tc.entries...)
+			n := enrtest.SignedENR(t, k, tc.entries...)
 			got, err := ParseWakuENR(n)
 			if tc.is != nil || tc.errText != "" {
 				if err == nil {
@@ -692,7 +509,7 @@ func TestENRParse(t *testing.T) {
 }
 
 func TestENRParseStringErrors(t *testing.T) {
-	n := signedENR(t, newENRKey(t), enrIP4("192.0.2.1"), enr.TCP(1))
+	n := enrtest.SignedENR(t, enrtest.NewKey(t), enrtest.IP4("192.0.2.1"), enr.TCP(1))
 	text := n.String()
 	// Flip a character inside the signature (just after the RLP list and
 	// signature headers) so the record no longer verifies.
@@ -738,7 +555,7 @@ func TestENRGolden(t *testing.T) {
 			// c72f491324909173c83e69c5a86ace7aeb87daaa), DiscV5BootstrapNodes[1]:
 			// boot-01.do-ams3 of status.prod; the same file's WakuNodes list
 			// gives its peer id. Cluster 16, shards 1/32/64/128/256,
-			// relay+filter+lightpush (spec waku-edge.md §3).
+			// relay+filter+lightpush.
 			name: "status.prod boot-01.do-ams3",
 			enr:  "enr:-QEKuED9AJm2HGgrRpVaJY2nj68ao_QiPeUT43sK-aRM7sMJ6R4G11OSDOwnvVacgN1sTw-K7soC5dzHDFZgZkHU0u-XAYJpZIJ2NIJpcISnYxMvim11bHRpYWRkcnO4WgAqNiVib290LTAxLmRvLWFtczMuc3RhdHVzLnByb2Quc3RhdHVzLmltBnZfACw2JWJvb3QtMDEuZG8tYW1zMy5zdGF0dXMucHJvZC5zdGF0dXMuaW0GAbveA4Jyc40AEAUAAQAgAEAAgAEAiXNlY3AyNTZrMaEC3rRtFQSgc24uWewzXaxTY8hDAHB8sgnxr9k8Rjb5GeSDdGNwgnZfg3VkcIIjKIV3YWt1Mg0",
 			want: discWant{
@@ -845,53 +662,5 @@ func TestENRShardBitVectorLayout(t *testing.T) {
 	}
 	if cluster != 16 || !slices.Equal(shards, []uint16{0, 1, 15, 1023}) {
 		t.Fatalf("cluster %d shards %v", cluster, shards)
-	}
-}
-
-// --- the peer's discovery loop ---
-
-// TestDNSDiscoveryDialsRelayNodes: a peer configured with only an enrtree
-// URL finds, over real DNS, the relay node serving its shard and meshes with
-// it; it leaves alone a relay node of another shard and a store-only node
-// of its own shard.
-func TestDNSDiscoveryDialsRelayNodes(t *testing.T) {
-	t.Parallel()
-	srv := startTestDNS(t)
-	node := func(shard uint16, flags byte) (*Peer, *enode.Node) {
-		keyFile := filepath.Join(t.TempDir(), "nodekey")
-		p := startPeer(t, Config{KeyFile: keyFile, Shards: []uint16{shard}})
-		k, err := LoadOrCreateKey(keyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := k.Raw()
-		ek, err := gcrypto.ToECDSA(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := ma.NewMultiaddr(tcpAddr(t, p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		port, err := a.ValueForProtocol(ma.P_TCP)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, _ := strconv.Atoi(port)
-		return p, signedENR(t, ek, enrIP4("127.0.0.1"), enr.TCP(n), enrWaku2(flags), enrRS(16, shard))
-	}
-	relay32, e1 := node(32, 0b0001)
-	relay64, e2 := node(64, 0b0001)
-	store32, e3 := node(32, 0b0010)
-	url, _ := srv.publish(t, newENRKey(t), "fleet.example.org", e1, e2, e3)
-
-	p := startPeer(t, Config{DNSDiscovery: []string{url}, Resolver: srv.resolver()})
-	eventually(t, 15*time.Second, "meshed with the discovered relay node", func() bool {
-		return p.TopicPeers(shard32) == 1 && p.Host().Network().Connectedness(relay32.ID()) == network.Connected
-	})
-	for _, other := range []*Peer{relay64, store32} {
-		if p.Host().Network().Connectedness(other.ID()) == network.Connected {
-			t.Fatalf("dialled %s, which does not relay shard 32", other.ID())
-		}
 	}
 }
