@@ -1,7 +1,7 @@
-package wakupeer
+package node
 
 // Interop with js-waku, a Waku relay nobody here wrote: interop/js-relay/relay.mjs
-// runs a @waku/sdk relay node (pinned set from spec waku-edge.md §4, package-lock.json
+// runs a @waku/sdk relay node (a pinned, older js-waku set: package-lock.json
 // committed; scripts/test installs it with npm ci) as a child process.
 
 import (
@@ -105,7 +105,7 @@ func TestJSRelayInterop(t *testing.T) {
 // js-waku itself drops nobody for being on another cluster (see relay.mjs),
 // and its libp2p re-dials us as soon as we hang up (its only peer), so the
 // connections come and go; none may last, and our peer must log dropping
-// it for its cluster (dropPeer's warning). On cluster 16 the same node meshes with us
+// it for its cluster (dropPeer's warning, metadata.go). On cluster 16 the same node meshes with us
 // (TestJSRelayInterop). On 99 it relays /waku/2/rs/99/32, which we do not,
 // so it is never a topic or mesh peer of ours either way; those checks are
 // cheap, the connection ages and the drop log are what fail without the

@@ -1,4 +1,4 @@
-package wakupeer
+package node
 
 import (
 	"path/filepath"
@@ -21,7 +21,7 @@ import (
 func TestDNSDiscoveryDialsRelayNodes(t *testing.T) {
 	t.Parallel()
 	srv := enrtest.StartDNS(t)
-	node := func(shard uint16, flags byte) (*Peer, *enode.Node) {
+	node := func(shard uint16, flags byte) (*Node, *enode.Node) {
 		keyFile := filepath.Join(t.TempDir(), "nodekey")
 		p := startPeer(t, Config{KeyFile: keyFile, Shards: []uint16{shard}})
 		k, err := LoadOrCreateKey(keyFile)
@@ -53,7 +53,7 @@ func TestDNSDiscoveryDialsRelayNodes(t *testing.T) {
 	eventually(t, 15*time.Second, "meshed with the discovered relay node", func() bool {
 		return p.TopicPeers(shard32) == 1 && p.Host().Network().Connectedness(relay32.ID()) == network.Connected
 	})
-	for _, other := range []*Peer{relay64, store32} {
+	for _, other := range []*Node{relay64, store32} {
 		if p.Host().Network().Connectedness(other.ID()) == network.Connected {
 			t.Fatalf("dialled %s, which does not relay shard 32", other.ID())
 		}

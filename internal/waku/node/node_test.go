@@ -1,4 +1,4 @@
-package wakupeer
+package node
 
 import (
 	"context"
@@ -12,15 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/archivefleet/archivefleet/internal/testenv"
+	"github.com/archivefleet/archivefleet/internal/waku/relay"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
-	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -39,7 +37,7 @@ func quietLogger() *slog.Logger {
 
 // startPeer starts a peer on 127.0.0.1 (TCP and WS, port 0) with fast
 // back-off, closed at the end of the test.
-func startPeer(t *testing.T, cfg Config) *Peer {
+func startPeer(t *testing.T, cfg Config) *Node {
 	t.Helper()
 	if cfg.ListenAddrs == nil {
 		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0/ws"}
@@ -63,7 +61,7 @@ func startPeer(t *testing.T, cfg Config) *Peer {
 }
 
 // tcpAddr is p's TCP address with /p2p (the first listen address).
-func tcpAddr(t *testing.T, p *Peer) string {
+func tcpAddr(t *testing.T, p *Node) string {
 	t.Helper()
 	for _, a := range p.Addrs() {
 		if _, err := a.ValueForProtocol(0x06); err == nil { // tcp
@@ -76,7 +74,7 @@ func tcpAddr(t *testing.T, p *Peer) string {
 	return ""
 }
 
-func wsAddr(t *testing.T, p *Peer) string {
+func wsAddr(t *testing.T, p *Node) string {
 	t.Helper()
 	for _, a := range p.Addrs() {
 		if _, err := a.ValueForProtocol(477); err == nil {
@@ -135,7 +133,7 @@ func TestRelayMesh(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			reg := prometheus.NewRegistry()
-			peers := []*Peer{startPeer(t, Config{Registerer: reg})}
+			peers := []*Node{startPeer(t, Config{Registerer: reg})}
 			for i := 1; i < tc.n; i++ {
 				addr := tcpAddr(t, peers[i-1])
 				if tc.ws {
@@ -185,13 +183,13 @@ func TestRelayMesh(t *testing.T) {
 					}
 				}
 			}
-			if got := testutil.ToFloat64(peers[0].metrics.Published.WithLabelValues(shard32)); got != 1 {
+			if got := testutil.ToFloat64(peers[0].metrics.Relay.Published.WithLabelValues(shard32)); got != 1 {
 				t.Errorf("published metric = %v, want 1", got)
 			}
-			if got := testutil.ToFloat64(peers[0].metrics.Received.WithLabelValues(shard32)); got != 1 {
+			if got := testutil.ToFloat64(peers[0].metrics.Relay.Received.WithLabelValues(shard32)); got != 1 {
 				t.Errorf("received metric = %v, want 1", got)
 			}
-			if got := testutil.ToFloat64(peers[0].metrics.MeshPeers.WithLabelValues(shard32)); got != 1 {
+			if got := testutil.ToFloat64(peers[0].metrics.Relay.MeshPeers.WithLabelValues(shard32)); got != 1 {
 				t.Errorf("mesh metric = %v, want 1", got)
 			}
 			if got := testutil.ToFloat64(peers[0].metrics.PeersConnected); got != 1 {
@@ -240,45 +238,6 @@ func TestMetadata(t *testing.T) {
 				b.Host().Network().Connectedness(a.ID()) != network.Connected
 		})
 	})
-}
-
-func TestMetadataCodec(t *testing.T) {
-	c16 := uint32(16)
-	for _, tc := range []struct {
-		name    string
-		wire    []byte
-		cluster *uint32
-		shards  string
-	}{
-		{"ours", metadata{ClusterID: &c16, Shards: []uint32{32, 300}}.marshal(), &c16, "[32 300]"},
-		{"go-waku packed field 2", []byte{0x08, 16, 0x12, 2, 32, 64}, &c16, "[32 64]"},
-		{"js-waku unpacked field 2", []byte{0x08, 16, 0x10, 32, 0x10, 64}, &c16, "[32 64]"},
-		{"field 3 preferred", []byte{0x08, 16, 0x10, 1, 0x1a, 1, 32}, &c16, "[32]"},
-		{"empty", nil, nil, "[]"},
-		{"unknown field skipped", []byte{0x22, 1, 'x', 0x08, 16}, &c16, "[]"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var m metadata
-			if err := m.unmarshal(tc.wire); err != nil {
-				t.Fatal(err)
-			}
-			if (m.ClusterID == nil) != (tc.cluster == nil) || (m.ClusterID != nil && *m.ClusterID != *tc.cluster) {
-				t.Fatalf("cluster = %v, want %v", m.ClusterID, tc.cluster)
-			}
-			if got := fmt.Sprint(m.Shards); got != tc.shards {
-				t.Fatalf("shards = %s, want %s", got, tc.shards)
-			}
-		})
-	}
-	// Field 2 unpacked then field 3 packed, as nwaku encodes it.
-	got := metadata{ClusterID: &c16, Shards: []uint32{32}}.marshal()
-	if want := []byte{0x08, 16, 0x10, 32, 0x1a, 1, 32}; string(got) != string(want) {
-		t.Fatalf("marshal = %x, want %x", got, want)
-	}
-	var m metadata
-	if err := m.unmarshal([]byte{0x08}); err == nil {
-		t.Fatal("truncated message accepted")
-	}
 }
 
 func TestKeyFileKeepsPeerID(t *testing.T) {
@@ -388,22 +347,12 @@ func TestTopicIsolation(t *testing.T) {
 // bareRelay connects a bare gossipsub node (same relay parameters, no
 // validator, no metadata protocol) to p and returns its joined shard32
 // topic, once p and the node see each other on it.
-func bareRelay(t *testing.T, p *Peer) (*pubsub.Topic, host.Host) {
+func bareRelay(t *testing.T, p *Node) (*pubsub.Topic, host.Host) {
 	t.Helper()
-	h, err := libp2p.New(
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-		libp2p.DisableRelay(), libp2p.DisableMetrics(),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
+	h := testenv.Libp2pHost(t, true)
 	ctx, cancelPS := context.WithCancel(t.Context())
 	t.Cleanup(cancelPS)
-	ps, err := newRelay(ctx, h, []string{shard32})
+	ps, err := relay.NewGossipSub(ctx, h, []string{shard32})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +399,7 @@ func TestValidatorRejectsGarbage(t *testing.T) {
 		t.Fatalf("first delivered message is %x, want the valid one", r.Message.Payload)
 	}
 	eventually(t, 5*time.Second, "three rejections counted", func() bool {
-		return testutil.ToFloat64(p.metrics.Rejected.WithLabelValues(shard32, rejectNotWakuMessage)) == 3
+		return testutil.ToFloat64(p.metrics.Relay.Rejected.WithLabelValues(shard32, relay.RejectNotWakuMessage)) == 3
 	})
 	// Peer scoring (go-waku's p4): three invalid messages cost 3² × -100.
 	eventually(t, 5*time.Second, "the sender's score below zero", func() bool { return p.Score(h.ID()) < -100 })

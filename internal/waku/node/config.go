@@ -1,4 +1,4 @@
-package wakupeer
+package node
 
 import (
 	"crypto/rand"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/archivefleet/archivefleet/internal/waku/dnsdisc"
+	"github.com/archivefleet/archivefleet/internal/waku/store"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -39,11 +40,13 @@ const (
 	// DefaultMaxPeers is nwaku's and go-waku's default connection limit
 	// (max-connections 50).
 	DefaultMaxPeers = 50
+	// DefaultDiscoveryInterval is how often the ENR trees are synced again.
+	DefaultDiscoveryInterval = 30 * time.Minute
 	// maxShard: static sharding has 1024 shards per cluster (RELAY-SHARDING).
 	maxShard = 1023
 )
 
-// Config configures a Peer. The zero value of every field means "use the
+// Config configures a Node. The zero value of every field means "use the
 // default"; New applies the defaults once and validates the result.
 type Config struct {
 	// ListenAddrs are libp2p multiaddrs to listen on (TCP and /ws).
@@ -89,22 +92,22 @@ type Config struct {
 	// LightPushService serves lightpush v3: pushed messages are relayed on
 	// their pubsub topic (which must be one of Shards').
 	LightPushService bool
-	// StoreService serves Store v3 (StoreProtocol) from an in-memory store
+	// StoreService serves Store v3 (store.Protocol) from an in-memory store
 	// of the valid messages relayed on Shards, ours included: for tests and
-	// a local dev node, not a production store node (store_service.go).
+	// a local dev node, not a production store node (store.Service).
 	StoreService bool
 	// StoreRetention drops stored messages whose timestamp is older.
-	// Default DefaultStoreRetention (30 days).
+	// Default store.DefaultRetention (30 days).
 	StoreRetention time.Duration
 	// StoreCapacity caps the stored messages; beyond it the oldest go
-	// first. Default DefaultStoreCapacity.
+	// first. Default store.DefaultCapacity.
 	StoreCapacity int
 	// StoreMaxBytes caps the memory the stored messages take, each counted
 	// as its encoded size, its content topic and 256 bytes; beyond it the
 	// oldest go first, and a message larger than it is not stored.
-	// Default DefaultStoreMaxBytes.
+	// Default store.DefaultMaxBytes.
 	StoreMaxBytes int64
-	// Registerer, when set, gets the peer's Metrics.
+	// Registerer, when set, gets the node's Metrics.
 	Registerer prometheus.Registerer
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -140,13 +143,13 @@ func (c Config) withDefaults() Config {
 		c.MaxPeers = DefaultMaxPeers
 	}
 	if c.StoreRetention == 0 {
-		c.StoreRetention = DefaultStoreRetention
+		c.StoreRetention = store.DefaultRetention
 	}
 	if c.StoreCapacity == 0 {
-		c.StoreCapacity = DefaultStoreCapacity
+		c.StoreCapacity = store.DefaultCapacity
 	}
 	if c.StoreMaxBytes == 0 {
-		c.StoreMaxBytes = DefaultStoreMaxBytes
+		c.StoreMaxBytes = store.DefaultMaxBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -217,7 +220,7 @@ func (c Config) validate() (parsed, error) {
 		errs = append(errs, errors.New("store retention, capacity and byte budget must be positive"))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return parsed{}, fmt.Errorf("wakupeer: config: %w", err)
+		return parsed{}, fmt.Errorf("waku node: config: %w", err)
 	}
 	return p, nil
 }
@@ -229,38 +232,38 @@ func LoadOrCreateKey(path string) (crypto.PrivKey, error) {
 	if err == nil {
 		raw, err := hex.DecodeString(strings.TrimSpace(string(b)))
 		if err != nil {
-			return nil, fmt.Errorf("wakupeer: node key %s: not hex: %w", path, err)
+			return nil, fmt.Errorf("waku node: node key %s: not hex: %w", path, err)
 		}
 		k, err := crypto.UnmarshalSecp256k1PrivateKey(raw)
 		if err != nil {
-			return nil, fmt.Errorf("wakupeer: node key %s: %w", path, err)
+			return nil, fmt.Errorf("waku node: node key %s: %w", path, err)
 		}
 		return k, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("wakupeer: node key: %w", err)
+		return nil, fmt.Errorf("waku node: node key: %w", err)
 	}
 	k, _, err := crypto.GenerateSecp256k1Key(rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("wakupeer: generating node key: %w", err)
+		return nil, fmt.Errorf("waku node: generating node key: %w", err)
 	}
 	raw, err := k.Raw()
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("wakupeer: node key dir: %w", err)
+		return nil, fmt.Errorf("waku node: node key dir: %w", err)
 	}
 	// O_EXCL: two processes racing on first start must not end up with
 	// different keys on disk and in memory.
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("wakupeer: writing node key: %w", err)
+		return nil, fmt.Errorf("waku node: writing node key: %w", err)
 	}
 	_, werr := f.WriteString(hex.EncodeToString(raw) + "\n")
 	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
 		os.Remove(path)
-		return nil, fmt.Errorf("wakupeer: writing node key: %w", err)
+		return nil, fmt.Errorf("waku node: writing node key: %w", err)
 	}
 	return k, nil
 }

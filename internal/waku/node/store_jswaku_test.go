@@ -1,8 +1,8 @@
-package wakupeer
+package node
 
 // js-waku's own Store v3 client (interop/js-relay/store-client.mjs, a
 // @waku/sdk 0.0.27 light node) against our store service: the independent
-// check of store_service.go. The messages reach our store by relay from a
+// check of internal/waku/store's service. The messages reach our store by relay from a
 // js-waku relay node (relay.mjs) and from our own peer's publications.
 
 import (
@@ -61,7 +61,8 @@ func (c *jsStoreClient) query(req map[string]any) jsStoreReply {
 }
 
 // servedLog is a slog.Handler that passes records on and records, for every
-// "store query served" line (handleStore), its status and message count.
+// "store query served" line (store.Service.Handle), its status and message
+// count.
 type servedLog struct {
 	slog.Handler
 	mu     *sync.Mutex
@@ -159,14 +160,12 @@ func TestJSStoreClient(t *testing.T) {
 	}
 	sortStored(all)
 	eventually(t, 15*time.Second, "our store to hold all 123 messages", func() bool {
-		p.store.mu.RLock()
-		defer p.store.mu.RUnlock()
 		for _, s := range all {
-			if p.store.byHash[s.hash] == nil {
+			if !p.store.Has(s.hash) {
 				return false
 			}
 		}
-		return len(p.store.order) == len(all)
+		return p.store.Len() == len(all)
 	})
 	js := filterStored(all, func(s stored) bool { return s.m.ContentTopic == jsContentTopic })
 	inMs := func(lo, hi int64) []stored {

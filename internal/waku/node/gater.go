@@ -1,4 +1,4 @@
-package wakupeer
+package node
 
 import (
 	"sync"

@@ -1,4 +1,4 @@
-package wakupeer
+package node
 
 import (
 	"context"
@@ -7,33 +7,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
+	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // bareHost is a libp2p host speaking nothing but the transport.
-func bareHost(t *testing.T) host.Host {
-	t.Helper()
-	h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.Transport(tcp.NewTCPTransport), libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport), libp2p.DisableRelay(), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
+func bareHost(t *testing.T) host.Host { return testenv.Libp2pHost(t, false) }
 
 // dialAll dials p from every host at once and returns, once every dial has
 // ended, how many succeeded. A dial p refuses may succeed on the dialer's
 // side (noise carries the multiplexer choice, so the dialer is done before
 // p decides) and is closed right after.
-func dialAll(t *testing.T, p *Peer, hosts []host.Host) int {
+func dialAll(t *testing.T, p *Node, hosts []host.Host) int {
 	t.Helper()
 	ai := peer.AddrInfo{ID: p.ID(), Addrs: p.Host().Addrs()}
 	var ok atomic.Int32
