@@ -31,8 +31,10 @@ type FieldError struct {
 	Err   error
 }
 
+// Error names the field and what is wrong in it.
 func (e *FieldError) Error() string { return fmt.Sprintf("%s (field %d): %v", e.Name, e.Field, e.Err) }
 
+// Unwrap returns the error in the field's value.
 func (e *FieldError) Unwrap() error { return e.Err }
 
 // check walks b as an encoding of md, field by field, and reports the first

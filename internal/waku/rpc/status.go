@@ -26,6 +26,7 @@ type StatusError[C Code] struct {
 	Desc string // status_desc, if sent
 }
 
+// Error names the protocol, the code and the node's description.
 func (e *StatusError[C]) Error() string {
 	if e.Desc == "" {
 		return fmt.Sprintf("waku %s refused: status %d", e.Code.Protocol(), uint32(e.Code))
