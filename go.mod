@@ -172,3 +172,7 @@ require (
 // miss a wake-up and leave a peer's requests unanswered until the 60 s
 // keep-alive (third_party/README.md). Upstream master has the same code.
 replace github.com/anacrolix/torrent v1.61.0 => ./third_party/anacrolix-torrent
+
+// protoc-gen-go, at the version of google.golang.org/protobuf above, for
+// internal/waku/proto's go generate.
+tool google.golang.org/protobuf/cmd/protoc-gen-go

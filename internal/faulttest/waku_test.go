@@ -21,7 +21,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
+	"github.com/archivefleet/archivefleet/internal/waku/node"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -36,10 +36,10 @@ import (
 // harness's SETTLE=0 and 3 s windows, the outage's windows are usually
 // built before the back-fill: its messages come in late, as supplements.)
 //
-// The store node is our own spec-written Store v3 server (wakupeer's
+// The store node is our own spec-written Store v3 server (internal/waku/node's
 // StoreService, in process, relaying with js-waku and storing what it
 // relays); that server's independent check is js-waku's store client
-// against it, in internal/wakupeer (TestJSStoreClient).
+// against it, in internal/waku/node (TestJSStoreClient).
 func TestWakuKilledBackfill(t *testing.T) {
 	const (
 		iv        = 3 * time.Second
@@ -70,7 +70,7 @@ func TestWakuKilledBackfill(t *testing.T) {
 			}
 		}
 	}()
-	storeNode, err := wakupeer.New(t.Context(), wakupeer.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, StaticPeers: js.Ready.Addrs,
+	storeNode, err := node.New(t.Context(), node.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, StaticPeers: js.Ready.Addrs,
 		StoreService: true, ReconnectMin: 50 * time.Millisecond, ReconnectMax: 400 * time.Millisecond, Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/placement"
 	"github.com/archivefleet/archivefleet/internal/seed"
 	"github.com/archivefleet/archivefleet/internal/store"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
+	"github.com/archivefleet/archivefleet/internal/waku/relay"
+	wakustore "github.com/archivefleet/archivefleet/internal/waku/store"
 )
 
 // Prefix is the environment prefix of every variable.
@@ -66,15 +67,15 @@ const (
 	DefaultWakuBackfillWindow = 30 * 24 * time.Hour
 	// The store service's bounds (WAKU_STORE_SERVICE): Status store
 	// nodes' 30 days, a million messages, and a memory budget.
-	DefaultWakuStoreRetention = wakupeer.DefaultStoreRetention
-	DefaultWakuStoreCapacity  = wakupeer.DefaultStoreCapacity
-	DefaultWakuStoreMaxBytes  = ByteSize(wakupeer.DefaultStoreMaxBytes)
+	DefaultWakuStoreRetention = wakustore.DefaultRetention
+	DefaultWakuStoreCapacity  = wakustore.DefaultCapacity
+	DefaultWakuStoreMaxBytes  = ByteSize(wakustore.DefaultMaxBytes)
 	// MinWakuStoreMaxBytes: a smaller budget would refuse the largest
 	// relay messages outright.
-	MinWakuStoreMaxBytes = ByteSize(2*wakupeer.MaxRelayMessageSize + 1<<10)
-	// StatusProdENRTree is status.prod's EIP-1459 tree (spec waku-edge.md
-	// §3): the production value of WAKU_DNS_DISCOVERY, set by the shipped
-	// deployments. The code default is empty so a local run never joins
+	MinWakuStoreMaxBytes = ByteSize(2*relay.MaxFrameSize + 1<<10)
+	// StatusProdENRTree is status.prod's EIP-1459 tree, where the fleet
+	// publishes its boot nodes: the production value of
+	// WAKU_DNS_DISCOVERY, set by the shipped deployments. The code default is empty so a local run never joins
 	// production by accident.
 	StatusProdENRTree = "enrtree://AMOJVZX4V6EXP7NTJPMAYJYST2QP6AJXYW76IU6VGJS7UVSNDYZG4@boot.prod.status.nodes.status.im"
 

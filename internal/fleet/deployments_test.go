@@ -30,8 +30,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
+	"github.com/archivefleet/archivefleet/internal/waku/lightpush"
 	"github.com/archivefleet/archivefleet/internal/wakuedge"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -184,8 +184,8 @@ func (noPeer) Publish(context.Context, string, *wakuwire.Message) ([32]byte, err
 	return [32]byte{}, nil
 }
 func (noPeer) TopicPeers(string) int { return 0 }
-func (noPeer) LightPush(context.Context, peer.AddrInfo, string, *wakuwire.Message) (wakupeer.LightPushResult, error) {
-	return wakupeer.LightPushResult{}, errors.New("no peer")
+func (noPeer) LightPush(context.Context, peer.AddrInfo, string, *wakuwire.Message) (lightpush.Result, error) {
+	return lightpush.Result{}, errors.New("no peer")
 }
 
 // descRecorder is a Registerer that records the metric names it is given.

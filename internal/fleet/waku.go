@@ -14,8 +14,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/store"
+	"github.com/archivefleet/archivefleet/internal/waku/node"
 	"github.com/archivefleet/archivefleet/internal/wakuedge"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -41,7 +41,7 @@ func RunWaku(ctx context.Context, cfg WakuConfig) error {
 }
 
 // wakuReady is nil when every relayed shard has at least minPeers peers.
-func wakuReady(p *wakupeer.Peer, minPeers int) observe.Check {
+func wakuReady(p *node.Node, minPeers int) observe.Check {
 	return func(context.Context) error {
 		var errs []error
 		for _, t := range p.PubsubTopics() {
@@ -57,7 +57,7 @@ func wakuReady(p *wakupeer.Peer, minPeers int) observe.Check {
 // first start) and builds the edge; with WAKU_RECEIVE it archives what it
 // hears through ingest. The rfc26 payloads are signed with the same node
 // key: one key to keep, and members only recover it.
-func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, ingest wakuedge.Ingester, log *slog.Logger, reg prometheus.Registerer) (*wakuedge.Service, *wakupeer.Peer, error) {
+func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, ingest wakuedge.Ingester, log *slog.Logger, reg prometheus.Registerer) (*wakuedge.Service, *node.Node, error) {
 	shards, err := w.ShardList()
 	if err != nil {
 		return nil, nil, err
@@ -74,7 +74,7 @@ func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, ingest
 	if err != nil {
 		return nil, nil, err
 	}
-	nodeKey, err := wakupeer.LoadOrCreateKey(keyFile)
+	nodeKey, err := node.LoadOrCreateKey(keyFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -82,7 +82,7 @@ func newWakuEdge(ctx context.Context, b *bus.Bus, w Waku, keyFile string, ingest
 	if err != nil {
 		return nil, nil, err
 	}
-	peer, err := wakupeer.New(ctx, wakupeer.Config{ListenAddrs: splitList(w.Listen), AnnounceAddrs: splitList(w.Announce), KeyFile: keyFile,
+	peer, err := node.New(ctx, node.Config{ListenAddrs: splitList(w.Listen), AnnounceAddrs: splitList(w.Announce), KeyFile: keyFile,
 		StaticPeers: splitList(w.StaticPeers), DNSDiscovery: splitList(w.DNSDiscovery), ClusterID: w.Cluster, Shards: shards, MaxPeers: w.MaxPeers, LightPushService: w.LightPushServe, StoreService: w.StoreServe,
 		StoreRetention: w.StoreRetention, StoreCapacity: w.StoreCapacity, StoreMaxBytes: int64(w.StoreMaxBytes),
 		Registerer: reg, Logger: log})

@@ -26,8 +26,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
 	"github.com/archivefleet/archivefleet/internal/testenv"
+	"github.com/archivefleet/archivefleet/internal/waku/node"
 	"github.com/archivefleet/archivefleet/internal/wakuedge"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -35,7 +35,7 @@ import (
 // one plain and one token-gated (encrypted archives; status-go sends its
 // magnet link the same way, SendPublic with no hash-ratchet wrap), are
 // registered, messages ingested, archives built, seeded and announced by the
-// in-process fleet; two Waku edge replicas (real wakupeers, each with its
+// in-process fleet; two Waku edge replicas (real Waku nodes, each with its
 // own node key, js-waku their static peer) share the announcements, and
 // js-waku, which derives the chat keys and content topics itself, opens
 // every one on both chats. The Go side then unwraps the ProtocolMessage and
@@ -63,7 +63,7 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 	// each announcement is sent by one of them.
 	topic := wakuwire.DefaultCommunityShard
 	signers := map[string]int{}
-	var peers []*wakupeer.Peer
+	var peers []*node.Node
 	for i := range 2 {
 		keyFile := filepath.Join(t.TempDir(), "nodekey")
 		edge, peer, err := newWakuEdge(c.ctx, c.bus(), Waku{Listen: DefaultFleetWakuListen, StaticPeers: strings.Join(js.Ready.Addrs, ","),
@@ -75,7 +75,7 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 		t.Cleanup(func() { peer.Close() })
 		c.run(fmt.Sprintf("waku%d", i), edge.Run)
 		peers = append(peers, peer)
-		nodeKey, err := wakupeer.LoadOrCreateKey(keyFile)
+		nodeKey, err := node.LoadOrCreateKey(keyFile)
 		if err != nil {
 			t.Fatal(err)
 		}

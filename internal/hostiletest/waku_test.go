@@ -23,7 +23,9 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/archivefleet/archivefleet/internal/testenv"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
+	"github.com/archivefleet/archivefleet/internal/waku/lightpush"
+	"github.com/archivefleet/archivefleet/internal/waku/node"
+	"github.com/archivefleet/archivefleet/internal/waku/rpc"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -56,13 +58,13 @@ func TestWakuHostile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("waku address in %q: %v", line, err)
 	}
-	var clients []*wakupeer.Peer
-	client := func(static bool) *wakupeer.Peer {
-		cfg := wakupeer.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testenv.Logger()}
+	var clients []*node.Node
+	client := func(static bool) *node.Node {
+		cfg := node.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testenv.Logger()}
 		if static {
 			cfg.StaticPeers = []string{addr}
 		}
-		p, err := wakupeer.New(t.Context(), cfg)
+		p, err := node.New(t.Context(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,8 +85,8 @@ func TestWakuHostile(t *testing.T) {
 			at   time.Time
 		}{{"1000 hours old", time.Now().Add(-1000 * time.Hour)}, {"1000 days ahead", time.Now().Add(1000 * 24 * time.Hour)}} {
 			_, err := c.LightPush(t.Context(), *fleet, wakuTopic, wakuJunk(t, 100, tc.at))
-			var lpErr *wakupeer.LightPushError
-			if !errors.As(err, &lpErr) || lpErr.Code != wakupeer.LightPushInvalidMessage {
+			var lpErr *rpc.StatusError[lightpush.Status]
+			if !errors.As(err, &lpErr) || lpErr.Code != lightpush.InvalidMessage {
 				t.Fatalf("%s: %v, want 420", tc.name, err)
 			}
 			report(t, "waku lightpush of a message stamped %s: %d %s", tc.name, lpErr.Code, lpErr.Desc)
@@ -103,8 +105,8 @@ func TestWakuHostile(t *testing.T) {
 		served, start := 0, time.Now()
 		for {
 			_, err := c.LightPush(t.Context(), *fleet, wakuTopic, wakuJunk(t, 100, time.Now()))
-			var lpErr *wakupeer.LightPushError
-			if errors.As(err, &lpErr) && lpErr.Code == wakupeer.LightPushTooManyRequests {
+			var lpErr *rpc.StatusError[lightpush.Status]
+			if errors.As(err, &lpErr) && lpErr.Code == lightpush.TooManyRequests {
 				if !lpErr.IsRetryable() {
 					t.Fatal("429 not retryable")
 				}
@@ -120,8 +122,8 @@ func TestWakuHostile(t *testing.T) {
 		// The bucket refills while the burst runs; at least the burst is
 		// served, and at most what the rate adds.
 		took := time.Since(start)
-		if most := wakupeer.LightPushPeerBurst + int(took.Seconds()*wakupeer.LightPushPeerRate) + 1; served < wakupeer.LightPushPeerBurst || served > most {
-			t.Fatalf("%d served before 429 in %v, want %d..%d", served, took, wakupeer.LightPushPeerBurst, most)
+		if most := lightpush.PeerBurst + int(took.Seconds()*lightpush.PeerRate) + 1; served < lightpush.PeerBurst || served > most {
+			t.Fatalf("%d served before 429 in %v, want %d..%d", served, took, lightpush.PeerBurst, most)
 		}
 		report(t, "waku lightpush burst: 429 after %d requests served in %v", served, took.Round(time.Millisecond))
 		c.Close()

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -12,8 +13,8 @@ import (
 )
 
 // NodeInterop returns the `node` binary and the absolute path of
-// interop/<sub> (relative to a package directory under internal/, where
-// `go test` runs), for interop tests against js-waku. It skips with -short;
+// interop/<sub> in the module (found from the package directory `go test`
+// runs in), for interop tests against js-waku. It skips with -short;
 // a missing node or a missing npm package pkg under node_modules is a test
 // failure (scripts/test installs them with npm ci), never a skip. what names
 // the test in its messages.
@@ -22,10 +23,11 @@ func NodeInterop(t testing.TB, what, sub, pkg string) (node, dir string) {
 	if testing.Short() {
 		t.Skipf("%s: skipped with -short", what)
 	}
-	dir, err := filepath.Abs(filepath.Join("..", "..", "interop", sub))
+	root, err := moduleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir = filepath.Join(root, "interop", sub)
 	node, err = exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("%s: `node` is not on PATH (need Node 20+ with npm). Install Node, then run scripts/test, which installs %s/node_modules with npm ci", what, dir)
@@ -34,6 +36,25 @@ func NodeInterop(t testing.TB, what, sub, pkg string) (node, dir string) {
 		t.Fatalf("%s: %s/node_modules is missing or incomplete (%v). Run scripts/test, which runs `npm ci --prefix interop/%s`", what, dir, err, sub)
 	}
 	return node, dir
+}
+
+// moduleRoot is the nearest directory up from the working directory that
+// holds go.mod.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("testenv: no go.mod above the working directory")
+		}
+		dir = parent
+	}
 }
 
 // JSRelayLine is a line of interop/js-relay/relay.mjs (see its header): an

@@ -12,17 +12,17 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
+	wakustore "github.com/archivefleet/archivefleet/internal/waku/store"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
-// StoreQuerier queries Store v3 nodes (*wakupeer.Peer).
+// StoreQuerier queries Store v3 nodes (*node.Node).
 type StoreQuerier interface {
-	StoreQueryAll(ctx context.Context, node peer.AddrInfo, q wakupeer.StoreQuery, page func(wakupeer.StorePage) error) (int, error)
+	StoreQueryAll(ctx context.Context, node peer.AddrInfo, q wakustore.Query, page func(wakustore.Page) error) (int, error)
 }
 
-// Back-fill defaults (spec waku-edge.md §2: status-go asks 24 h per query,
-// at most 10 content topics, from its newest message or now - 30 days).
+// Back-fill defaults: status-go asks 24 h per query, at most 10 content
+// topics, from its newest message or now - 30 days.
 const (
 	// DefaultBackfillWindow is how far back a first back-fill reaches.
 	DefaultBackfillWindow = 30 * 24 * time.Hour
@@ -186,9 +186,9 @@ func (s *Service) backfillCommunity(ctx context.Context, com *registry.Community
 				hi = now
 			}
 			for group := range slices.Chunk(topics, backfillTopics) {
-				q := wakupeer.StoreQuery{PubsubTopic: pubsub, ContentTopics: group, TimeStart: lo.UnixNano(), TimeEnd: hi.UnixNano(),
+				q := wakustore.Query{PubsubTopic: pubsub, ContentTopics: group, TimeStart: lo.UnixNano(), TimeEnd: hi.UnixNano(),
 					IncludeData: true, Forward: true, Limit: backfillPage}
-				n, err := s.StoreClient.StoreQueryAll(ctx, node, q, func(p wakupeer.StorePage) error {
+				n, err := s.StoreClient.StoreQueryAll(ctx, node, q, func(p wakustore.Page) error {
 					var recs []archive.Message
 					for _, sm := range p.Messages {
 						got++

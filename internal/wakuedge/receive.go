@@ -10,7 +10,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/store"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
+	"github.com/archivefleet/archivefleet/internal/waku/node"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -20,9 +20,9 @@ type Ingester interface {
 	Ingest(ctx context.Context, c archive.CommunityID, msgs []archive.Message) (store.IngestResult, error)
 }
 
-// Listener is the relay feed of the peer's pubsub topics (*wakupeer.Peer).
+// Listener is the relay feed of the peer's pubsub topics (*node.Node).
 type Listener interface {
-	Subscribe(pubsubTopic string) (<-chan wakupeer.Received, func(), error)
+	Subscribe(pubsubTopic string) (<-chan node.Received, func(), error)
 	PubsubTopics() []string
 }
 
@@ -95,12 +95,11 @@ type NotArchived struct {
 func (e *NotArchived) Error() string { return e.Reason + ": " + e.Err.Error() }
 func (e *NotArchived) Unwrap() error { return e.Err }
 
-// Record is the archive record status-go keeps of a received message
-// (spec status-go-archives.md §1.7, waku-edge.md §2): the rfc26 payload
-// opened with the chat key, sig = the recovered 65-byte uncompressed key,
-// the padding, timestamp = ns / 1e9 truncated, topic = the content topic's
-// 4 bytes, hash = the 14/WAKU2-MESSAGE hash as received. A message that
-// cannot be archived is a *NotArchived.
+// Record is the archive record status-go keeps of a received message: the
+// rfc26 payload opened with the chat key, sig = the recovered 65-byte
+// uncompressed key, the padding, timestamp = ns / 1e9 truncated, topic =
+// the content topic's 4 bytes, hash = the 14/WAKU2-MESSAGE hash as
+// received. A message that cannot be archived is a *NotArchived.
 func Record(pubsubTopic string, m *wakuwire.Message, chat string, key []byte) (archive.Message, error) {
 	if m.Version != 1 {
 		return archive.Message{}, &NotArchived{dropMalformed, fmt.Errorf("version %d, status chats use 1", m.Version)}
@@ -183,7 +182,7 @@ func (s *Service) receive(ctx context.Context) error {
 
 // take turns one relayed message into a record for each chat its content
 // topic routes to.
-func (s *Service) take(buf *received, r wakupeer.Received) {
+func (s *Service) take(buf *received, r node.Received) {
 	rs := s.routes.lookup(r.Message.ContentTopic)
 	if len(rs) == 0 {
 		s.received.WithLabelValues(ignoredForeign).Inc()

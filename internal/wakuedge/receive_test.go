@@ -19,7 +19,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
+	"github.com/archivefleet/archivefleet/internal/waku/node"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -80,9 +80,9 @@ func TestRecord(t *testing.T) {
 }
 
 // TestBackfill: messages relayed while the edge was not there are on two
-// Store v3 nodes (our wakupeer's store service: not an independent
+// Store v3 nodes (our Waku node's store service: not an independent
 // implementation; js-waku's store client is its independent test, in
-// internal/wakupeer): A heard 150 (more than a page), B only one, which A
+// internal/waku/node): A heard 150 (more than a page), B only one, which A
 // never saw. The edge back-fills the community from both and ingests the
 // union; a second back-fill starts near the first one's end and stores
 // nothing new; with A down the back-fill fails and the progress stays.
@@ -97,9 +97,9 @@ func TestBackfill(t *testing.T) {
 		t.Fatal(err)
 	}
 	topic := wakuwire.DefaultCommunityShard
-	storeA := startPeer(t, wakupeer.Config{StoreService: true})
-	publisher := startPeer(t, wakupeer.Config{StaticPeers: []string{p2pAddr(storeA)}})
-	storeB := startPeer(t, wakupeer.Config{StoreService: true}) // alone
+	storeA := startPeer(t, node.Config{StoreService: true})
+	publisher := startPeer(t, node.Config{StaticPeers: []string{p2pAddr(storeA)}})
+	storeB := startPeer(t, node.Config{StoreService: true}) // alone
 	waitFor(t, "publisher and store A meshed", func() bool { return storeA.MeshPeers(topic) == 1 })
 
 	member, _ := secp256k1.GeneratePrivateKey()
@@ -108,7 +108,7 @@ func TestBackfill(t *testing.T) {
 	// Relays and store nodes take only messages stamped within 20 s of
 	// their clock (nwaku's RLN clock gap and MaxMessageTimestampVariance,
 	// which ours follow): each is stamped as it is sent.
-	publish := func(p *wakupeer.Peer, chat string) {
+	publish := func(p *node.Node, chat string) {
 		if keys[chat] == nil {
 			keys[chat] = wakuwire.ChatKey(chat)
 		}
@@ -134,7 +134,7 @@ func TestBackfill(t *testing.T) {
 	publish(storeB, registry.UniversalChatID(com.ID))
 
 	st := &store.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
-	edgePeer := startPeer(t, wakupeer.Config{})
+	edgePeer := startPeer(t, node.Config{})
 	signer, _ := secp256k1.GeneratePrivateKey()
 	nodes := []peer.AddrInfo{{ID: storeA.ID(), Addrs: storeA.Host().Addrs()}, {ID: storeB.ID(), Addrs: storeB.Host().Addrs()}}
 	s, err := New(Service{Bus: b, Registry: reg, Peer: edgePeer, Listen: edgePeer, Ingest: st, StoreClient: edgePeer, Logger: testenv.Logger(),
@@ -223,8 +223,8 @@ func TestReceiveLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	topic := wakuwire.DefaultCommunityShard
-	edgePeer := startPeer(t, wakupeer.Config{})
-	member := startPeer(t, wakupeer.Config{StaticPeers: []string{p2pAddr(edgePeer)}})
+	edgePeer := startPeer(t, node.Config{})
+	member := startPeer(t, node.Config{StaticPeers: []string{p2pAddr(edgePeer)}})
 	waitFor(t, "meshed", func() bool { return edgePeer.MeshPeers(topic) == 1 })
 	st := &store.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
 	signer, _ := secp256k1.GeneratePrivateKey()
@@ -293,11 +293,11 @@ func TestReceiveReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	topic := wakuwire.DefaultCommunityShard
-	member := startPeer(t, wakupeer.Config{})
+	member := startPeer(t, node.Config{})
 	st := &store.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
 	var edges []*Service
 	for range 2 {
-		p := startPeer(t, wakupeer.Config{StaticPeers: []string{p2pAddr(member)}})
+		p := startPeer(t, node.Config{StaticPeers: []string{p2pAddr(member)}})
 		signer, _ := secp256k1.GeneratePrivateKey()
 		s, err := New(Service{Bus: b, Registry: reg, Peer: p, Listen: p, Ingest: st, Logger: testenv.Logger(),
 			Config: Config{Signer: signer}}, prometheus.NewRegistry())

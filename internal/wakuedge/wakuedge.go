@@ -57,7 +57,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
+	"github.com/archivefleet/archivefleet/internal/waku/lightpush"
+	"github.com/archivefleet/archivefleet/internal/waku/rpc"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -70,11 +71,11 @@ const (
 	DefaultNoPeersSnooze = 5 * time.Second
 )
 
-// Peer is the Waku peer the edge publishes through (*wakupeer.Peer).
+// Peer is the Waku peer the edge publishes through (*node.Node).
 type Peer interface {
 	Publish(ctx context.Context, pubsubTopic string, m *wakuwire.Message) ([32]byte, error)
 	TopicPeers(pubsubTopic string) int
-	LightPush(ctx context.Context, service peer.AddrInfo, pubsubTopic string, m *wakuwire.Message) (wakupeer.LightPushResult, error)
+	LightPush(ctx context.Context, service peer.AddrInfo, pubsubTopic string, m *wakuwire.Message) (lightpush.Result, error)
 }
 
 // Config shapes the edge.
@@ -434,10 +435,10 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 
 // pushOutcome labels a lightpush result: its status code, or "error".
 func pushOutcome(err error) string {
-	var lpErr *wakupeer.LightPushError
+	var lpErr *rpc.StatusError[lightpush.Status]
 	switch {
 	case err == nil:
-		return strconv.Itoa(wakupeer.LightPushSuccess)
+		return strconv.FormatUint(uint64(lightpush.Success), 10)
 	case errors.As(err, &lpErr):
 		return strconv.FormatUint(uint64(lpErr.Code), 10)
 	}

@@ -23,7 +23,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/testenv"
-	"github.com/archivefleet/archivefleet/internal/wakupeer"
+	"github.com/archivefleet/archivefleet/internal/waku/lightpush"
+	"github.com/archivefleet/archivefleet/internal/waku/node"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -45,8 +46,8 @@ func (p *fakePeer) Publish(_ context.Context, topic string, m *wakuwire.Message)
 	return wakuwire.Hash(topic, m), nil
 }
 
-func (p *fakePeer) LightPush(context.Context, peer.AddrInfo, string, *wakuwire.Message) (wakupeer.LightPushResult, error) {
-	return wakupeer.LightPushResult{}, errors.New("fakePeer has no lightpush")
+func (p *fakePeer) LightPush(context.Context, peer.AddrInfo, string, *wakuwire.Message) (lightpush.Result, error) {
+	return lightpush.Result{}, errors.New("fakePeer has no lightpush")
 }
 
 func (p *fakePeer) TopicPeers(string) int {
@@ -185,12 +186,12 @@ func TestDedupAndSnooze(t *testing.T) {
 	}
 }
 
-// startPeer starts a real wakupeer on 127.0.0.1.
-func startPeer(t *testing.T, cfg wakupeer.Config) *wakupeer.Peer {
+// startPeer starts a real Waku node on 127.0.0.1.
+func startPeer(t *testing.T, cfg node.Config) *node.Node {
 	t.Helper()
 	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.Logger = testenv.Logger()
-	p, err := wakupeer.New(t.Context(), cfg)
+	p, err := node.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func startPeer(t *testing.T, cfg wakupeer.Config) *wakupeer.Peer {
 	return p
 }
 
-func p2pAddr(p *wakupeer.Peer) string { return p.Addrs()[0].String() + "/p2p/" + p.ID().String() }
+func p2pAddr(p *node.Node) string { return p.Addrs()[0].String() + "/p2p/" + p.ID().String() }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -212,7 +213,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // TestLightPushAndProtectedShard runs the edge on real peers: its own peer
 // has no relay peer on the community's shard (64, protected, the edge holds
 // its key), so the announcement reaches the member only through a lightpush
-// service node (our wakupeer serving lightpush v3; not an independent
+// service node (our Waku node serving lightpush v3; not an independent
 // implementation) that relays it. The member receives both chats' messages
 // with a meta that verifies against the shard's public key. With the
 // service node gone the announcement waits; lightpush refusals are counted.
@@ -221,10 +222,10 @@ func TestLightPushAndProtectedShard(t *testing.T) {
 	reg := registry.New(b.Communities)
 	shard := uint16(64)
 	topic := wakuwire.ShardTopic(16, shard)
-	service := startPeer(t, wakupeer.Config{LightPushService: true, Shards: []uint16{32, shard}})
-	member := startPeer(t, wakupeer.Config{Shards: []uint16{shard}, StaticPeers: []string{p2pAddr(service)}})
+	service := startPeer(t, node.Config{LightPushService: true, Shards: []uint16{32, shard}})
+	member := startPeer(t, node.Config{Shards: []uint16{shard}, StaticPeers: []string{p2pAddr(service)}})
 	// The edge relays 32 and 64 but has no static peer: nobody relays with it.
-	edgePeer := startPeer(t, wakupeer.Config{Shards: []uint16{32, shard}})
+	edgePeer := startPeer(t, node.Config{Shards: []uint16{32, shard}})
 	waitFor(t, "service and member meshed", func() bool { return service.MeshPeers(topic) == 1 })
 	received, cancel, err := member.Subscribe(topic)
 	if err != nil {

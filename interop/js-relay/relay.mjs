@@ -1,6 +1,6 @@
 // relay.mjs: a js-waku relay node (11/WAKU2-RELAY over TCP, noise, yamux,
 // with js-waku's 66/WAKU2-METADATA) as an independent peer for
-// internal/wakupeer/js_relay_interop_test.go. Run with
+// internal/waku/node/js_relay_interop_test.go. Run with
 // `node --import ./polyfill.mjs relay.mjs` (Node 20 needs the polyfill).
 //
 // Environment: WAKU_CLUSTER_ID (default 16) and WAKU_SHARD (default 32) pick

@@ -1,8 +1,8 @@
 // store-client.mjs: js-waku's own Store v3 client as an independent client
-// of internal/wakupeer's store service (store_jswaku_test.go). It is a @waku/sdk
-// 0.0.27 light node (createLightNode) whose store SDK (node.store
-// .queryGenerator, over @waku/core StoreCore.queryPerPage) queries one store
-// peer. Run with `node --import ./polyfill.mjs store-client.mjs` (Node 20
+// of internal/waku/store's service (internal/waku/node/store_jswaku_test.go).
+// It is a @waku/sdk 0.0.27 light node (createLightNode) whose store SDK
+// (node.store.queryGenerator, over @waku/core StoreCore.queryPerPage)
+// queries one store peer. Run with `node --import ./polyfill.mjs store-client.mjs` (Node 20
 // needs the polyfill).
 //
 // Environment: STORE_PEER (required), the store's multiaddr with /p2p;
