@@ -21,8 +21,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/fleet"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 // Env is one benchmark's world. Close stops what it started.
@@ -97,7 +97,7 @@ func (e *Env) Close() {
 func (e *Env) SmallCommunities(ctx context.Context, n int) ([]*registry.Community, error) {
 	now := uint64(time.Now().Unix())
 	reg, keys := registry.New(e.Bus.Communities), registry.NewKeys(e.Bus.CommunityKeys)
-	st := &store.Store{Bus: e.Bus}
+	st := &messages.Store{Bus: e.Bus}
 	coms := make([]*registry.Community, n)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)

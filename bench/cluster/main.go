@@ -43,10 +43,10 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/fleet"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/schedule"
+	"github.com/archivefleet/archivefleet/internal/scheduler"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -161,7 +161,7 @@ func backfill(dir, bin, mode string) run {
 	since := now - uint64(*nWindows)*iv - 60
 	end := since + uint64(*nWindows)*iv
 	reg, keys := registry.New(b.Communities), registry.NewKeys(b.CommunityKeys)
-	st := &store.Store{Bus: b}
+	st := &messages.Store{Bus: b}
 	coms := make([]*registry.Community, *nComs)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
@@ -241,9 +241,9 @@ func backfill(dir, bin, mode string) run {
 	}
 
 	t0 := time.Now()
-	outcomes, err := schedule.Backfill(ctx, b, coms, time.Now(), 0)
+	outcomes, err := scheduler.Backfill(ctx, b, coms, time.Now(), 0)
 	check(err)
-	if n := len(schedule.Published(outcomes)); n != *nComs {
+	if n := len(scheduler.Published(outcomes)); n != *nComs {
 		log.Fatalf("published %d due events for %d communities", n, *nComs)
 	}
 	res := run{}

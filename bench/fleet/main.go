@@ -21,7 +21,7 @@ import (
 	"github.com/archivefleet/archivefleet/bench/benchfleet"
 	"github.com/archivefleet/archivefleet/bench/proc"
 	"github.com/archivefleet/archivefleet/internal/bus"
-	"github.com/archivefleet/archivefleet/internal/schedule"
+	"github.com/archivefleet/archivefleet/internal/scheduler"
 )
 
 func main() {
@@ -73,9 +73,9 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	t1 := time.Now()
-	outcomes, err := schedule.Backfill(ctx, b, coms, time.Now(), 0)
+	outcomes, err := scheduler.Backfill(ctx, b, coms, time.Now(), 0)
 	check(err)
-	evs := schedule.Published(outcomes)
+	evs := scheduler.Published(outcomes)
 	log.Printf("published %d due events", len(evs))
 	ann, err := b.JS.Stream(ctx, bus.StreamAnnounced)
 	check(err)

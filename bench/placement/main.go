@@ -26,7 +26,7 @@ import (
 	"github.com/archivefleet/archivefleet/bench/benchfleet"
 	"github.com/archivefleet/archivefleet/bench/proc"
 	"github.com/archivefleet/archivefleet/internal/placement"
-	"github.com/archivefleet/archivefleet/internal/schedule"
+	"github.com/archivefleet/archivefleet/internal/scheduler"
 	"github.com/archivefleet/archivefleet/internal/state"
 )
 
@@ -68,9 +68,9 @@ func main() {
 			"ARCHIVEFLEET_WORK_DIR="+filepath.Join(dir, fmt.Sprint("a", i)), "ARCHIVEFLEET_SLOTS=2"))
 	}
 	t0 := time.Now()
-	outcomes, err := schedule.Backfill(ctx, b, coms, time.Now(), 0)
+	outcomes, err := scheduler.Backfill(ctx, b, coms, time.Now(), 0)
 	check(err)
-	log.Printf("published %d due events", len(schedule.Published(outcomes)))
+	log.Printf("published %d due events", len(scheduler.Published(outcomes)))
 	sst := &state.Store{KV: b.State}
 	ih := map[string]string{}
 	for _, com := range coms {

@@ -29,7 +29,7 @@ import (
 	"github.com/archivefleet/archivefleet/bench/proc"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/fixture"
-	"github.com/archivefleet/archivefleet/internal/seed"
+	"github.com/archivefleet/archivefleet/internal/seeder"
 )
 
 func main() {
@@ -40,7 +40,7 @@ func main() {
 	load := flag.Int("load", 0, "CPU burner processes running while each seeder serves (the loaded condition); 0: quiet only")
 	quiet := flag.Bool("quiet", true, "also time a quiet condition in every round (always on when -load is 0)")
 	traceDir := flag.String("trace", "", "folder for evidence: aria2c debug logs, our client's status every second, its debug log, CPU profiles, expvars")
-	flag.StringVar(&variant, "variant", "", "client settings to try instead of the service's (see variants.go); empty: seed.NewClient as is")
+	flag.StringVar(&variant, "variant", "", "client settings to try instead of the service's (see variants.go); empty: seeder.NewClient as is")
 	flag.Parse()
 	if _, ok := variants[variant]; variant != "" && !ok {
 		log.Fatalf("unknown -variant %q", variant)
@@ -148,7 +148,7 @@ type runCtx struct {
 
 // runOurs seeds with the seeder's own client configuration and times aria2c.
 func runOurs(run *runCtx) time.Duration {
-	cfg := seed.Config{DataDir: run.l.DataDir, Trackers: true}
+	cfg := seeder.Config{DataDir: run.l.DataDir, Trackers: true}
 	logger := slog.New(slog.DiscardHandler)
 	if run.trace != "" {
 		f, err := os.Create(filepath.Join(run.trace, "ours-"+run.tag+"-client.log"))

@@ -8,15 +8,15 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/storage"
 
-	"github.com/archivefleet/archivefleet/internal/seed"
+	"github.com/archivefleet/archivefleet/internal/seeder"
 )
 
 // variant names client settings to try in place of the service's (-variant).
 var variant string
 
-// variants change the client configuration of seed.NewClient, which
+// variants change the client configuration of seeder.NewClient, which
 // buildConfig mirrors, to try a proposed setting from the benchmark before
-// proposing it for internal/seed.
+// proposing it for internal/seeder.
 var variants = map[string]func(*torrent.ClientConfig){
 	"same": func(*torrent.ClientConfig) {}, // the mirror unchanged: checks the mirror matches
 	// More peer-request data read ahead per connection (default 1 MiB), so
@@ -25,10 +25,10 @@ var variants = map[string]func(*torrent.ClientConfig){
 	"alloc16m": func(c *torrent.ClientConfig) { c.MaxAllocPeerRequestDataPerConn = 16 << 20 },
 }
 
-// newClient is seed.NewClient, or its mirror with -variant applied.
-func newClient(c seed.Config, log *slog.Logger) (*torrent.Client, storage.ClientImplCloser, error) {
+// newClient is seeder.NewClient, or its mirror with -variant applied.
+func newClient(c seeder.Config, log *slog.Logger) (*torrent.Client, storage.ClientImplCloser, error) {
 	if variant == "" {
-		return seed.NewClient(c, "127.0.0.1", 0, log)
+		return seeder.NewClient(c, "127.0.0.1", 0, log)
 	}
 	cfg := torrent.NewDefaultClientConfig()
 	host := "127.0.0.1"

@@ -8,7 +8,7 @@
 //     messages: AES-256-GCM Open with an AEAD built once, Keccak-256 of the
 //     signed part, decred's ecdsa.RecoverCompact and the SHA-256 message
 //     hash — the work no implementation of Record can skip.
-//   - ingest: (*store.Store).Ingest of those records, in batches of 1000 as
+//   - ingest: (*messages.Store).Ingest of those records, in batches of 1000 as
 //     the receiver flushes them, into an embedded NATS JetStream (file
 //     storage, as the fleet runs), against the JetStream floor: the same
 //     records marshalled and published asynchronously with the same
@@ -58,8 +58,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/fleet"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/wakuedge"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
@@ -92,7 +92,7 @@ func main() {
 	// One community with its universal chat, registered as archivectl would.
 	com := fixture.Community(time.Hour, uint64(time.Now().Add(-48*time.Hour).Unix()))
 	check(registry.New(b.Communities).Put(ctx, com))
-	st := &store.Store{Bus: b, Logger: quiet, Communities: registry.New(b.Communities), Metrics: store.NewMetrics(prometheus.NewRegistry())}
+	st := &messages.Store{Bus: b, Logger: quiet, Communities: registry.New(b.Communities), Metrics: messages.NewMetrics(prometheus.NewRegistry())}
 	refID := fixture.ID(fixture.Key()) // the JetStream floor's records go under another community's subjects
 
 	e := &env{
@@ -145,7 +145,7 @@ type env struct {
 	key          []byte
 	app          int
 	signers      []*secp256k1.PrivateKey
-	st           *store.Store
+	st           *messages.Store
 	com          *registry.Community
 	refID        archive.CommunityID
 	js           jetstream.JetStream
@@ -352,7 +352,7 @@ func (e *env) ingest(ctx context.Context, recs []archive.Message) time.Duration 
 	return time.Since(t0)
 }
 
-// jetStreamFloor publishes the same records as store.Ingest does
+// jetStreamFloor publishes the same records as messages.Ingest does
 // (marshalled, timestamp header, expected last sequence 0 on the record's
 // own subject, 1000 in flight) and nothing more, under another community's
 // subjects so none is a duplicate.
@@ -366,7 +366,7 @@ func (e *env) jetStreamFloor(ctx context.Context, recs []archive.Message) time.D
 			check(err)
 			hdr := nats.Header{}
 			hdr.Set("Archivefleet-Ts", strconv.FormatUint(m.Timestamp, 10)) // store's headerTimestamp
-			f, err := e.js.PublishMsgAsync(&nats.Msg{Subject: store.Subject(e.refID, m.Timestamp, m.Hash), Header: hdr, Data: data},
+			f, err := e.js.PublishMsgAsync(&nats.Msg{Subject: messages.Subject(e.refID, m.Timestamp, m.Hash), Header: hdr, Data: data},
 				jetstream.WithExpectLastSequencePerSubject(0))
 			check(err)
 			futures = append(futures, f)

@@ -28,9 +28,9 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/fleet"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 // result is one case.
@@ -134,7 +134,7 @@ func run(mode string, n, payload int) result {
 	_, err = registry.NewKeys(b.CommunityKeys).Put(ctx, key)
 	check(err)
 	check(reg.Put(ctx, com))
-	st := &store.Store{Bus: b}
+	st := &messages.Store{Bus: b}
 	t0 := time.Now()
 	var batch []archive.Message
 	flush := func() {

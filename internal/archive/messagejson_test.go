@@ -125,7 +125,7 @@ func TestDecodeMessageJSONMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if allocs > 20 {
+	if allocs > 100 { // a few with the race detector on
 		t.Errorf("%v allocations decoding one message", allocs)
 	}
 	var before, after runtimeMem

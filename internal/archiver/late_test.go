@@ -16,9 +16,9 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -34,7 +34,7 @@ func TestLateMessagesGoIntoSupplements(t *testing.T) {
 
 	var mu sync.Mutex
 	ingested := map[string]bool{}
-	ingest := func(from, to uint64, n int) store.IngestResult {
+	ingest := func(from, to uint64, n int) messages.IngestResult {
 		msgs := fixture.Messages{N: n, From: from, To: to, Topics: com.Topics[:1], Signers: [][]byte{fixture.Signer(key)}, Size: 100}.Make()
 		res, err := st.Ingest(ctx, com.ID, msgs)
 		if err != nil || res.Stored+res.Late != n {
@@ -115,15 +115,15 @@ func TestLateMessagesGoIntoSupplements(t *testing.T) {
 }
 
 // newBuildService registers com on a fresh embedded NATS and returns an
-// archiver that builds from the real message store, and that store.
-func newBuildService(t *testing.T, com *registry.Community) (*Service, *store.Store) {
+// archiver that builds from the real message store, and that messages.
+func newBuildService(t *testing.T, com *registry.Community) (*Service, *messages.Store) {
 	t.Helper()
 	b := testenv.Bus(t, testenv.NATS(t), bus.Config{})
 	reg := registry.New(b.Communities)
 	if err := reg.Put(context.Background(), com); err != nil {
 		t.Fatal(err)
 	}
-	st := &store.Store{Bus: b}
+	st := &messages.Store{Bus: b}
 	s := New(Service{Bus: b, Registry: reg, State: &state.Store{KV: b.State}, Sources: st, Locker: lock.NewLocal(),
 		Config: Config{WorkDir: t.TempDir(), AnnounceList: [][]string{}}, Logger: testenv.Logger()}, prometheus.NewRegistry())
 	return s, st

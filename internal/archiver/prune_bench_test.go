@@ -18,18 +18,19 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
+	"github.com/archivefleet/archivefleet/internal/messages"
+	"github.com/archivefleet/archivefleet/internal/pruner"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
 var (
-	storeBenchDays  = flag.Int("store.days", 35, "BenchmarkMessageStoreSize: simulated days")
-	storeBenchComs  = flag.Int("store.communities", 10, "BenchmarkMessageStoreSize: communities")
-	storeBenchPer   = flag.Int("store.perday", 500, "BenchmarkMessageStoreSize: messages per community per day")
-	storeBenchGrace = flag.Duration("store.grace", store.DefaultPruneGrace, "BenchmarkMessageStoreSize: prune grace (simulated)")
-	storeBenchJSON  = flag.String("store.json", "", "BenchmarkMessageStoreSize: also write the figures here as JSON")
+	storeBenchDays  = flag.Int("messages.days", 35, "BenchmarkMessageStoreSize: simulated days")
+	storeBenchComs  = flag.Int("messages.communities", 10, "BenchmarkMessageStoreSize: communities")
+	storeBenchPer   = flag.Int("messages.perday", 500, "BenchmarkMessageStoreSize: messages per community per day")
+	storeBenchGrace = flag.Duration("messages.grace", pruner.DefaultGrace, "BenchmarkMessageStoreSize: prune grace (simulated)")
+	storeBenchJSON  = flag.String("messages.json", "", "BenchmarkMessageStoreSize: also write the figures here as JSON")
 )
 
 // storeSize is the MESSAGES stream's size at one moment.
@@ -61,7 +62,7 @@ type storeDay struct {
 // messages and builds.
 //
 //	go test ./internal/archiver -run '^$' -bench MessageStoreSize -benchtime 1x \
-//	  -args -store.days 35 -store.communities 10 -store.perday 500 -store.json /tmp/store.json
+//	  -args -messages.days 35 -messages.communities 10 -messages.perday 500 -messages.json /tmp/messages.json
 func BenchmarkMessageStoreSize(b *testing.B) {
 	for range b.N {
 		days := messageStoreSize(b, *storeBenchDays, *storeBenchComs, *storeBenchPer, *storeBenchGrace)
@@ -84,7 +85,7 @@ func BenchmarkMessageStoreSize(b *testing.B) {
 type simStore struct {
 	dir string // the server's JetStream store
 	b   *bus.Bus
-	st  *store.Store
+	st  *messages.Store
 	s   *Service
 }
 
@@ -97,7 +98,7 @@ func newSimStore(b *testing.B, coms []*registry.Community) *simStore {
 			b.Fatal(err)
 		}
 	}
-	st := &store.Store{Bus: bb, Logger: testenv.Logger()}
+	st := &messages.Store{Bus: bb, Logger: testenv.Logger()}
 	return &simStore{dir: ns.StoreDir(), b: bb, st: st, s: New(Service{Bus: bb, Registry: reg, State: &state.Store{KV: bb.State}, Sources: st,
 		Locker: lock.NewLocal(), Config: Config{WorkDir: b.TempDir(), AnnounceList: [][]string{}}, Logger: testenv.Logger()},
 		prometheus.NewRegistry())}
@@ -141,10 +142,10 @@ func messageStoreSize(b *testing.B, days, ncoms, perDay int, grace time.Duration
 	raw, bounded := newSimStore(b, coms), newSimStore(b, coms)
 	type commit struct {
 		at  uint64 // simulated commit time
-		cut store.Cutoff
+		cut messages.Cutoff
 	}
 	commits := make([][]commit, ncoms)
-	pruned := make([]store.Cutoff, ncoms)
+	pruned := make([]messages.Cutoff, ncoms)
 	built := make([]uint64, ncoms) // last window end built
 	stamps := make([][]uint64, ncoms)
 	var pruneTime time.Duration
@@ -169,7 +170,7 @@ func messageStoreSize(b *testing.B, days, ncoms, perDay int, grace time.Duration
 		now := start + day // the simulated clock at the end of the day
 		for i, com := range coms {
 			for next := max(built[i], since) + interval; next+settle <= now; next += interval {
-				var cut store.Cutoff
+				var cut messages.Cutoff
 				for _, ss := range []*simStore{raw, bounded} {
 					fence := int64(next / interval)
 					if _, err := ss.s.build(ctx, ss.s.Logger, com, bus.DueEvent{Community: com.ID.String(), End: next}, fence); err != nil {
@@ -179,7 +180,7 @@ func messageStoreSize(b *testing.B, days, ncoms, perDay int, grace time.Duration
 					if err != nil {
 						b.Fatal(err)
 					}
-					cut, _ = store.CutoffOf(st)
+					cut, _ = messages.CutoffOf(st)
 				}
 				commits[i] = append(commits[i], commit{at: next + settle, cut: cut})
 				built[i] = next

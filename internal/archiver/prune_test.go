@@ -14,9 +14,10 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
+	"github.com/archivefleet/archivefleet/internal/messages"
+	"github.com/archivefleet/archivefleet/internal/pruner"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -26,8 +27,8 @@ type pruneEnv struct {
 	t    *testing.T
 	b    *bus.Bus
 	s    *Service
-	st   *store.Store
-	p    *store.Pruner
+	st   *messages.Store
+	p    *pruner.Pruner
 	coms []*registry.Community
 	keys [][]byte
 	// fence counts each community's builds: the fence of the next one.
@@ -47,10 +48,10 @@ func newPruneEnv(t *testing.T, grace time.Duration, coms int, interval time.Dura
 		}
 		e.coms, e.keys = append(e.coms, com), append(e.keys, key)
 	}
-	e.st = &store.Store{Bus: b, Logger: testenv.Logger()}
+	e.st = &messages.Store{Bus: b, Logger: testenv.Logger()}
 	e.s = New(Service{Bus: b, Registry: reg, State: &state.Store{KV: b.State}, Sources: e.st, Locker: lock.NewLocal(),
 		Config: Config{WorkDir: t.TempDir(), AnnounceList: [][]string{}}, Logger: testenv.Logger()}, prometheus.NewRegistry())
-	e.p = store.NewPruner(e.st, store.PrunerConfig{Grace: grace}, testenv.Logger(), prometheus.NewRegistry())
+	e.p = pruner.New(e.st, pruner.Config{Grace: grace}, testenv.Logger(), prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.p.Run(ctx) }()
@@ -65,7 +66,7 @@ func newPruneEnv(t *testing.T, grace time.Duration, coms int, interval time.Dura
 
 // ingest stores n messages of community i with timestamps in [from, to) and
 // returns them, checking every one was kept with the outcome want.
-func (e *pruneEnv) ingest(i, n int, from, to uint64, want store.Outcome) []archive.Message {
+func (e *pruneEnv) ingest(i, n int, from, to uint64, want messages.Outcome) []archive.Message {
 	e.t.Helper()
 	msgs := fixture.Messages{N: n, From: from, To: to, Random: true, Topics: e.coms[i].Topics[:1],
 		Signers: [][]byte{fixture.Signer(e.keys[i])}, Size: 120}.Make()
@@ -73,10 +74,10 @@ func (e *pruneEnv) ingest(i, n int, from, to uint64, want store.Outcome) []archi
 }
 
 // ingestAgain stores msgs for community i (sent before, or new).
-func (e *pruneEnv) ingestAgain(i int, msgs []archive.Message, want store.Outcome) []archive.Message {
+func (e *pruneEnv) ingestAgain(i int, msgs []archive.Message, want messages.Outcome) []archive.Message {
 	e.t.Helper()
 	res, err := e.st.Ingest(context.Background(), e.coms[i].ID, msgs)
-	got := map[store.Outcome]int{store.Stored: res.Stored, store.Late: res.Late, store.Duplicate: res.Duplicates}
+	got := map[messages.Outcome]int{messages.Stored: res.Stored, messages.Late: res.Late, messages.Duplicate: res.Duplicates}
 	if err != nil || got[want] != len(msgs) {
 		e.t.Fatalf("ingest of %d messages, all %s: %+v %v", len(msgs), want, res, err)
 	}
@@ -153,12 +154,12 @@ func heldSubjects(t *testing.T, b *bus.Bus) int {
 	return len(info.State.Subjects)
 }
 
-// held reports whether message m of community i has its record in the store.
+// held reports whether message m of community i has its record in the messages.
 func (e *pruneEnv) held(i int, m archive.Message) bool {
 	found := false
-	e.b.Read(context.Background(), bus.Read{Stream: bus.StreamMessages, Filter: store.Subject(e.coms[i].ID, m.Timestamp, m.Hash)},
+	e.b.Read(context.Background(), bus.Read{Stream: bus.StreamMessages, Filter: messages.Subject(e.coms[i].ID, m.Timestamp, m.Hash)},
 		func(r *bus.Record) error {
-			ms, _ := store.RecordMessages(r.Subject, r.Header, r.Data)
+			ms, _ := messages.RecordMessages(r.Subject, r.Header, r.Data)
 			for _, got := range ms {
 				if bytes.Equal(got.Hash, m.Hash) {
 					found = true
@@ -175,7 +176,7 @@ func (e *pruneEnv) held(i int, m archive.Message) bool {
 // the pruner's grace pass: MESSAGES then holds exactly the open windows'
 // records — as many records, subjects and bytes as a store that was only
 // ever given those — and every other message is in its community's committed
-// archives, read back from the object store. A late message sent after its
+// archives, read back from the object messages. A late message sent after its
 // window was pruned goes into a supplement and is pruned in turn; a message
 // sent again after its record was pruned is archived a second time (the
 // documented cost; members drop it by message id). Switched off, the store
@@ -196,12 +197,12 @@ func TestBoundedMessageStore(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		grace time.Duration
-	}{{"bounded", grace}, {"opt-out keeps the raw store", store.PruneOff}} {
+	}{{"bounded", grace}, {"opt-out keeps the raw store", pruner.Off}} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newPruneEnv(t, tt.grace, coms, interval, since)
 			all := make([][]archive.Message, coms)
 			for i := range coms {
-				all[i] = e.ingest(i, perCom, since, now-60, store.Stored)
+				all[i] = e.ingest(i, perCom, since, now-60, messages.Stored)
 			}
 			before := size(t, e.b)
 			for w := uint64(1); w <= windows; w++ {
@@ -253,7 +254,7 @@ func TestBoundedMessageStore(t *testing.T) {
 			late := make([][]archive.Message, coms)
 			resent := map[string]bool{}
 			for i := range coms {
-				late[i] = e.ingest(i, 5, since+3600, since+7200, store.Late)
+				late[i] = e.ingest(i, 5, since+3600, since+7200, messages.Late)
 				all[i] = append(all[i], late[i]...)
 				var first []archive.Message
 				for _, m := range all[i] {
@@ -262,7 +263,7 @@ func TestBoundedMessageStore(t *testing.T) {
 						resent[string(m.Hash)] = true
 					}
 				}
-				e.ingestAgain(i, first, store.Late) // not a duplicate any more: its record is gone
+				e.ingestAgain(i, first, messages.Late) // not a duplicate any more: its record is gone
 			}
 			end += uint64(interval / time.Second)
 			for i := range coms {
@@ -297,7 +298,7 @@ func (e *pruneEnv) awaitOpenOnly(nOpen int, open, all [][]archive.Message) {
 		for i, com := range e.coms {
 			end := e.state(i).LastEnd
 			e.b.Read(context.Background(), bus.Read{Stream: bus.StreamMessages, Filter: "msgs." + com.ID.String() + ".>"}, func(r *bus.Record) error {
-				ms, err := store.RecordMessages(r.Subject, r.Header, r.Data)
+				ms, err := messages.RecordMessages(r.Subject, r.Header, r.Data)
 				if err != nil || len(ms) == 0 {
 					return nil // a fence
 				}

@@ -22,9 +22,9 @@ import (
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -143,7 +143,7 @@ func TestHandleTransientNotAFailedBuild(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := New(Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State},
-				Sources: faultySources{Sources: &store.Store{Bus: b}, fence: tc.fence}, Locker: lock.NewLocal(),
+				Sources: faultySources{Sources: &messages.Store{Bus: b}, fence: tc.fence}, Locker: lock.NewLocal(),
 				Config: Config{WorkDir: t.TempDir()}, Logger: testenv.Logger()}, prometheus.NewRegistry())
 			err := s.handle(ctx, bus.DueEvent{Community: com.ID.String(), End: com.Since + 3600}, bus.Delivery{Deliveries: 1})
 			if !errors.Is(err, tc.fence) {
@@ -196,7 +196,7 @@ func TestBuildWritesOnClusterSurviveNodeLoss(t *testing.T) {
 	com := fixture.Community(time.Hour, 1_700_000_000, archive.Topic{1})
 	c := com.ID.String()
 	s := &Service{Bus: b, State: &state.Store{KV: b.State}}
-	src := &store.Store{Bus: b}
+	src := &messages.Store{Bus: b}
 	base := &state.Build{}
 
 	var stop atomic.Bool

@@ -273,12 +273,6 @@ func Setup(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 	if b.Objects, err = ensureObjectStore(ctx, js, cfg.Denials, jetstream.ObjectStoreConfig{Bucket: BucketObjects, Storage: storage, Replicas: cfg.Replicas}); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", BucketObjects, err)
 	}
-	// Best effort: a user that may not write it (most services in the
-	// shipped deployments) finds it written by the admin's set-up; readers
-	// take a missing one for "earlier records may remain".
-	lctx, cancel := context.WithTimeout(ctx, setupLookupTimeout)
-	ensureMessagesLayout(lctx, b)
-	cancel()
 	return b, nil
 }
 
@@ -340,10 +334,11 @@ type messagesLayout struct {
 	RecordsFrom uint64 `json:"recordsFrom"`
 }
 
-// ensureMessagesLayout records, once, where this layout's records begin:
-// after whatever MESSAGES holds when the first Setup of this version runs.
-// A user that may not write the key leaves it to the admin's Setup.
-func ensureMessagesLayout(ctx context.Context, b *Bus) error {
+// EnsureMessagesLayout records, once, where this layout's records begin:
+// after whatever MESSAGES holds when it first runs. The admin's set-up
+// (archivectl setup), the all-in-one and the archiver call it at start;
+// readers take a missing key for "records of earlier layouts may remain".
+func EnsureMessagesLayout(ctx context.Context, b *Bus) error {
 	if _, ok, err := MessagesLayout(ctx, b); ok || err != nil {
 		return err
 	}

@@ -164,3 +164,12 @@ func IsTransient(err error) bool {
 	}
 	return false
 }
+
+// IsWrongLastSequence reports whether err is the server refusing a write
+// whose expected last sequence (on its subject, or the stream's) is not
+// the current one.
+func IsWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
-	"github.com/archivefleet/archivefleet/internal/store"
+	"github.com/archivefleet/archivefleet/internal/messages"
 )
 
 // runConflicts lists the records ingest refused because their hash was
@@ -47,7 +47,7 @@ func runConflicts(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer b.NC.Close()
-	cs, err := (&store.Store{Bus: b}).Conflicts(ctx, *community, *limit)
+	cs, err := (&messages.Store{Bus: b}).Conflicts(ctx, *community, *limit)
 	if err != nil {
 		return err
 	}

@@ -17,11 +17,11 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/schedule"
+	"github.com/archivefleet/archivefleet/internal/scheduler"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 // connect reads the fleet's NATS settings from the environment (as the
@@ -367,7 +367,7 @@ func communityList(ctx context.Context, env Env, args []string) error {
 		return nil
 	}
 	st := &state.Store{KV: b.State}
-	msgs := &store.Store{Bus: b}
+	msgs := &messages.Store{Bus: b}
 	seeders, err := readSeeders(ctx, b)
 	if err != nil {
 		return err
@@ -405,7 +405,7 @@ func communityList(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		nextAt, _ := schedule.NextDue(c, bs.LastEnd, time.Now())
+		nextAt, _ := scheduler.NextDue(c, bs.LastEnd, time.Now())
 		next := uint64(nextAt.Unix())
 		status := "active"
 		if c.Disabled {
@@ -535,14 +535,14 @@ func runBackfill(ctx context.Context, env Env, args []string) error {
 		coms = []*registry.Community{c}
 	}
 	now := time.Now()
-	outcomes, err := schedule.Backfill(ctx, b, coms, now, 0)
+	outcomes, err := scheduler.Backfill(ctx, b, coms, now, 0)
 	for _, o := range outcomes {
 		id := o.Community.ID.String()
 		switch {
 		case o.Community.Disabled:
 			fmt.Fprintf(env.Stdout, "%s: disabled, skipped\n", id)
 		case o.Event == nil:
-			next, _ := schedule.NextDue(o.Community, o.LastEnd, now)
+			next, _ := scheduler.NextDue(o.Community, o.LastEnd, now)
 			fmt.Fprintf(env.Stdout, "%s: already archived to %s; the next window ends %s (%s)\n", id, orDash(tsIf(o.LastEnd)),
 				ts(uint64(next.Unix())), relative(next, now))
 		case o.Duplicate:
@@ -554,7 +554,7 @@ func runBackfill(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	evs := schedule.Published(outcomes)
+	evs := scheduler.Published(outcomes)
 	fmt.Fprintf(env.Stdout, "published %d due events\n", len(evs))
 	if !*wait || len(evs) == 0 {
 		return nil
@@ -666,7 +666,7 @@ func runTrigger(ctx context.Context, env Env, args []string) error {
 	// Its own id: an operator's request must not vanish as a duplicate of a
 	// scheduled event that happens to end at the same second, nor of an
 	// earlier trigger.
-	ack, err := b.Publish(ctx, bus.SubjectDue(ev.Community), schedule.OperatorMsgID("trigger", ev, now), ev)
+	ack, err := b.Publish(ctx, bus.SubjectDue(ev.Community), scheduler.OperatorMsgID("trigger", ev, now), ev)
 	if err != nil {
 		return err
 	}

@@ -21,9 +21,9 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -380,7 +380,7 @@ func TestCommunityChats(t *testing.T) {
 
 	// A message on chat C's topic through the fleet's NATS ingest; one on
 	// the replaced chat A's topic is refused.
-	srv, err := (&store.Store{Bus: b, Logger: slog.New(slog.DiscardHandler)}).ServeNATS(ctx, "")
+	srv, err := (&messages.Store{Bus: b, Logger: slog.New(slog.DiscardHandler)}).ServeNATS(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +396,7 @@ func TestCommunityChats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res store.IngestResult
+	var res messages.IngestResult
 	if err := json.Unmarshal(reply.Data, &res); err != nil || res.Stored != 1 || res.Refused != 1 {
 		t.Fatalf("ingest: %s %v", reply.Data, err)
 	}
@@ -465,7 +465,7 @@ func TestConflictsCommand(t *testing.T) {
 	msgs := fixture.Messages{N: 2, From: now - 60, Topics: com.Topics}.Make()
 	forged := msgs[1]
 	forged.Hash = msgs[0].Hash
-	st := &store.Store{Bus: b, Logger: slog.New(slog.DiscardHandler)}
+	st := &messages.Store{Bus: b, Logger: slog.New(slog.DiscardHandler)}
 	if res, err := st.Ingest(ctx, com.ID, []archive.Message{forged, msgs[0]}); err != nil || res.Conflicts != 1 {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -473,7 +473,7 @@ func TestConflictsCommand(t *testing.T) {
 	if !strings.Contains(out, "REFUSED") || !strings.Contains(out, fmt.Sprintf("ts %d", msgs[0].Timestamp)) || !strings.Contains(out, "fleet") {
 		t.Fatalf("conflicts list: %s", out)
 	}
-	var rec store.ConflictRecord
+	var rec messages.ConflictRecord
 	if err := json.Unmarshal([]byte(mustRun(t, "", "conflicts", "list", "-json", "-community", com.ID.String(), "-nats", url)), &rec); err != nil {
 		t.Fatal(err)
 	}

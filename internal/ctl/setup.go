@@ -8,8 +8,8 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/natsconf"
+	"github.com/archivefleet/archivefleet/internal/pruner"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 // setupConfig is what setup reads besides the NATS settings: the pruner's
@@ -31,7 +31,7 @@ func runSetup(ctx context.Context, env Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	sc := setupConfig{PruneGrace: store.DefaultPruneGrace}
+	sc := setupConfig{PruneGrace: pruner.DefaultGrace}
 	if err := natsconf.Load(&sc); err != nil {
 		return err
 	}
@@ -53,6 +53,9 @@ func runSetup(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "message pruner's stream %s and consumers set up (grace %v)\n", bus.StreamPrune, sc.PruneGrace)
 	} else {
 		fmt.Fprintln(env.Stdout, "message pruner not set up: MESSAGE_PRUNE_GRACE=0 keeps every message")
+	}
+	if err := bus.EnsureMessagesLayout(ctx, b); err != nil {
+		return fmt.Errorf("messages layout: %w", err)
 	}
 	moved, err := registry.New(b.Communities).MoveSigningKeys(ctx, registry.NewKeys(b.CommunityKeys))
 	if len(moved) > 0 {

@@ -24,7 +24,7 @@ func TestArchiverKilledMidBuild(t *testing.T) {
 	now := uint64(time.Now().Unix())
 	since := now - 2*3600
 	com := e.register(time.Hour, since)
-	msgs := messages(com, 40000, 1500, since, since+2*3600) // 60 MB: a build that takes a while
+	msgs := sampleMessages(com, 40000, 1500, since, since+2*3600) // 60 MB: a build that takes a while
 	e.ingest(com, msgs)
 	seeder := e.start("seeder", "seeder", "ARCHIVEFLEET_SEED_DIR="+filepath.Join(e.dir, "seed"), "ARCHIVEFLEET_BT_LISTEN=127.0.0.1:0",
 		"ARCHIVEFLEET_BT_DHT=false", "ARCHIVEFLEET_BT_TRACKERS=false")

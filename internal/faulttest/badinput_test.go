@@ -50,7 +50,7 @@ func TestBadInput(t *testing.T) {
 	ctx := context.Background()
 	now := uint64(time.Now().Unix())
 	com := e.register(time.Hour, now-3*3600)
-	msgs := messages(com, 600, 300, now-3*3600, now)
+	msgs := sampleMessages(com, 600, 300, now-3*3600, now)
 	e.ingest(com, msgs)
 	// Garbage written straight into the message store, bypassing ingest.
 	if _, err := e.ctl.JS.Publish(ctx, bus.SubjectMessagesLegacy(com.ID.String(), (now-3*3600)/86400), []byte("garbage{")); err != nil {
@@ -84,7 +84,7 @@ func TestBadInput(t *testing.T) {
 
 	// Ingest over NATS: malformed batches and ids are refused with a reason.
 	for _, tc := range []struct{ subject, body, want string }{
-		{bus.SubjectIngest(com.ID.String()), "[{", "decode"},
+		{bus.SubjectIngest(com.ID.String()), "[{", "malformed batch"},
 		{bus.SubjectIngest(com.ID.String()), `[{"sig":"0x04","timestamp":1,"topic":"0x01","payload":"0x","hash":"0x01"}]`, "topic"},
 		{bus.SubjectIngest("0x0123"), `[]`, "invalid community id"},
 	} {

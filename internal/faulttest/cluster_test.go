@@ -15,9 +15,9 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/schedule"
-	"github.com/archivefleet/archivefleet/internal/store"
+	"github.com/archivefleet/archivefleet/internal/scheduler"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -112,11 +112,11 @@ func (r *backfillRun) publish(coms []*registry.Community) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := schedule.Backfill(ctx, r.ce.ctl, coms, time.Now(), 0)
+	out, err := scheduler.Backfill(ctx, r.ce.ctl, coms, time.Now(), 0)
 	if err != nil {
 		r.ce.t.Fatal(err)
 	}
-	if n := len(schedule.Published(out)); n != len(coms) {
+	if n := len(scheduler.Published(out)); n != len(coms) {
 		r.ce.t.Fatalf("backfill published %d events for %d communities", n, len(coms))
 	}
 }
@@ -277,12 +277,12 @@ func TestClusterStoreReads(t *testing.T) {
 	e := &env{t: t, dir: t.TempDir(), ctl: b}
 	now := uint64(time.Now().Unix())
 	com := e.register(time.Hour, now-3*86400)
-	msgs := messages(com, 300, 100, now-3*86400, now) // 4 UTC days: 4 reads per pass
+	msgs := sampleMessages(com, 300, 100, now-3*86400, now) // 4 UTC days: 4 reads per pass
 	e.ingest(com, msgs)
 	// Read as builds do: up to a fence, which the replica serving a read
 	// may reach a little later than the leader (an unbounded read stops at
 	// what that replica had).
-	upto, err := (&store.Store{Bus: b}).Fence(context.Background(), com.ID)
+	upto, err := (&messages.Store{Bus: b}).Fence(context.Background(), com.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestClusterStoreReads(t *testing.T) {
 		if rb.JS, err = jetstream.New(nc); err != nil {
 			t.Fatal(err)
 		}
-		st := &store.Store{Bus: &rb}
+		st := &messages.Store{Bus: &rb}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/archivefleet/archivefleet/internal/announce"
+	"github.com/archivefleet/archivefleet/internal/announcer"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
@@ -91,7 +91,7 @@ func TestSeederKilledAndRestarted(t *testing.T) {
 	e := newEnv(t)
 	now := uint64(time.Now().Unix())
 	com := e.register(time.Hour, now-2*3600)
-	msgs := messages(com, 3000, 300, now-2*3600, now)
+	msgs := sampleMessages(com, 3000, 300, now-2*3600, now)
 	e.ingest(com, msgs)
 	e.start("archiver", "archiver", "ARCHIVEFLEET_WORK_DIR="+filepath.Join(e.dir, "a"))
 	e.due(com, now-2*3600, now-2*3600+7200, "")
@@ -105,7 +105,7 @@ func TestSeederKilledAndRestarted(t *testing.T) {
 	if !strings.Contains(line, "fetched_bytes=0") {
 		t.Fatalf("restarted seeder fetched data again: %s", line)
 	}
-	magnet, _ := announce.WithPeers(b.Magnet, fmt.Sprintf("127.0.0.1:%d", port))
+	magnet, _ := announcer.WithPeers(b.Magnet, fmt.Sprintf("127.0.0.1:%d", port))
 	testenv.Download(t, t.TempDir(), magnet, 60*time.Second)
 }
 
@@ -192,7 +192,7 @@ func TestDuplicateAndOutOfOrderEvents(t *testing.T) {
 	now := uint64(time.Now().Unix())
 	since := now - 5*3600
 	com := e.register(time.Hour, since)
-	msgs := messages(com, 1000, 200, since, now)
+	msgs := sampleMessages(com, 1000, 200, since, now)
 	e.ingest(com, msgs)
 	e.start("archiver-1", "archiver", "ARCHIVEFLEET_WORK_DIR="+filepath.Join(e.dir, "a1"))
 	e.start("archiver-2", "archiver", "ARCHIVEFLEET_WORK_DIR="+filepath.Join(e.dir, "a2"))
@@ -217,7 +217,7 @@ func TestPoisonEventDeadLettered(t *testing.T) {
 	now := uint64(time.Now().Unix())
 	bad := e.register(time.Hour, now-2*3600)
 	good := e.register(time.Hour, now-2*3600)
-	goodMsgs := messages(good, 200, 200, now-2*3600, now)
+	goodMsgs := sampleMessages(good, 200, 200, now-2*3600, now)
 	e.ingest(good, goodMsgs)
 	st := &state.Store{KV: e.ctl.State}
 	if _, err := st.Put(context.Background(), bad.ID.String(), &state.Build{LastEnd: now - 2*3600, Fence: 1, InfoHash: "00000000000000000000000000000000deadbeef"}, 0); err != nil {
@@ -258,7 +258,7 @@ func TestSchedulerRestarts(t *testing.T) {
 	now := uint64(time.Now().Unix())
 	since := now - 1
 	com := e.register(iv*time.Second, since)
-	msgs := messages(com, 400, 100, since, since+20)
+	msgs := sampleMessages(com, 400, 100, since, since+20)
 	e.ingest(com, msgs)
 	e.start("archiver", "archiver", "ARCHIVEFLEET_WORK_DIR="+filepath.Join(e.dir, "a"))
 	schedEnv := []string{"ARCHIVEFLEET_TICK=100ms", "ARCHIVEFLEET_REPUBLISH=0", "ARCHIVEFLEET_RETRY_AFTER=2s"}

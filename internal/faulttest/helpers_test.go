@@ -9,9 +9,9 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 func (e *env) register(interval time.Duration, since uint64) *registry.Community {
@@ -28,7 +28,7 @@ func (e *env) register(interval time.Duration, since uint64) *registry.Community
 
 // messages makes n messages of size payload bytes, from one signer on the
 // community's first topic, spread over [from, to).
-func messages(com *registry.Community, n, size int, from, to uint64) []archive.Message {
+func sampleMessages(com *registry.Community, n, size int, from, to uint64) []archive.Message {
 	return fixture.Messages{N: n, From: from, To: to, Topics: com.Topics[:1], Size: size}.Make()
 }
 
@@ -39,14 +39,14 @@ func (e *env) communities(k, n int, since, until uint64) ([]*registry.Community,
 	msgs := make([][]archive.Message, k)
 	for i := range coms {
 		coms[i] = e.register(time.Hour, since)
-		msgs[i] = messages(coms[i], n, 200, since, until)
+		msgs[i] = sampleMessages(coms[i], n, 200, since, until)
 		e.ingest(coms[i], msgs[i])
 	}
 	return coms, msgs
 }
 
 func (e *env) ingest(com *registry.Community, msgs []archive.Message) {
-	s := &store.Store{Bus: e.ctl}
+	s := &messages.Store{Bus: e.ctl}
 	for i := 0; i < len(msgs); i += 2000 {
 		if _, err := s.Ingest(context.Background(), com.ID, msgs[i:min(i+2000, len(msgs))]); err != nil {
 			e.t.Fatal(err)

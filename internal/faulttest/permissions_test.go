@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/archivefleet/archivefleet/internal/announce"
+	"github.com/archivefleet/archivefleet/internal/announcer"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/deploysecrets"
@@ -261,10 +261,10 @@ func TestLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var announced *announce.Verified
+	var announced *announcer.Verified
 	for end := time.Now().Add(60 * time.Second); announced == nil; time.Sleep(100 * time.Millisecond) {
 		if m, err := ann.GetLastMsgForSubject(ctx, bus.SubjectAnnounced(id.String())); err == nil {
-			v, err := announce.Verify(m.Data)
+			v, err := announcer.Verify(m.Data)
 			if err != nil || v.Community != id {
 				t.Fatalf("announcement: %v, signed by %v", err, v)
 			}

@@ -56,7 +56,7 @@ func TestPlacement(t *testing.T) {
 	coms := make([]*registry.Community, n)
 	for i := range coms {
 		coms[i] = e.register(time.Hour, now-2*3600)
-		e.ingest(coms[i], messages(coms[i], 3, 200, now-2*3600, now-3600))
+		e.ingest(coms[i], sampleMessages(coms[i], 3, 200, now-2*3600, now-3600))
 	}
 	e.start("archiver", "archiver", "ARCHIVEFLEET_WORK_DIR="+filepath.Join(e.dir, "a"), "ARCHIVEFLEET_SLOTS=4")
 	for _, com := range coms {

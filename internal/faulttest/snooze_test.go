@@ -18,7 +18,7 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/schedule"
+	"github.com/archivefleet/archivefleet/internal/scheduler"
 )
 
 // Settings under which the worker before snoozes dead-lettered a valid due
@@ -196,7 +196,7 @@ func TestLockHeldSnoozes(t *testing.T) {
 // TestDeadLetteredWindowBackfilled: a valid due event dead-lettered after
 // MAX_DELIVER real failures (here the archiver's work dir is unusable) is
 // archived once the cause is fixed and an operator re-runs a backfill
-// (schedule.Backfill, what archivectl backfill calls) or retries the dead
+// (scheduler.Backfill, what archivectl backfill calls) or retries the dead
 // letter (bus.Redeliver, what archivectl dlq retry calls). The backfill runs
 // within the dedup window of the dead event, where an event under the
 // scheduler's message id would be dropped as its duplicate.
@@ -236,8 +236,8 @@ func TestDeadLetteredWindowBackfilled(t *testing.T) {
 	if ack, err := e.ctl.Publish(ctx, bus.SubjectDue(ev.Community), ev.MsgID(), ev); err != nil || !ack.Duplicate {
 		t.Fatalf("an event under the scheduler's id was not dropped as a duplicate (%v): the backfill check proves nothing", err)
 	}
-	outcomes, err := schedule.Backfill(ctx, e.ctl, []*registry.Community{coms[0]}, time.Now(), 0)
-	if evs := schedule.Published(outcomes); err != nil || len(evs) != 1 || evs[0].End != end {
+	outcomes, err := scheduler.Backfill(ctx, e.ctl, []*registry.Community{coms[0]}, time.Now(), 0)
+	if evs := scheduler.Published(outcomes); err != nil || len(evs) != 1 || evs[0].End != end {
 		t.Fatalf("backfill: %+v %v", outcomes, err)
 	}
 	e.waitBuilt(coms[0], end, 60*time.Second)
@@ -269,7 +269,7 @@ func TestTriggerWaitsForSettle(t *testing.T) {
 	now := uint64(time.Now().Unix())
 	since := now - 3600 - 600
 	com := e.register(time.Hour, since)
-	msgs := messages(com, 400, 200, since, now)
+	msgs := sampleMessages(com, 400, 200, since, now)
 	e.ingest(com, msgs[:380])
 	a := e.start("archiver", "archiver", append(fastRedelivery, "ARCHIVEFLEET_WORK_DIR="+filepath.Join(e.dir, "a"),
 		"ARCHIVEFLEET_SETTLE="+settle.String())...)

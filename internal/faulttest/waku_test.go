@@ -17,9 +17,9 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/fixture"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/waku/node"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
@@ -259,11 +259,11 @@ func TestWakuKilledBackfill(t *testing.T) {
 }
 
 // storedHashes are the hashes (hex) of every message of com in the message
-// store.
+// messages.
 func storedHashes(t *testing.T, e *env, com *registry.Community) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}
-	for m, err := range (&store.Store{Bus: e.ctl}).Source(com.ID).Messages(context.Background(), com.Since, uint64(time.Now().Unix())+60) {
+	for m, err := range (&messages.Store{Bus: e.ctl}).Source(com.ID).Messages(context.Background(), com.Since, uint64(time.Now().Unix())+60) {
 		if err != nil {
 			t.Fatal(err)
 		}

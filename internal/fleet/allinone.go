@@ -19,16 +19,17 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/archivefleet/archivefleet/internal/announce"
+	"github.com/archivefleet/archivefleet/internal/announcer"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/atomicfile"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/observe"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
+	"github.com/archivefleet/archivefleet/internal/tracker"
 )
 
 // DemoKeyFile, in the data dir, keeps the demo community's private key so
@@ -85,16 +86,19 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	for _, n := range []string{"archiver", "seeder", "announcer", "scheduler", "waku", "demo"} {
 		logs[n] = cfg.NewLoggerTo(cfg.logOut, n)
 	}
-	var ts *trackerServer
+	var ts *tracker.Server
 	if cfg.TrackerListen != "" {
-		if ts, err = newTrackerServer(b, cfg.TrackerListen, logs["seeder"], reg); err != nil {
+		if ts, err = tracker.Listen(b, cfg.TrackerListen, logs["seeder"], reg); err != nil {
 			return err
 		}
 		if ac.TrackerURL == "" {
-			ac.TrackerURL = ts.announceURL
+			ac.TrackerURL = ts.AnnounceURL
 		}
 	}
 	arch, st := newArchiver(b, locker, ac, logs["archiver"], reg)
+	if err := bus.EnsureMessagesLayout(ctx, b); err != nil {
+		return fmt.Errorf("messages layout: %w", err)
+	}
 	pruner := newPruner(st, cfg.PruneGrace, logs["archiver"], reg)
 	seeder := newSeeder(b, sc, logs["seeder"], reg)
 	ann := newAnnouncer(b, nc, logs["announcer"], reg)
@@ -121,7 +125,7 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	defer stopIngest()
 	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log,
 		Checks:   map[string]observe.Check{"nats": b.Ready, "torrent": seeder.Ready, "waku": wakuReady(wakuPeer, cfg.Waku.MinPeers)},
-		Handlers: map[string]http.Handler{store.IngestPath: st.Handler(cfg.IngestToken)}}
+		Handlers: map[string]http.Handler{messages.IngestPath: st.Handler(cfg.IngestToken)}}
 	if _, err := srv.Listen(); err != nil {
 		return err
 	}
@@ -152,7 +156,7 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	part("archiver", pruner.Run)
 	part("seeder", seeder.Run)
 	if ts != nil {
-		part("seeder", ts.run)
+		part("seeder", ts.Run)
 	}
 	part("announcer", ann.Run)
 	part("scheduler", sched.Run)
@@ -263,7 +267,7 @@ func registerDemo(ctx context.Context, b *bus.Bus, dataDir string, every time.Du
 // runDemo registers the demo community (or reuses the one kept in the data
 // dir), ingests messages as time passes and logs every announcement after
 // checking its signature.
-func runDemo(ctx context.Context, b *bus.Bus, st *store.Store, dataDir string, port func() int, every time.Duration, log *slog.Logger) error {
+func runDemo(ctx context.Context, b *bus.Bus, st *messages.Store, dataDir string, port func() int, every time.Duration, log *slog.Logger) error {
 	com, key, from, err := registerDemo(ctx, b, dataDir, every, log)
 	if err != nil {
 		return err
@@ -271,7 +275,7 @@ func runDemo(ctx context.Context, b *bus.Bus, st *store.Store, dataDir string, p
 	id := com.ID
 	log.Info("demo peer", "peer", net.JoinHostPort("127.0.0.1", strconv.Itoa(port())))
 	sub, err := b.NC.Subscribe(bus.SubjectAnnounced(id.String()), func(m *nats.Msg) {
-		v, err := announce.Verify(m.Data)
+		v, err := announcer.Verify(m.Data)
 		if err != nil || v.Community != id {
 			log.Error("announcement failed verification", "err", err)
 			return

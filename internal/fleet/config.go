@@ -30,8 +30,8 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/placement"
-	"github.com/archivefleet/archivefleet/internal/seed"
-	"github.com/archivefleet/archivefleet/internal/store"
+	"github.com/archivefleet/archivefleet/internal/pruner"
+	"github.com/archivefleet/archivefleet/internal/seeder"
 	"github.com/archivefleet/archivefleet/internal/waku/relay"
 	wakustore "github.com/archivefleet/archivefleet/internal/waku/store"
 )
@@ -134,7 +134,7 @@ type ArchiverConfig struct {
 	CreatedBy   string        `envconfig:"ARCHIVEFLEET_CREATED_BY" desc:"torrent created-by"`
 	IngestToken string        `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"bearer token the HTTP ingest endpoint requires" secret:"true"`
 	BufferedIO  bool          `envconfig:"ARCHIVEFLEET_BUFFERED_IO" desc:"write archive data through the page cache (default: O_DIRECT where possible)"`
-	// PruneGrace bounds the MESSAGES stream (see store.Pruner).
+	// PruneGrace bounds the MESSAGES stream (see pruner.Pruner).
 	PruneGrace time.Duration `envconfig:"ARCHIVEFLEET_MESSAGE_PRUNE_GRACE" desc:"remove archived messages from MESSAGES this long after their window's build is committed (0 keeps every message)"`
 }
 
@@ -233,7 +233,7 @@ func DefaultRedis() Redis { return Redis{Addr: DefaultRedisAddr} }
 // DefaultArchiverConfig returns the archiver's defaults.
 func DefaultArchiverConfig() ArchiverConfig {
 	c := ArchiverConfig{Common: natsconf.DefaultCommon(), Redis: DefaultRedis(), WorkDir: DefaultWorkDir, Slots: DefaultSlots,
-		LockTTL: DefaultLockTTL, Trackers: DefaultTrackers, PruneGrace: store.DefaultPruneGrace}
+		LockTTL: DefaultLockTTL, Trackers: DefaultTrackers, PruneGrace: pruner.DefaultGrace}
 	c.HTTPAddr = DefaultArchiverHTTP
 	return c
 }
@@ -242,7 +242,7 @@ func DefaultArchiverConfig() ArchiverConfig {
 func DefaultSeederConfig() SeederConfig {
 	host, _ := os.Hostname()
 	c := SeederConfig{Common: natsconf.DefaultCommon(), ID: host, DataDir: DefaultSeedDir, Listen: DefaultBTListen, DHT: true, Trackers: true,
-		SnapshotGrace: DefaultSnapshotGrace, Replicas: seed.DefaultReplicas}
+		SnapshotGrace: DefaultSnapshotGrace, Replicas: seeder.DefaultReplicas}
 	c.HTTPAddr = DefaultSeederHTTP
 	return c
 }
@@ -284,7 +284,7 @@ func DefaultAllInOneConfig() AllInOneConfig {
 	w.Listen, w.KeyFile, w.MinPeers = DefaultFleetWakuListen, "", 0
 	c := AllInOneConfig{Common: natsconf.DefaultCommon(), DataDir: DefaultDataDir, NATSPort: DefaultEmbeddedPort,
 		MaxPayload: DefaultEmbeddedPayload, BTListen: DefaultFleetBTListen, Tick: DefaultTick, Republish: DefaultRepublish,
-		SnapshotGrace: DefaultSnapshotGrace, PruneGrace: store.DefaultPruneGrace, Waku: w, Demo: true, DemoEvery: DefaultDemoInterval}
+		SnapshotGrace: DefaultSnapshotGrace, PruneGrace: pruner.DefaultGrace, Waku: w, Demo: true, DemoEvery: DefaultDemoInterval}
 	c.HTTPAddr = DefaultFleetHTTP
 	c.Settle = SettleAuto
 	return c

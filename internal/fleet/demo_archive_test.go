@@ -17,9 +17,9 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -202,7 +202,7 @@ func readStream(t *testing.T, b *bus.Bus, c archive.CommunityID, upto uint64, fn
 			return
 		}
 		if !strings.HasSuffix(msg.Subject(), ".fence") { // builds' fences carry no message
-			ms, err := store.RecordMessages(msg.Subject(), msg.Headers(), msg.Data())
+			ms, err := messages.RecordMessages(msg.Subject(), msg.Headers(), msg.Data())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -27,8 +27,8 @@ import (
 	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/natsperm"
 	"github.com/archivefleet/archivefleet/internal/observe"
+	"github.com/archivefleet/archivefleet/internal/pruner"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/waku/lightpush"
 	"github.com/archivefleet/archivefleet/internal/wakuedge"
@@ -214,7 +214,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	rec := &descRecorder{names: map[string]bool{}}
 	b := &bus.Bus{}
 	_, st := newArchiver(b, nil, ArchiverConfig{}, testenv.Logger(), rec)
-	newPruner(st, store.DefaultPruneGrace, testenv.Logger(), rec)
+	newPruner(st, pruner.DefaultGrace, testenv.Logger(), rec)
 	newSeeder(b, SeederConfig{}, testenv.Logger(), rec)
 	newAnnouncer(b, AnnouncerConfig{}, testenv.Logger(), rec)
 	newScheduler(b, SchedulerConfig{}, testenv.Logger(), rec)

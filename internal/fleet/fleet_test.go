@@ -24,15 +24,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/archivefleet/archivefleet/internal/announce"
+	"github.com/archivefleet/archivefleet/internal/announcer"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/seed"
+	"github.com/archivefleet/archivefleet/internal/seeder"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
@@ -48,11 +48,11 @@ type cluster struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errs   chan error
-	seeds  []*seed.Service
+	seeds  []*seeder.Service
 	ctl    *bus.Bus
 	conns  []*nats.Conn
 	// archiverStore is the message store of the last archiver started.
-	archiverStore *store.Store
+	archiverStore *messages.Store
 	// trackerURL, when set, is the fleet tracker archivers put first.
 	trackerURL string
 	// keys are the private keys of the communities registered.
@@ -114,7 +114,7 @@ func (c *cluster) run(name string, fn func(context.Context) error) {
 	}()
 }
 
-func (c *cluster) archiver() *store.Store {
+func (c *cluster) archiver() *messages.Store {
 	b := c.bus()
 	rc := redis.NewClient(&redis.Options{Addr: c.redis})
 	c.t.Cleanup(func() { rc.Close() })
@@ -133,7 +133,7 @@ func (c *cluster) archiver() *store.Store {
 	return st
 }
 
-func (c *cluster) seeder(id string) *seed.Service {
+func (c *cluster) seeder(id string) *seeder.Service {
 	b := c.bus()
 	svc := newSeeder(b, SeederConfig{ID: id, DataDir: c.t.TempDir(), Listen: "127.0.0.1:0"}, c.logger("seeder"), prometheus.NewRegistry())
 	c.run("seeder", svc.Run)
@@ -179,7 +179,7 @@ func (c *cluster) put(com *registry.Community, key []byte) {
 }
 
 // messages makes n messages with timestamps spread evenly over [from, to).
-func messages(com *registry.Community, n int, from, to uint64) []archive.Message {
+func sampleMessages(com *registry.Community, n int, from, to uint64) []archive.Message {
 	return fixture.Messages{N: n, From: from, To: to, Topics: com.Topics}.Make()
 }
 
@@ -205,7 +205,7 @@ func hashesOf(msgs []archive.Message) []string {
 
 // waitAnnounced waits for an announcement on the community's subject newer
 // than afterClock, verifies it as a member would and returns it.
-func (c *cluster) waitAnnounced(com *registry.Community, afterClock uint64, timeout time.Duration) *announce.Verified {
+func (c *cluster) waitAnnounced(com *registry.Community, afterClock uint64, timeout time.Duration) *announcer.Verified {
 	c.t.Helper()
 	s, err := c.ctl.JS.Stream(context.Background(), bus.StreamAnnounced)
 	if err != nil {
@@ -215,7 +215,7 @@ func (c *cluster) waitAnnounced(com *registry.Community, afterClock uint64, time
 	for time.Now().Before(deadline) {
 		m, err := s.GetLastMsgForSubject(context.Background(), bus.SubjectAnnounced(com.ID.String()))
 		if err == nil {
-			v, err := announce.Verify(m.Data)
+			v, err := announcer.Verify(m.Data)
 			if err != nil {
 				c.t.Fatalf("announcement does not verify: %v", err)
 			}
@@ -265,7 +265,7 @@ func gotInfoWithin(t *testing.T, magnet string, d time.Duration) bool {
 	}
 }
 
-func ingestNATS(t *testing.T, b *bus.Bus, com *registry.Community, msgs []archive.Message) store.IngestResult {
+func ingestNATS(t *testing.T, b *bus.Bus, com *registry.Community, msgs []archive.Message) messages.IngestResult {
 	t.Helper()
 	var lines []byte
 	for _, m := range msgs {
@@ -277,7 +277,7 @@ func ingestNATS(t *testing.T, b *bus.Bus, com *registry.Community, msgs []archiv
 		t.Fatal(err)
 	}
 	var res struct {
-		store.IngestResult
+		messages.IngestResult
 		Error string `json:"error"`
 	}
 	if err := json.Unmarshal(reply.Data, &res); err != nil || res.Error != "" {
@@ -295,7 +295,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	now := uint64(time.Now().Unix())
 	since := now - 3*uint64(iv/time.Second)
 	com := c.register(iv, since)
-	first := messages(com, 120, since, now)
+	first := sampleMessages(com, 120, since, now)
 	c.archiver() // serves ingest too
 	if res := ingestNATS(t, c.ctl, com, first); res.Stored != len(first) {
 		t.Fatalf("stored %d of %d", res.Stored, len(first))
@@ -322,10 +322,10 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 
 	// A second window: messages stamped now land in the open window.
-	second := messages(com, 40, uint64(time.Now().Unix()), uint64(time.Now().Unix())+1)
+	second := sampleMessages(com, 40, uint64(time.Now().Unix()), uint64(time.Now().Unix())+1)
 	ingestNATS(t, c.ctl, com, second)
 	// Wait for the announcement of the torrent that holds every new message.
-	var a2 *announce.Verified
+	var a2 *announcer.Verified
 	for clock := a1.Clock; ; clock = a2.Clock {
 		a2 = c.waitAnnounced(com, clock, 30*time.Second)
 		st, _, err := (&state.Store{KV: c.ctl.State}).GetBuild(context.Background(), com.ID.String())
@@ -376,7 +376,7 @@ func TestFleetEndToEnd(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	before, _, _ := (&state.Store{KV: c.ctl.State}).GetBuild(context.Background(), com.ID.String())
-	ingestNATS(t, c.ctl, com, messages(com, 5, uint64(time.Now().Unix()), uint64(time.Now().Unix())+1))
+	ingestNATS(t, c.ctl, com, sampleMessages(com, 5, uint64(time.Now().Unix()), uint64(time.Now().Unix())+1))
 	time.Sleep(2*iv + time.Second)
 	after, _, _ := (&state.Store{KV: c.ctl.State}).GetBuild(context.Background(), com.ID.String())
 	if after.LastEnd != before.LastEnd {
@@ -422,7 +422,7 @@ func TestFleetScale(t *testing.T) {
 	c.archiver()
 	for i := 0; i < 50; i++ {
 		com := c.register(iv, since)
-		m := messages(com, 30, since, now+2*uint64(iv/time.Second))
+		m := sampleMessages(com, 30, since, now+2*uint64(iv/time.Second))
 		if _, err := st.Ingest(context.Background(), com.ID, m); err != nil {
 			t.Fatal(err)
 		}
@@ -513,7 +513,7 @@ func TestRepublishAndEncryptedCommunity(t *testing.T) {
 	com.Encrypted, com.InstallationID, com.RatchetKey = true, "f0e1d2c3-archivefleet-test", &rk
 	id := com.ID
 	c.put(com, key)
-	msgs := messages(com, 60, since, now)
+	msgs := sampleMessages(com, 60, since, now)
 	st := c.archiver()
 	if _, err := st.Ingest(context.Background(), id, msgs); err != nil {
 		t.Fatal(err)
@@ -523,9 +523,9 @@ func TestRepublishAndEncryptedCommunity(t *testing.T) {
 		c.logger("scheduler"), prometheus.NewRegistry())
 	c.run("scheduler", sched.Run)
 	seeder := c.seeder("s1")
-	hooked := make(chan announce.Announcement, 16)
+	hooked := make(chan announcer.Announcement, 16)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var a announce.Announcement
+		var a announcer.Announcement
 		if err := json.NewDecoder(r.Body).Decode(&a); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -538,7 +538,7 @@ func TestRepublishAndEncryptedCommunity(t *testing.T) {
 	a1 := c.waitAnnounced(com, 0, 30*time.Second)
 	select {
 	case a := <-hooked:
-		if v, err := announce.Verify(a.Message); err != nil || v.Community != id || a.ChatID != id.String()+"-magnetlinks" {
+		if v, err := announcer.Verify(a.Message); err != nil || v.Community != id || a.ChatID != id.String()+"-magnetlinks" {
 			t.Fatalf("webhook got %+v (%v)", a, err)
 		}
 	case <-time.After(10 * time.Second):
@@ -609,7 +609,7 @@ func TestDeadLetterAndRedelivery(t *testing.T) {
 	const iv = 2 * time.Second
 	now := uint64(time.Now().Unix())
 	com := c.register(iv, now-4)
-	if _, err := c.archiverStore.Ingest(ctx, com.ID, messages(com, 10, now-4, now)); err != nil {
+	if _, err := c.archiverStore.Ingest(ctx, com.ID, sampleMessages(com, 10, now-4, now)); err != nil {
 		t.Fatal(err)
 	}
 	ev := bus.DueEvent{Community: com.ID.String(), From: now - 4, End: now, Reason: "test"}

@@ -14,17 +14,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/archivefleet/archivefleet/internal/announce"
+	"github.com/archivefleet/archivefleet/internal/announcer"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/archiver"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/lock"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/observe"
+	"github.com/archivefleet/archivefleet/internal/pruner"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/schedule"
-	"github.com/archivefleet/archivefleet/internal/seed"
+	"github.com/archivefleet/archivefleet/internal/scheduler"
+	"github.com/archivefleet/archivefleet/internal/seeder"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/tracker"
 )
 
@@ -154,6 +155,11 @@ func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
 	locker := &lock.Redis{Client: rc, Prefix: "archivefleet:"}
 	return runService(ctx, cfg.Common, "archiver", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
 		svc, st := newArchiver(b, locker, cfg, log, reg)
+		if err := bus.EnsureMessagesLayout(ctx, b); err != nil {
+			// Reads then also look for records of earlier layouts: slower,
+			// still complete.
+			log.Warn("where this layout's records begin is not recorded; reads look for earlier layouts too", "err", err)
+		}
 		stopIngest, err := st.ServeNATS(ctx, cfg.IngestToken)
 		if err != nil {
 			return nil, err
@@ -167,20 +173,20 @@ func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
 			return g.Wait()
 		}
 		return &service{run: run, checks: map[string]observe.Check{"redis": locker.Ping},
-			handlers: map[string]http.Handler{store.IngestPath: st.Handler(cfg.IngestToken)}}, nil
+			handlers: map[string]http.Handler{messages.IngestPath: st.Handler(cfg.IngestToken)}}, nil
 	})
 }
 
 // newPruner bounds MESSAGES: MESSAGE_PRUNE_GRACE 0 keeps every message
-// (store.PruneOff), as status-go's control node keeps its table.
-func newPruner(st *store.Store, grace time.Duration, log *slog.Logger, reg prometheus.Registerer) *store.Pruner {
+// (pruner.Off), as status-go's control node keeps its table.
+func newPruner(st *messages.Store, grace time.Duration, log *slog.Logger, reg prometheus.Registerer) *pruner.Pruner {
 	if grace <= 0 {
-		grace = store.PruneOff
+		grace = pruner.Off
 	}
-	return store.NewPruner(st, store.PrunerConfig{Grace: grace}, log, reg)
+	return pruner.New(st, pruner.Config{Grace: grace}, log, reg)
 }
 
-func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *slog.Logger, reg prometheus.Registerer) (*archiver.Service, *store.Store) {
+func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *slog.Logger, reg prometheus.Registerer) (*archiver.Service, *messages.Store) {
 	registryStore := registry.New(b.Communities)
 	// Reads of large windows sort through run files here.
 	sortDir := filepath.Join(cfg.WorkDir, "sort")
@@ -188,7 +194,7 @@ func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *sl
 		log.Warn("sort folder not made: large windows sort in the system's temporary folder", "dir", sortDir, "err", err)
 		sortDir = ""
 	}
-	st := &store.Store{Bus: b, Logger: log, Communities: registryStore, Metrics: store.NewMetrics(reg), SortDir: sortDir}
+	st := &messages.Store{Bus: b, Logger: log, Communities: registryStore, Metrics: messages.NewMetrics(reg), SortDir: sortDir}
 	svc := archiver.New(archiver.Service{
 		Bus: b, Registry: registryStore, State: &state.Store{KV: b.State}, Sources: st, Locker: locker, Logger: log,
 		Config: archiver.Config{WorkDir: cfg.WorkDir, Slots: cfg.Slots, LockTTL: cfg.LockTTL, Settle: cfg.Settle,
@@ -206,13 +212,13 @@ func RunSeeder(ctx context.Context, cfg SeederConfig) error {
 		svc := newSeeder(b, cfg, log, reg)
 		run := svc.Run
 		if cfg.TrackerListen != "" {
-			ts, err := newTrackerServer(b, cfg.TrackerListen, log, reg)
+			ts, err := tracker.Listen(b, cfg.TrackerListen, log, reg)
 			if err != nil {
 				return nil, err
 			}
 			run = func(ctx context.Context) error {
 				g, gctx := errgroup.WithContext(ctx)
-				g.Go(func() error { return ts.run(gctx) })
+				g.Go(func() error { return ts.Run(gctx) })
 				g.Go(func() error { return svc.Run(gctx) })
 				return g.Wait()
 			}
@@ -221,18 +227,18 @@ func RunSeeder(ctx context.Context, cfg SeederConfig) error {
 	})
 }
 
-func newSeeder(b *bus.Bus, cfg SeederConfig, log *slog.Logger, reg prometheus.Registerer) *seed.Service {
-	var swarm seed.Swarm
+func newSeeder(b *bus.Bus, cfg SeederConfig, log *slog.Logger, reg prometheus.Registerer) *seeder.Service {
+	var swarm seeder.Swarm
 	if b.TrackerPeers != nil { // a bare Bus in the metrics test has none
 		swarm = tracker.NewRegistry(b)
 	}
-	return seed.New(seed.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State}, Logger: log,
+	return seeder.New(seeder.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State}, Logger: log,
 		Swarm: swarm,
-		Config: seed.Config{ID: cfg.ID, DataDir: cfg.DataDir, ListenAddr: cfg.Listen, PublicAddr: cfg.PublicAddr,
+		Config: seeder.Config{ID: cfg.ID, DataDir: cfg.DataDir, ListenAddr: cfg.Listen, PublicAddr: cfg.PublicAddr,
 			DHT: cfg.DHT, Trackers: cfg.Trackers, SnapshotGrace: snapshotGrace(cfg.SnapshotGrace), Replicas: cfg.Replicas}}, reg)
 }
 
-// snapshotGrace maps SNAPSHOT_GRACE (0 disables) to seed.Config's (0 is the
+// snapshotGrace maps SNAPSHOT_GRACE (0 disables) to seeder.Config's (0 is the
 // default, negative disables).
 func snapshotGrace(d time.Duration) time.Duration {
 	if d <= 0 {
@@ -251,12 +257,12 @@ func RunAnnouncer(ctx context.Context, cfg AnnouncerConfig) error {
 	})
 }
 
-func newAnnouncer(b *bus.Bus, cfg AnnouncerConfig, log *slog.Logger, reg prometheus.Registerer) *announce.Service {
-	ts := []announce.Transport{announce.NATSTransport{Bus: b}}
+func newAnnouncer(b *bus.Bus, cfg AnnouncerConfig, log *slog.Logger, reg prometheus.Registerer) *announcer.Service {
+	ts := []announcer.Transport{announcer.NATSTransport{Bus: b}}
 	if cfg.WebhookURL != "" {
-		ts = append(ts, announce.Webhook{URL: cfg.WebhookURL})
+		ts = append(ts, announcer.Webhook{URL: cfg.WebhookURL})
 	}
-	return announce.New(announce.Service{Bus: b, Registry: registry.New(b.Communities), Keys: registry.NewKeys(b.CommunityKeys), State: &state.Store{KV: b.State},
+	return announcer.New(announcer.Service{Bus: b, Registry: registry.New(b.Communities), Keys: registry.NewKeys(b.CommunityKeys), State: &state.Store{KV: b.State},
 		Transports: ts, Slots: cfg.Slots, Logger: log}, reg)
 }
 
@@ -270,7 +276,7 @@ func RunScheduler(ctx context.Context, cfg SchedulerConfig) error {
 	})
 }
 
-func newScheduler(b *bus.Bus, cfg SchedulerConfig, log *slog.Logger, reg prometheus.Registerer) *schedule.Service {
-	return schedule.New(schedule.Service{Bus: b, Logger: log,
-		Config: schedule.Config{Tick: cfg.Tick, Republish: cfg.Republish, RetryAfter: cfg.RetryAfter, Settle: cfg.Settle}}, reg)
+func newScheduler(b *bus.Bus, cfg SchedulerConfig, log *slog.Logger, reg prometheus.Registerer) *scheduler.Service {
+	return scheduler.New(scheduler.Service{Bus: b, Logger: log,
+		Config: scheduler.Config{Tick: cfg.Tick, Republish: cfg.Republish, RetryAfter: cfg.RetryAfter, Settle: cfg.Settle}}, reg)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/testenv"
+	"github.com/archivefleet/archivefleet/internal/tracker"
 )
 
 // TestAria2cFetchesAnnouncedMagnet (#12): the fleet serves its tracker and
@@ -28,18 +29,18 @@ import (
 // (its swarm entry left behind, as after a crash), aria2c still completes.
 func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 	c := newCluster(t)
-	serve, err := newTrackerServer(c.bus(), "127.0.0.1:0", c.logger("tracker"), prometheus.NewRegistry())
+	serve, err := tracker.Listen(c.bus(), "127.0.0.1:0", c.logger("tracker"), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.run("tracker", serve.run)
-	c.trackerURL = serve.announceURL
+	c.run("tracker", serve.Run)
+	c.trackerURL = serve.AnnounceURL
 	const iv = 3 * time.Second
 	now := uint64(time.Now().Unix())
 	since := now - 2*uint64(iv/time.Second)
 	com := c.register(iv, since)
 	st := c.archiver()
-	msgs := messages(com, 80, since, now)
+	msgs := sampleMessages(com, 80, since, now)
 	if res, err := st.Ingest(context.Background(), com.ID, msgs); err != nil || res.Stored != len(msgs) {
 		t.Fatalf("ingest: %+v %v", res, err)
 	}
@@ -63,12 +64,12 @@ func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Trackers) == 0 || m.Trackers[0] != serve.announceURL {
-		t.Fatalf("magnet trackers %v: want ours (%s) first", m.Trackers, serve.announceURL)
+	if len(m.Trackers) == 0 || m.Trackers[0] != serve.AnnounceURL {
+		t.Fatalf("magnet trackers %v: want ours (%s) first", m.Trackers, serve.AnnounceURL)
 	}
 	// The tracker serves only torrents its seeders registered for: it
 	// lists both before aria2c asks.
-	waitTrackerSeeders(t, serve.announceURL, m.InfoHash, 2)
+	waitTrackerSeeders(t, serve.AnnounceURL, m.InfoHash, 2)
 	if keep.Seeding(com.ID.String()) != m.InfoHash.HexString() {
 		t.Fatal("seeder s1 does not seed the announced torrent")
 	}
@@ -84,7 +85,7 @@ func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 	fetch("both seeders", v.Magnet, msgs)
 
 	// A later window's messages: a new build supersedes the magnet.
-	later := messages(com, 20, now+2*uint64(iv/time.Second), now+3*uint64(iv/time.Second))
+	later := sampleMessages(com, 20, now+2*uint64(iv/time.Second), now+3*uint64(iv/time.Second))
 	if res, err := st.Ingest(context.Background(), com.ID, later); err != nil || res.Stored != len(later) {
 		t.Fatalf("ingest: %+v %v", res, err)
 	}
@@ -99,7 +100,7 @@ func TestAria2cFetchesAnnouncedMagnet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitTrackerSeeders(t, serve.announceURL, m2.InfoHash, 1)
+	waitTrackerSeeders(t, serve.AnnounceURL, m2.InfoHash, 1)
 	fetch("new magnet", v2.Magnet, append(slices.Clone(msgs), later...))
 	kill()
 	<-done

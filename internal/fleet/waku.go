@@ -10,10 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/observe"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/waku/node"
 	"github.com/archivefleet/archivefleet/internal/wakuedge"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
@@ -27,7 +27,7 @@ func RunWaku(ctx context.Context, cfg WakuConfig) error {
 		return err
 	}
 	return runService(ctx, cfg.Common, "waku", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
-		st := &store.Store{Bus: b, Logger: log, Communities: registry.New(b.Communities), Metrics: store.NewMetrics(reg)}
+		st := &messages.Store{Bus: b, Logger: log, Communities: registry.New(b.Communities), Metrics: messages.NewMetrics(reg)}
 		edge, peer, err := newWakuEdge(ctx, b, cfg.Waku, cfg.KeyFile, st, log, reg)
 		if err != nil {
 			return nil, err

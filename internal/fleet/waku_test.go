@@ -19,7 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/archivefleet/archivefleet/internal/announce"
+	"github.com/archivefleet/archivefleet/internal/announcer"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
@@ -102,7 +102,7 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 
 	c.archiver()
 	for _, com := range coms {
-		if res := ingestNATS(t, c.ctl, com, messages(com, 60, since, now)); res.Stored != 60 {
+		if res := ingestNATS(t, c.ctl, com, sampleMessages(com, 60, since, now)); res.Stored != 60 {
 			t.Fatalf("stored %d of 60", res.Stored)
 		}
 	}
@@ -164,7 +164,7 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 			if !bytes.Equal(amm, last.Data) {
 				t.Fatalf("%s: the AMM is not the announced bytes", chat)
 			}
-			v, err := announce.Verify(amm)
+			v, err := announcer.Verify(amm)
 			if err != nil {
 				t.Fatalf("%s: %v", chat, err)
 			}
@@ -172,9 +172,9 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if v.Community != com.ID || v.Clock == 0 || last.Header.Get(announce.HeaderClock) != strconv.FormatUint(v.Clock, 10) || m.InfoHash.HexString() != st.InfoHash {
+			if v.Community != com.ID || v.Clock == 0 || last.Header.Get(announcer.HeaderClock) != strconv.FormatUint(v.Clock, 10) || m.InfoHash.HexString() != st.InfoHash {
 				t.Fatalf("%s: verified %+v (infohash %s), want community %s, clock %s, infohash %s", chat, v, m.InfoHash.HexString(), com.ID,
-					last.Header.Get(announce.HeaderClock), st.InfoHash)
+					last.Header.Get(announcer.HeaderClock), st.InfoHash)
 			}
 			clock = v.Clock
 			t.Logf("%s: sizes: AMM %d B, ProtocolMessage %d B, rfc26 payload %d B, WakuMessage %d B", chat, len(amm), len(pm),
@@ -214,12 +214,12 @@ func TestWakuEdgeOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	msg, err := announce.BuildMessage(c.keys[com.ID], 7, "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567")
+	msg, err := announcer.BuildMessage(c.keys[com.ID], 7, "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ev := bus.Raw{Subject: bus.SubjectAnnounced(com.ID.String()), Header: nats.Header{}, Data: msg}
-	ev.Header.Set(announce.HeaderClock, "7")
+	ev.Header.Set(announcer.HeaderClock, "7")
 	if err := edge.Handle(c.ctx, ev, bus.Delivery{}); err != nil {
 		t.Fatalf("offline publish: %v", err)
 	}
@@ -341,7 +341,7 @@ func TestWakuReceiveToArchive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := announce.Verify(amm)
+		v, err := announcer.Verify(amm)
 		if err != nil || v.Community != com.ID {
 			t.Fatalf("announcement %+v %v", v, err)
 		}

@@ -18,13 +18,13 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/fixture"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 // Stated bounds (RELIABILITY.md, "Hostile input"): how much the
 // all-in-one's peak resident memory may grow over its resting size for one
-// request of each kind. The ingest budget (store.DefaultIngestMemory,
+// request of each kind. The ingest budget (messages.DefaultIngestMemory,
 // 128 MiB) bounds what requests hold; the rest is the Go heap's slack and
 // the embedded NATS server's caches.
 const (
@@ -69,10 +69,14 @@ func (h *hostileFleet) post(t *testing.T, body io.Reader, n int64, hdr map[strin
 	}
 	req.ContentLength = n
 	req.Header.Set("Content-Type", "application/x-ndjson")
+	// As curl does for large bodies: the body goes only once the server
+	// asks for it, so a request refused before its body is read (busy,
+	// too large) gets its answer instead of a closed connection.
+	req.Header.Set("Expect", "100-continue")
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +87,10 @@ func (h *hostileFleet) post(t *testing.T, body io.Reader, n int64, hdr map[strin
 	}
 	return resp.StatusCode, resp.Header, reply
 }
+
+// client waits for the server's "100 Continue" as long as the ingest
+// budget's wait may take.
+var client = &http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}
 
 // repeat is a reader of unit repeated until n bytes.
 type repeat struct {
@@ -156,26 +164,26 @@ func TestIngestMemoryIsBounded(t *testing.T) {
 		name  string
 		body  func() (io.Reader, int64)
 		bound int64
-		check func(t *testing.T, code int, res store.IngestResult)
+		check func(t *testing.T, code int, res messages.IngestResult)
 	}{
 		{"10 MB of empty messages", func() (io.Reader, int64) {
 			return &repeat{unit: []byte("{}\n"), n: 9_999_999}, 9_999_999
-		}, boundEmpty, func(t *testing.T, code int, res store.IngestResult) {
-			if code != 200 || res.Refused != 10_000_000/3 || len(res.Messages) != store.MaxReportedMessages {
+		}, boundEmpty, func(t *testing.T, code int, res messages.IngestResult) {
+			if code != 200 || res.Refused != 10_000_000/3 || len(res.Messages) != messages.MaxReportedMessages {
 				t.Errorf("HTTP %d, %d refused, %d entries", code, res.Refused, len(res.Messages))
 			}
 		}},
 		{"64 MiB of empty messages", func() (io.Reader, int64) {
-			n := int64(store.MaxBatchBytes) / 3 * 3
+			n := int64(messages.MaxBatchBytes) / 3 * 3
 			return &repeat{unit: []byte("{}\n"), n: n}, n
-		}, boundEmpty, func(t *testing.T, code int, res store.IngestResult) {
-			if code != 200 || res.Refused != store.MaxBatchBytes/3 {
+		}, boundEmpty, func(t *testing.T, code int, res messages.IngestResult) {
+			if code != 200 || res.Refused != messages.MaxBatchBytes/3 {
 				t.Errorf("HTTP %d, %d refused", code, res.Refused)
 			}
 		}},
 		{"64 MiB of tiny valid messages", func() (io.Reader, int64) {
-			return &tinyMessages{h: h, n: store.MaxBatchBytes}, -1
-		}, boundTiny, func(t *testing.T, code int, res store.IngestResult) {
+			return &tinyMessages{h: h, n: messages.MaxBatchBytes}, -1
+		}, boundTiny, func(t *testing.T, code int, res messages.IngestResult) {
 			if code != 200 || res.Stored < 150_000 || res.Refused+res.Failed != 0 {
 				t.Errorf("HTTP %d, %d stored, %d refused, %d failed", code, res.Stored, res.Refused, res.Failed)
 			}
@@ -183,7 +191,7 @@ func TestIngestMemoryIsBounded(t *testing.T) {
 		{"one 30 MB message", func() (io.Reader, int64) {
 			b := maxMessageJSON(h, "one max")
 			return bytes.NewReader(b), int64(len(b))
-		}, boundOneMax, func(t *testing.T, code int, res store.IngestResult) {
+		}, boundOneMax, func(t *testing.T, code int, res messages.IngestResult) {
 			if code != 200 || res.Stored != 1 {
 				t.Errorf("HTTP %d, %+v", code, res)
 			}
@@ -199,7 +207,7 @@ func TestIngestMemoryIsBounded(t *testing.T) {
 				body, n := c.body()
 				code, _, reply = h.post(t, body, n, nil)
 			})
-			var res store.IngestResult
+			var res messages.IngestResult
 			if err := json.Unmarshal(reply, &res); err != nil {
 				t.Fatalf("HTTP %d: %v: %.300s", code, err, reply)
 			}
@@ -326,7 +334,7 @@ func TestNATSIngestBounded(t *testing.T) {
 		t.Fatalf("without the token: %v %s", err, reply.Data)
 	}
 	m.Header.Set("Authorization", "Bearer s3cret")
-	var res store.IngestResult
+	var res messages.IngestResult
 	grew := measure(t, h.fleetProc, func() {
 		reply, err = h.b.NC.RequestMsg(m, 60*time.Second)
 		if err != nil {
@@ -372,7 +380,7 @@ func TestCrossSiteAndForgery(t *testing.T) {
 		body.Write(append(j, '\n'))
 	}
 	_, _, reply := h.post(t, &body, int64(body.Len()), nil)
-	var res store.IngestResult
+	var res messages.IngestResult
 	json.Unmarshal(reply, &res)
 	if res.Stored != 1 || res.Conflicts != 1 || res.Refused != 1 {
 		t.Fatalf("%s: want the forged one stored, the real one a conflict, the future one refused", reply)
@@ -381,7 +389,7 @@ func TestCrossSiteAndForgery(t *testing.T) {
 	for _, m := range res.Messages {
 		codes[m.Index] = m.Code
 	}
-	if codes[1] != store.CodeConflict || codes[2] != store.CodeFuture {
+	if codes[1] != messages.CodeConflict || codes[2] != messages.CodeFuture {
 		t.Fatalf("codes %v", codes)
 	}
 	resp, err := http.Get(h.URL() + "/metrics")
@@ -393,7 +401,7 @@ func TestCrossSiteAndForgery(t *testing.T) {
 	if !strings.Contains(string(metrics), `archivefleet_ingest_messages_total{outcome="conflict"} 1`) {
 		t.Error("conflict not counted on /metrics")
 	}
-	st := &store.Store{Bus: h.b}
+	st := &messages.Store{Bus: h.b}
 	cs, err := st.Conflicts(context.Background(), h.com.ID.String(), 10)
 	if err != nil || len(cs) != 1 || string(cs[0].Refused.Payload) != "real" || cs[0].Stored == nil || string(cs[0].Stored.Payload) != "forged" {
 		t.Fatalf("evidence %+v %v: want both contents", cs, err)

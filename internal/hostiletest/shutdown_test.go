@@ -8,9 +8,9 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/fixture"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
-	"github.com/archivefleet/archivefleet/internal/store"
 )
 
 // boundShutdown is how long SIGTERM may take to end the all-in-one, a build
@@ -34,7 +34,7 @@ func TestShutdownMidBuild(t *testing.T) {
 	if err := reg.Put(ctx, com); err != nil {
 		t.Fatal(err)
 	}
-	st := &store.Store{Bus: b}
+	st := &messages.Store{Bus: b}
 	var batch []archive.Message
 	flush := func() {
 		res, err := st.Ingest(ctx, com.ID, batch)

@@ -383,6 +383,9 @@ func (c *Cluster) SetupBus(ctx context.Context, cfg bus.Config) (*bus.Bus, error
 		if b, err = bus.Setup(actx, nc, cfg); err == nil {
 			err = bus.SetupPrune(actx, b)
 		}
+		if err == nil {
+			err = bus.EnsureMessagesLayout(actx, b)
+		}
 		if err != nil {
 			seen = append(seen, fmt.Sprintf("at %v (took %v): %v", t0.Sub(start).Round(time.Millisecond),
 				time.Since(t0).Round(time.Millisecond), err))

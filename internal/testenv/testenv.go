@@ -60,6 +60,9 @@ func Bus(t testing.TB, s *server.Server, cfg bus.Config) *bus.Bus {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := bus.EnsureMessagesLayout(ctx, b); err != nil {
+		t.Fatal(err)
+	}
 	return b
 }
 

@@ -8,16 +8,16 @@ import (
 	"time"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/waku/node"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
 // Ingester stores received messages through the fleet's ingest
-// (*store.Store): duplicates are dropped by hash, late ones supplemented.
+// (*messages.Store): duplicates are dropped by hash, late ones supplemented.
 type Ingester interface {
-	Ingest(ctx context.Context, c archive.CommunityID, msgs []archive.Message) (store.IngestResult, error)
+	Ingest(ctx context.Context, c archive.CommunityID, msgs []archive.Message) (messages.IngestResult, error)
 }
 
 // Listener is the relay feed of the peer's pubsub topics (*node.Node).
@@ -300,15 +300,15 @@ func (s *Service) ingest(ctx context.Context, c archive.CommunityID, msgs []arch
 	var retry []archive.Message
 	var reason string
 	for _, m := range res.Messages {
-		if m.Outcome == store.Failed {
+		if m.Outcome == messages.Failed {
 			retry = append(retry, msgs[m.Index])
 			reason = m.Reason
 		}
 	}
-	s.received.WithLabelValues(string(store.Stored)).Add(float64(res.Stored))
-	s.received.WithLabelValues(string(store.Duplicate)).Add(float64(res.Duplicates))
-	s.received.WithLabelValues(string(store.Late)).Add(float64(res.Late))
-	s.received.WithLabelValues(string(store.Refused)).Add(float64(res.Refused))
+	s.received.WithLabelValues(string(messages.Stored)).Add(float64(res.Stored))
+	s.received.WithLabelValues(string(messages.Duplicate)).Add(float64(res.Duplicates))
+	s.received.WithLabelValues(string(messages.Late)).Add(float64(res.Late))
+	s.received.WithLabelValues(string(messages.Refused)).Add(float64(res.Refused))
 	if len(retry) > 0 {
 		return retry, errors.New(reason)
 	}

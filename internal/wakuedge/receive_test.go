@@ -16,8 +16,8 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/messages"
 	"github.com/archivefleet/archivefleet/internal/registry"
-	"github.com/archivefleet/archivefleet/internal/store"
 	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/waku/node"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
@@ -133,7 +133,7 @@ func TestBackfill(t *testing.T) {
 	}
 	publish(storeB, registry.UniversalChatID(com.ID))
 
-	st := &store.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
+	st := &messages.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
 	edgePeer := startPeer(t, node.Config{})
 	signer, _ := secp256k1.GeneratePrivateKey()
 	nodes := []peer.AddrInfo{{ID: storeA.ID(), Addrs: storeA.Host().Addrs()}, {ID: storeB.ID(), Addrs: storeB.Host().Addrs()}}
@@ -198,13 +198,13 @@ type flakyIngest struct {
 	fails int
 }
 
-func (f *flakyIngest) Ingest(ctx context.Context, c archive.CommunityID, msgs []archive.Message) (store.IngestResult, error) {
+func (f *flakyIngest) Ingest(ctx context.Context, c archive.CommunityID, msgs []archive.Message) (messages.IngestResult, error) {
 	f.mu.Lock()
 	fail := f.fails > 0
 	f.fails--
 	f.mu.Unlock()
 	if fail {
-		return store.IngestResult{}, errors.New("nats: no responders available for request")
+		return messages.IngestResult{}, errors.New("nats: no responders available for request")
 	}
 	return f.Ingester.Ingest(ctx, c, msgs)
 }
@@ -226,7 +226,7 @@ func TestReceiveLive(t *testing.T) {
 	edgePeer := startPeer(t, node.Config{})
 	member := startPeer(t, node.Config{StaticPeers: []string{p2pAddr(edgePeer)}})
 	waitFor(t, "meshed", func() bool { return edgePeer.MeshPeers(topic) == 1 })
-	st := &store.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
+	st := &messages.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
 	signer, _ := secp256k1.GeneratePrivateKey()
 	metrics := prometheus.NewRegistry()
 	s, err := New(Service{Bus: b, Registry: reg, Peer: edgePeer, Listen: edgePeer, Ingest: &flakyIngest{Ingester: st, fails: 2},
@@ -294,7 +294,7 @@ func TestReceiveReplicas(t *testing.T) {
 	}
 	topic := wakuwire.DefaultCommunityShard
 	member := startPeer(t, node.Config{})
-	st := &store.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
+	st := &messages.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
 	var edges []*Service
 	for range 2 {
 		p := startPeer(t, node.Config{StaticPeers: []string{p2pAddr(member)}})

@@ -52,7 +52,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
-	"github.com/archivefleet/archivefleet/internal/announce"
+	"github.com/archivefleet/archivefleet/internal/announcer"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
@@ -332,14 +332,14 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 		return fmt.Errorf("%w: subject %q: %w", bus.ErrMalformed, ev.Subject, err)
 	}
 	c = id.String()
-	clock, err := strconv.ParseUint(ev.Header.Get(announce.HeaderClock), 10, 64)
+	clock, err := strconv.ParseUint(ev.Header.Get(announcer.HeaderClock), 10, 64)
 	if err != nil || clock == 0 {
-		return fmt.Errorf("%w: %s header %q", bus.ErrMalformed, announce.HeaderClock, ev.Header.Get(announce.HeaderClock))
+		return fmt.Errorf("%w: %s header %q", bus.ErrMalformed, announcer.HeaderClock, ev.Header.Get(announcer.HeaderClock))
 	}
 	if len(ev.Data) == 0 {
 		return fmt.Errorf("%w: empty announcement", bus.ErrMalformed)
 	}
-	infoHash := ev.Header.Get(announce.HeaderInfohash)
+	infoHash := ev.Header.Get(announcer.HeaderInfohash)
 	last, rev, err := s.State.GetWaku(ctx, c)
 	if err != nil {
 		return bus.Snooze(2*time.Second, "waku state read: "+err.Error())

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/archivefleet/archivefleet/internal/announce"
+	"github.com/archivefleet/archivefleet/internal/announcer"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
@@ -82,13 +82,13 @@ func community(t *testing.T, reg *registry.Registry, shard *uint16) (*registry.C
 func event(t *testing.T, com *registry.Community, key *secp256k1.PrivateKey, clock uint64) bus.Raw {
 	t.Helper()
 	magnet := "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"
-	msg, err := announce.BuildMessage(key.Serialize(), clock, magnet)
+	msg, err := announcer.BuildMessage(key.Serialize(), clock, magnet)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := nats.Header{}
-	h.Set(announce.HeaderClock, strconv.FormatUint(clock, 10))
-	h.Set(announce.HeaderInfohash, "0123456789abcdef0123456789abcdef01234567")
+	h.Set(announcer.HeaderClock, strconv.FormatUint(clock, 10))
+	h.Set(announcer.HeaderInfohash, "0123456789abcdef0123456789abcdef01234567")
 	return bus.Raw{Subject: bus.SubjectAnnounced(com.ID.String()), Header: h, Data: msg}
 }
 
@@ -145,7 +145,7 @@ func TestDedupAndSnooze(t *testing.T) {
 		if err != nil || inst != "edge-test" || !bytes.Equal(amm, ev.Data) {
 			t.Fatalf("%s: unwrap %q %v", chat, inst, err)
 		}
-		v, err := announce.Verify(amm)
+		v, err := announcer.Verify(amm)
 		if err != nil || v.Community != com.ID || v.Clock != 100 {
 			t.Fatalf("%s: verify %+v %v", chat, v, err)
 		}
@@ -180,7 +180,7 @@ func TestDedupAndSnooze(t *testing.T) {
 
 	// Malformed: dead-lettered at once.
 	bad := event(t, com, key, 200)
-	bad.Header.Set(announce.HeaderClock, "x")
+	bad.Header.Set(announcer.HeaderClock, "x")
 	if err := s.Handle(ctx, bad, bus.Delivery{}); !bus.IsPermanent(err) {
 		t.Fatalf("bad clock: %v", err)
 	}
