@@ -53,7 +53,7 @@ func Start(dir string, services ...string) (*Env, error) {
 	}
 	e.NATS = ns
 	e.RedisPort = proc.MustFreePort()
-	e.redis = exec.Command("redis-server", "--port", strconv.Itoa(e.RedisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	e.redis = proc.Command("redis-server", "--port", strconv.Itoa(e.RedisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	if err := e.redis.Start(); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("redis-server: %w", err)
@@ -61,6 +61,12 @@ func Start(dir string, services ...string) (*Env, error) {
 	time.Sleep(300 * time.Millisecond)
 	c := fleet.Common{NATSURL: ns.ClientURL(), AckWait: 30 * time.Second, MaxDeliver: 20, Replicas: 1}
 	if e.Bus, err = c.Connect(context.Background(), "bench", fleet.Common{LogLevel: "warn"}.NewLogger("bench")); err != nil {
+		e.Close()
+		return nil, err
+	}
+	// What archivectl setup does before a fleet's first message: without
+	// it, readers look for records of earlier layouts too.
+	if err := bus.EnsureMessagesLayout(context.Background(), e.Bus); err != nil {
 		e.Close()
 		return nil, err
 	}

@@ -146,12 +146,13 @@ func backfill(dir, bin, mode string) run {
 	// The archivers' pruner makes its stream at start: make it first, so
 	// both setups start from the same topology.
 	check(bus.SetupPrune(ctx, b))
+	check(bus.EnsureMessagesLayout(ctx, b))
 	if cluster != nil {
 		check(cluster.WaitCurrent(60*time.Second, testenv.FleetStreams()...))
 	}
 
 	redisPort := proc.MustFreePort()
-	redis := exec.Command("redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	redis := proc.Command("redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
 	check(redis.Start())
 	defer func() { redis.Process.Kill(); redis.Wait() }()
 
@@ -213,7 +214,7 @@ func backfill(dir, bin, mode string) run {
 	for i := 0; i < *archivers; i++ {
 		port := proc.MustFreePort()
 		metrics = append(metrics, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-		cmd := exec.Command(filepath.Join(bin, "archiver"))
+		cmd := proc.Command(filepath.Join(bin, "archiver"))
 		cmd.Env = append(os.Environ(), "ARCHIVEFLEET_NATS_URL="+url, fmt.Sprintf("ARCHIVEFLEET_REDIS_ADDR=127.0.0.1:%d", redisPort),
 			fmt.Sprintf("ARCHIVEFLEET_HTTP_ADDR=127.0.0.1:%d", port), "ARCHIVEFLEET_LOG_LEVEL="+*logLevel, "ARCHIVEFLEET_TRACKERS=none",
 			"ARCHIVEFLEET_SETTLE=0", fmt.Sprintf("ARCHIVEFLEET_NATS_REPLICAS=%d", replicas),

@@ -27,7 +27,7 @@ import (
 func main() {
 	n := flag.Int("communities", 10000, "communities to backfill")
 	archivers := flag.Int("archivers", 2, "archiver processes")
-	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (the embedded NATS server's work) to a file")
+	cpuProfile := flag.String("cpuprofile", "", "write CPU profiles to files starting with this: <prefix>-nats.prof (this process: the embedded NATS server's work) and <prefix>-<service>-<n>.prof")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "fleetbench-")
 	check(err)
@@ -47,8 +47,11 @@ func main() {
 	env := append(e.ServiceEnv(), "ARCHIVEFLEET_HTTP_ADDR=127.0.0.1:0")
 	var procs []*exec.Cmd
 	start := func(name string, extra ...string) {
-		cmd := exec.Command(e.Bin(name))
+		cmd := proc.Command(e.Bin(name))
 		cmd.Env = append(append([]string{}, env...), extra...)
+		if *cpuProfile != "" {
+			cmd.Env = append(cmd.Env, fmt.Sprintf("ARCHIVEFLEET_CPU_PROFILE=%s-%s-%d.prof", *cpuProfile, name, len(procs)))
+		}
 		logf, _ := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, len(procs))))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		check(cmd.Start())
@@ -67,7 +70,7 @@ func main() {
 		cpu0[p.Process.Pid] = proc.CPUSeconds(p.Process.Pid)
 	}
 	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+		f, err := os.Create(*cpuProfile + "-nats.prof")
 		check(err)
 		check(pprof.StartCPUProfile(f))
 		defer pprof.StopCPUProfile()

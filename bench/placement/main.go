@@ -47,7 +47,7 @@ func main() {
 
 	env := append(e.ServiceEnv(), "ARCHIVEFLEET_MESSAGE_PRUNE_GRACE=0")
 	start := func(name, logName string, extra ...string) *exec.Cmd {
-		cmd := exec.Command(e.Bin(name))
+		cmd := proc.Command(e.Bin(name))
 		cmd.Env = append(append([]string{}, env...), extra...)
 		logf, _ := os.Create(filepath.Join(dir, logName+".log"))
 		cmd.Stdout, cmd.Stderr = logf, logf

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // StatusKB returns a kB field (VmHWM, VmRSS, …) of /proc/<pid>/status, 0 if unreadable.
@@ -71,4 +73,12 @@ func CPUSeconds(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ
+}
+
+// Command is exec.Command for a benchmark's child process: the kernel kills
+// it when the benchmark dies, so an interrupted run leaves no fleet behind.
+func Command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
 }

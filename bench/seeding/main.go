@@ -17,7 +17,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -211,7 +210,7 @@ WebUI\CSRFProtection=false
 WebUI\HostHeaderValidation=false
 Connection\UPnP=false
 `, btPort, webPort)), 0o644))
-	cmd := exec.Command("qbittorrent-nox", "--profile="+profile)
+	cmd := proc.Command("qbittorrent-nox", "--profile="+profile)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	check(cmd.Start())
@@ -281,7 +280,7 @@ func aria2(run *runCtx, name string) time.Duration {
 	if run.trace != "" {
 		args = append(args, "--log="+filepath.Join(run.trace, name+"-"+run.tag+"-aria2.log"), "--log-level=debug")
 	}
-	cmd := exec.Command("aria2c", append(args, run.l.TorrentPath(run.id))...)
+	cmd := proc.Command("aria2c", append(args, run.l.TorrentPath(run.id))...)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	stop := startBurners(run.burners)

@@ -77,7 +77,7 @@ func run(mode string, n, payload int) result {
 	var watch *exec.Cmd // the process whose peak memory is reported
 	var procs []*exec.Cmd
 	start := func(bin string, env []string, name string) *exec.Cmd {
-		cmd := exec.Command(bin)
+		cmd := proc.Command(bin)
 		cmd.Env = env
 		logf, _ := os.Create(filepath.Join(dir, name+".log"))
 		cmd.Stdout, cmd.Stderr = logf, logf

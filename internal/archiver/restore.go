@@ -33,12 +33,13 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	m := state.ReadLocalMark(s.markPath(c))
 	if st.InfoHash == "" {
 		// Nothing committed yet: start from an empty folder.
-		for _, p := range []string{dataPath, indexPath, l.TorrentPath(id)} {
+		// No mark reads as an empty one, and costs no file to create.
+		for _, p := range []string{s.markPath(c), dataPath, indexPath, l.TorrentPath(id)} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
 		}
-		return state.CacheLocalMark(s.markPath(c), state.LocalMark{})
+		return nil
 	}
 	if m.InfoHash == st.InfoHash && state.FileSize(dataPath) >= st.DataBytes {
 		// Up to date; the archive builder cuts any tail a crash left.

@@ -148,23 +148,19 @@ func (b *Bus) readBatch(ctx context.Context, r Read, next, upto uint64, fn func(
 			return &readAbort{err}
 		}
 		more = false
-		inbox := b.NC.NewInbox()
-		sub, err := b.NC.SubscribeSync(inbox)
+		inbox, answers, done, err := b.replies(r.Batch + 1)
 		if err != nil {
 			return err
 		}
-		defer sub.Unsubscribe()
+		defer done()
 		if err := b.NC.PublishRequest(b.api()+".DIRECT.GET."+r.Stream, inbox, req); err != nil {
 			return err
 		}
 		rctx, cancel := context.WithTimeout(ctx, readRequestTimeout)
 		defer cancel()
 		for {
-			m, err := sub.NextMsgWithContext(rctx)
+			m, err := nextAnswer(ctx, rctx, answers)
 			if err != nil {
-				if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-					return nats.ErrTimeout
-				}
 				return err
 			}
 			switch status := m.Header.Get("Status"); status {
@@ -296,28 +292,42 @@ func (b *Bus) LastPerSubject(ctx context.Context, stream, filter string, seq, up
 // subjects.
 var ErrTooManySubjects = errors.New("filter matches over 1,024 subjects")
 
+// maxMultiLast is the server's limit on the subjects of a multi-last get.
+const maxMultiLast = 1024
+
+// nextAnswer waits for a request's next answer: rctx bounds the request,
+// ctx the caller (a request timing out is nats.ErrTimeout, a transient
+// error; the caller's own end is its context's error).
+func nextAnswer(ctx, rctx context.Context, answers <-chan *nats.Msg) (*nats.Msg, error) {
+	select {
+	case m := <-answers:
+		return m, nil
+	case <-rctx.Done():
+		if ctx.Err() == nil {
+			return nil, nats.ErrTimeout
+		}
+		return nil, ctx.Err()
+	}
+}
+
 // multiLast runs one multi-last request and returns the subjects' last
 // sequences and the sequence the replica answered up to.
 func (b *Bus) multiLast(ctx context.Context, stream string, req []byte) (out map[string]uint64, upTo uint64, err error) {
 	err = Retry(ctx, func(ctx context.Context) error {
 		out, upTo = map[string]uint64{}, 0
-		inbox := b.NC.NewInbox()
-		sub, err := b.NC.SubscribeSync(inbox)
+		inbox, answers, done, err := b.replies(maxMultiLast + 1)
 		if err != nil {
 			return err
 		}
-		defer sub.Unsubscribe()
+		defer done()
 		if err := b.NC.PublishRequest(b.api()+".DIRECT.GET."+stream, inbox, req); err != nil {
 			return err
 		}
 		rctx, cancel := context.WithTimeout(ctx, readRequestTimeout)
 		defer cancel()
 		for {
-			m, err := sub.NextMsgWithContext(rctx)
+			m, err := nextAnswer(ctx, rctx, answers)
 			if err != nil {
-				if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-					return nats.ErrTimeout
-				}
 				return err
 			}
 			switch status := m.Header.Get("Status"); status {

@@ -25,7 +25,13 @@ type Config interface{ Validate() error }
 // usage or configuration error.
 func Main[T Config](name, about string, defaults func() T, run func(context.Context, T) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	endProfile, err := startProfile()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(2)
+	}
 	code := mainCode(ctx, name, about, os.Args[1:], os.Stderr, defaults, run)
+	endProfile()
 	stop()
 	os.Exit(code)
 }

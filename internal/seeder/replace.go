@@ -122,7 +122,9 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	if err := atomicfile.WriteFile(filepath.Join(dir, archive.IndexFile), cm.Index, 0o644); err != nil {
 		return err
 	}
-	if err := state.WriteLocalMark(s.markPath(c), state.LocalMark{DataBytes: dataLen, InfoHash: st.InfoHash}); err != nil {
+	// The data and the index are synced: a mark lost in a crash only costs
+	// a refetch, so it need not wait for the disk.
+	if err := state.CacheLocalMark(s.markPath(c), state.LocalMark{DataBytes: dataLen, InfoHash: st.InfoHash}); err != nil {
 		return err
 	}
 	s.mu.Lock()

@@ -34,19 +34,10 @@ func ReadLocalMark(path string) LocalMark {
 	return m
 }
 
-// WriteLocalMark replaces the mark at path atomically and durably.
-func WriteLocalMark(path string, m LocalMark) error {
-	return writeLocalMark(path, m, atomicfile.WriteFile)
-}
-
 // CacheLocalMark replaces the mark at path atomically, without waiting for
-// the disk: for a mark whose loss only costs a refetch (the archiver's,
-// written after the data it describes was synced).
+// the disk: it is written after the files it describes were synced, and
+// its loss only costs a refetch.
 func CacheLocalMark(path string, m LocalMark) error {
-	return writeLocalMark(path, m, atomicfile.WriteCache)
-}
-
-func writeLocalMark(path string, m LocalMark, write func(string, []byte, os.FileMode) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -54,7 +45,7 @@ func writeLocalMark(path string, m LocalMark, write func(string, []byte, os.File
 	if err != nil {
 		return err
 	}
-	return write(path, b, 0o600)
+	return atomicfile.WriteCache(path, b, 0o600)
 }
 
 // FileSize is the size of a file, 0 if it does not exist.
