@@ -16,12 +16,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/archivefleet/archivefleet/bench/proc"
 )
 
 // run is one bench/fleet result.
 type run struct {
 	Version          string             `json:"version"`
 	Round            int                `json:"round"`
+	Load             int                `json:"load"` // CPU burners running
 	Communities      int                `json:"communities"`
 	Seconds          float64            `json:"seconds"`
 	CommunitiesPerS  float64            `json:"communities_per_s"`
@@ -33,6 +36,9 @@ func main() {
 	ref := flag.String("ref", "482f5d0", "reference commit")
 	sizes := flag.String("sizes", "2000,5000,10000", "community counts, comma-separated")
 	rounds := flag.Int("rounds", 2, "rounds per size")
+	loaded := flag.String("loaded", "", "sizes to run again with -load CPU burners, comma-separated")
+	load := flag.Int("load", 2, "CPU burners for the -loaded sizes")
+	proc.BurnIfAsked()
 	flag.Parse()
 
 	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
@@ -50,29 +56,42 @@ func main() {
 	defer exec.Command("git", "worktree", "remove", "--force", refDir).Run()
 
 	var runs []run
-	for _, s := range strings.Split(*sizes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		check(err)
-		for r := 1; r <= *rounds; r++ {
-			order := []string{"head", "ref"}
-			if r%2 == 0 {
-				order = []string{"ref", "head"}
+	measure := func(sizes string, burners int) {
+		for _, s := range strings.Split(sizes, ",") {
+			if strings.TrimSpace(s) == "" {
+				continue
 			}
-			for _, v := range order {
-				dir := head
-				if v == "ref" {
-					dir = refDir
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			check(err)
+			for r := 1; r <= *rounds; r++ {
+				order := []string{"head", "ref"}
+				if r%2 == 0 {
+					order = []string{"ref", "head"}
 				}
-				res := fleet(dir, n)
-				res.Version, res.Round = v, r
-				if v == "ref" {
-					res.Version = *ref
+				for _, v := range order {
+					dir := head
+					if v == "ref" {
+						dir = refDir
+					}
+					stop := func() {}
+					if burners > 0 {
+						stop, err = proc.StartBurners(burners)
+						check(err)
+					}
+					res := fleet(dir, n)
+					stop()
+					res.Version, res.Round, res.Load = v, r, burners
+					if v == "ref" {
+						res.Version = *ref
+					}
+					log.Printf("%s n=%d load=%d round %d: %.1f s, %.1f communities/s", res.Version, n, burners, r, res.Seconds, res.CommunitiesPerS)
+					runs = append(runs, res)
 				}
-				log.Printf("%s n=%d round %d: %.1f s, %.1f communities/s", res.Version, n, r, res.Seconds, res.CommunitiesPerS)
-				runs = append(runs, res)
 			}
 		}
 	}
+	measure(*sizes, 0)
+	measure(*loaded, *load)
 	enc := json.NewEncoder(os.Stdout)
 	check(enc.Encode(map[string]any{"reference": *ref, "runs": runs}))
 }

@@ -13,7 +13,6 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -162,30 +161,7 @@ func main() {
 		fmt.Fprintf(&sb, "| %s | %.0f MB, %.0f archives | **%.0f MB** | %.1f |\n", m, mem[m+"_archive_MB"], mem[m+"_archives"], mem[m+"_peak_rss_MB"], mem[m+"_seconds"])
 	}
 	fmt.Fprintf(&sb, "\nBoth from a streaming source, in one process, the peak reset between them. A plain build encodes each message as it arrives and holds only the write-and-hash pipeline: 9 buffers of 3.2 MB. A sealed (token-gated) build must encrypt a whole archive at once, so it also holds one 30,000,000-byte chunk of messages, its marshalled form and its sealed envelope. Neither grows with the archive's size; the fleet's message store reads one day of one community at a time.\n\n")
-	raw, err := os.ReadFile(filepath.Join(*dir, "fleet.json"))
-	if err != nil {
-		log.Fatal(err)
-	}
-	var fl struct {
-		Communities     int                `json:"communities"`
-		Archivers       int                `json:"archivers"`
-		Seconds         float64            `json:"seconds"`
-		CommunitiesPerS float64            `json:"communities_per_s"`
-		PeakRSS         map[string]float64 `json:"peak_rss_MB"`
-	}
-	if err := json.Unmarshal(raw, &fl); err != nil {
-		log.Fatal(err)
-	}
-	fmt.Fprintf(&sb, "## Fleet throughput\n\nA backfill of %d small communities (10 messages each), end to end from due events to every magnet link announced, with %d archiver processes, one seeder and one announcer on this 2-core machine, NATS embedded in the benchmark process: **%.0f s, %.1f communities/s**.\n\n| process | peak resident memory |\n|---|---|\n", fl.Communities, fl.Archivers, fl.Seconds, fl.CommunitiesPerS)
-	names := make([]string, 0, len(fl.PeakRSS))
-	for k := range fl.PeakRSS {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	for _, k := range names {
-		fmt.Fprintf(&sb, "| %s | %.0f MB |\n", k, fl.PeakRSS[k])
-	}
-	fmt.Fprintf(&sb, "\nThe seeder ends up seeding all %d torrents in one client.\n", fl.Communities)
+	sb.WriteString(growthSection(*dir))
 	sb.WriteString(wakuSection(*dir))
 	sb.WriteString(scaleSection(*dir))
 	if err := os.WriteFile(*md, []byte(sb.String()), 0o644); err != nil {

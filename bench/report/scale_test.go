@@ -33,3 +33,30 @@ func TestScaleSection(t *testing.T) {
 		}
 	}
 }
+
+// TestGrowthSection renders the window-size and fleet-curve tables: growth
+// against the size ten times smaller, ratios of the same round, and the
+// time ratio of each doubling.
+func TestGrowthSection(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("window.json", `[{"mode":"services","messages":100000,"payload_bytes":300,"ingest_s":0.7,"commit_s":1.4,"announce_s":2,"archiver_peak_rss_MB":60,"data_MB":40},
+		{"mode":"services","messages":1000000,"payload_bytes":300,"ingest_s":6.6,"commit_s":11.2,"announce_s":15.5,"archiver_peak_rss_MB":105,"data_MB":400}]`)
+	write("fleetcurve.json", `{"reference":"abc1234","runs":[
+		{"version":"head","round":1,"communities":5000,"seconds":100,"communities_per_s":50,"cpu_ms_per_community":{"seeder":6},"peak_rss_MB":{"seeder":90}},
+		{"version":"abc1234","round":1,"communities":5000,"seconds":125,"communities_per_s":40},
+		{"version":"head","round":1,"communities":10000,"seconds":210,"communities_per_s":47.6,"cpu_ms_per_community":{"seeder":7},"peak_rss_MB":{"seeder":120}},
+		{"version":"abc1234","round":1,"communities":10000,"seconds":400,"communities_per_s":25}]}`)
+	got := growthSection(dir)
+	for _, want := range []string{"| services | 300 B | 1000000 | 400 MB | 6.6 s | **11.2 s** | 15.5 s | 8.0x | 105 MB |",
+		"| 5000 | quiet | 1 | 100 | **50.0** | 125 | 40.0 | **1.25x** |", "| 10000 | quiet | 1 | 210 | **47.6** | 400 | 25.0 | **1.90x** |",
+		"5000 → 10000 communities (quiet): the backfill takes **2.10x** the time (linear is 2x); abc1234: 3.20x.", "| seeder | 7.0 | 120 MB |"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("section lacks %q:\n%s", want, got)
+		}
+	}
+}
