@@ -120,6 +120,9 @@ func (s *Store) serveHTTP(w http.ResponseWriter, r *http.Request, token string) 
 	rc := http.NewResponseController(w)
 	body := &pacedReader{r: r.Body, rc: rc, start: time.Now()}
 	res, err := s.IngestBatch(r.Context(), c, body, MaxBatchBytes, lease, "http")
+	if err != nil && !errors.Is(err, ErrBatchTooLarge) && !errors.Is(err, os.ErrDeadlineExceeded) {
+		body.drain()
+	}
 	rc.SetWriteDeadline(time.Now().Add(replyTimeout))
 	code, status := http.StatusOK, "ok"
 	switch {
@@ -184,6 +187,14 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	p.n += int64(n)
 	return n, err
+}
+
+// drain reads and discards what is left of a body within the batch cap, so
+// a client still sending when its request is refused part-way (busy,
+// malformed) reads the answer instead of a connection reset. It costs
+// bandwidth and time under the body's pace, no memory.
+func (p *pacedReader) drain() {
+	io.CopyN(io.Discard, p, MaxBatchBytes-p.n)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
