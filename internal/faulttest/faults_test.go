@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -39,8 +40,21 @@ func (e *env) checkArchived(com *registry.Community, msgs []archive.Message) *st
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := state.FetchArchives(context.Background(), e.ctl, c, b.Archives, 0, f); err != nil {
-		e.t.Fatal(err)
+	// Right after a node restarted, a direct get may reach a replica still
+	// catching up: a transient error, as the seeder's worker treats it.
+	// The check waits until the objects read whole.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		f.Truncate(0)
+		f.Seek(0, io.SeekStart)
+		_, err := state.FetchArchives(context.Background(), e.ctl, c, b.Archives, 0, f)
+		if err == nil {
+			break
+		}
+		if !bus.IsTransient(err) || time.Now().After(deadline) {
+			e.t.Fatal(err)
+		}
+		e.t.Logf("reading %s's archives again: %v", c, err)
 	}
 	f.Close()
 	index, err := e.ctl.Objects.GetBytes(context.Background(), state.ObjectIndex(c, b.InfoHash))
