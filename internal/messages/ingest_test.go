@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -355,3 +356,48 @@ func TestSlowBodyIsCut(t *testing.T) {
 }
 
 func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+// TestBudgetGrowersTakeTurns: requests whose large messages grow their
+// buffers step by step at the same time all finish; holding part of what
+// each needs, they once waited for each other until all were refused.
+func TestBudgetGrowersTakeTurns(t *testing.T) {
+	budget, err := NewBudget(DefaultIngestMemory, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			l, err := budget.Acquire(context.Background())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer l.Release()
+			for size := int64(512 << 10); size <= 60<<20; size *= 2 {
+				if err := l.Grow(context.Background(), maxLeaseFor(size)); err != nil {
+					errs <- err
+					return
+				}
+				runtime.Gosched()
+			}
+			l.Shrink()
+			errs <- nil
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	// Everything given back: the whole budget can be taken again.
+	l, err := budget.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Grow(context.Background(), maxLeaseFor(MaxBatchBytes)); err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+}
