@@ -1,11 +1,3 @@
-// Package fleet wires archivefleet's services to their dependencies: it reads
-// configuration from the environment, connects to NATS and Redis, serves the
-// operational HTTP endpoints and runs one service (or, in all-in-one mode,
-// all of them around an embedded NATS server) until the context ends.
-//
-// Every service's defaults are set in one place, its Default…Config
-// function, from the named constants below; Main applies them once, lets the
-// environment override them, and validates the result before starting.
 package fleet
 
 import (
