@@ -241,5 +241,20 @@ func startAllInOne(t *testing.T, settle time.Duration, tracker bool) (fleet.AllI
 	})
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	t.Setenv("ARCHIVEFLEET_NATS_URL", natsURL)
+	// The README's lines post to the HTTP listener: wait until it answers
+	// (NATS comes up first, the listener after the services started).
+	for end := time.Now().Add(60 * time.Second); ; {
+		resp, err := http.Get("http://" + cfg.HTTPAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("fleet's HTTP listener not answering: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	return cfg, natsURL
 }
