@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -192,4 +193,32 @@ func mmm(vs []float64, f string) string {
 		return fmt.Sprintf(f, vs[0])
 	}
 	return fmt.Sprintf(f, slices.Min(vs)) + " / " + fmt.Sprintf(f, med(vs)) + " / " + fmt.Sprintf(f, slices.Max(vs))
+}
+
+// replaceGrowth swaps the growth section of the markdown file md for
+// section: the "## How costs grow" section if there is one, else the older
+// single-point "## Fleet throughput" section. Either runs to the next
+// second-level heading.
+func replaceGrowth(md, section string) error {
+	b, err := os.ReadFile(md)
+	if err != nil {
+		return err
+	}
+	text := string(b)
+	start := -1
+	for _, h := range []string{"\n## How costs grow\n", "\n## Fleet throughput\n"} {
+		if i := strings.Index(text, h); i >= 0 {
+			start = i
+			break
+		}
+	}
+	if start < 0 {
+		return fmt.Errorf("%s: no growth or fleet-throughput section to replace", md)
+	}
+	end := len(text)
+	if i := strings.Index(text[start+1:], "\n## "); i >= 0 {
+		end = start + 1 + i
+	}
+	section = strings.TrimRight(section, "\n") + "\n"
+	return os.WriteFile(md, []byte(text[:start]+section+text[end:]), 0o644)
 }

@@ -107,7 +107,14 @@ func main() {
 	dir := flag.String("results", "bench/results", "results folder")
 	md := flag.String("md", "BENCHMARKS.md", "markdown output")
 	pngPath := flag.String("png", "bench/plot.png", "plot output")
+	growthOnly := flag.Bool("growth-only", false, "only replace the fleet-throughput / how-costs-grow section of the existing markdown, from window.json and fleetcurve.json (for a partial bench/run)")
 	flag.Parse()
+	if *growthOnly {
+		if err := replaceGrowth(*md, growthSection(*dir)); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	arch := benchLines(filepath.Join(*dir, "archive.txt"))
 	sched := benchLines(filepath.Join(*dir, "schedule.txt"))
 	hash := readJSON(filepath.Join(*dir, "hashing.json"))

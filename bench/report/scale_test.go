@@ -60,3 +60,29 @@ func TestGrowthSection(t *testing.T) {
 		}
 	}
 }
+
+// TestReplaceGrowth: the growth section replaces the older single-point
+// fleet section, or an earlier growth section, and nothing else.
+func TestReplaceGrowth(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"old fleet section", "# B\n\n## A\na\n\n## Fleet throughput\nold\n\n## Waku\nw\n", "# B\n\n## A\na\n\n## How costs grow\nnew\n\n## Waku\nw\n"},
+		{"earlier growth section, last", "# B\n\n## How costs grow\nold\n", "# B\n\n## How costs grow\nnew\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "B.md")
+			os.WriteFile(p, []byte(tc.in), 0o644)
+			if err := replaceGrowth(p, "\n## How costs grow\nnew\n\n"); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := os.ReadFile(p)
+			if string(got) != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+	p := filepath.Join(t.TempDir(), "B.md")
+	os.WriteFile(p, []byte("# B\n"), 0o644)
+	if err := replaceGrowth(p, "x"); err == nil {
+		t.Fatal("no section to replace: no error")
+	}
+}
