@@ -73,6 +73,9 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 
 	ac := DefaultArchiverConfig()
 	ac.Common, ac.WorkDir, ac.TrackerURL = cfg.Common, filepath.Join(cfg.DataDir, "archiver"), cfg.TrackerURL
+	if cfg.Trackers != "" {
+		ac.Trackers = cfg.Trackers
+	}
 	sc := DefaultSeederConfig()
 	sc.Common, sc.ID, sc.DataDir, sc.Listen, sc.PublicAddr = cfg.Common, "fleet", filepath.Join(cfg.DataDir, "seeder"), cfg.BTListen, cfg.BTPublic
 	sc.DHT, sc.Trackers = false, false // peers reach a local fleet through the magnet's x.pe
