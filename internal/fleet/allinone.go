@@ -37,8 +37,17 @@ import (
 const DemoKeyFile = "demo-community.key"
 
 // RunAllInOne runs the whole fleet in this process. Start from
-// DefaultAllInOneConfig.
+// DefaultAllInOneConfig. Cancelling ctx is a clean stop, even during
+// start-up (a part then fails with context.Canceled): it returns nil.
 func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
+	err := runAllInOne(ctx, cfg)
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func runAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
