@@ -23,6 +23,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/atomicfile"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/console"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
 	"github.com/archivefleet/archivefleet/internal/messages"
@@ -138,9 +139,11 @@ func runAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log,
 		Checks:   map[string]observe.Check{"nats": b.Ready, "torrent": seeder.Ready, "waku": wakuReady(wakuPeer, cfg.Waku.MinPeers)},
 		Handlers: map[string]http.Handler{messages.IngestPath: st.Handler(cfg.IngestToken)}}
-	if _, err := srv.Listen(); err != nil {
+	httpAddr, err := srv.Listen()
+	if err != nil {
 		return err
 	}
+	srv.Handlers[console.Path] = newConsole(b, &cfg, httpAddr.String(), cfg.IngestToken, wakuPeer, log, reg)
 	log.Info("fleet started", "settle", cfg.Settle, "tick", cfg.Tick, "demo", cfg.Demo)
 
 	g, gctx := errgroup.WithContext(ctx)
