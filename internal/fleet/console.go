@@ -1,6 +1,8 @@
 package fleet
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -51,4 +53,46 @@ func loopback(addr string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback() || host == "localhost"
+}
+
+// DefaultConsoleHTTP is cmd/console's listener (the prober has 9106).
+const DefaultConsoleHTTP = "127.0.0.1:9107"
+
+// ConsoleConfig configures cmd/console.
+type ConsoleConfig struct {
+	Common
+	// Token is the operator token: the ingest token the archiver requires.
+	Token string `envconfig:"ARCHIVEFLEET_INGEST_TOKEN" desc:"the operator token the console's actions require (the archiver's ingest token); also required to read the page when HTTP_ADDR is not loopback" secret:"true"`
+}
+
+// DefaultConsoleConfig returns the console's defaults.
+func DefaultConsoleConfig() ConsoleConfig {
+	c := ConsoleConfig{Common: natsconf.DefaultCommon()}
+	c.HTTPAddr = DefaultConsoleHTTP
+	return c
+}
+
+// Validate checks the console's settings: a listener other hosts reach
+// needs the token (without it nobody could read or act).
+func (c ConsoleConfig) Validate() error {
+	errs := []error{c.Common.Validate(), natsconf.NonEmpty("HTTP_ADDR", c.HTTPAddr)}
+	if c.Token == "" && c.HTTPAddr != "" && !loopback(c.HTTPAddr) {
+		errs = append(errs, natsconf.Bad("INGEST_TOKEN", `""`, "is required when HTTP_ADDR ("+c.HTTPAddr+") is reachable from other hosts: the console's reads and actions need it"))
+	}
+	return errors.Join(errs...)
+}
+
+// RunConsole serves the operator console until ctx ends.
+func RunConsole(ctx context.Context, cfg ConsoleConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return runService(ctx, cfg.Common, "console", func(b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*service, error) {
+		h := newConsole(b, &cfg, cfg.HTTPAddr, cfg.Token, nil, log, reg)
+		run := func(ctx context.Context) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return &service{run: run, handlers: map[string]http.Handler{console.Path: h}}, nil
+	})
 }
