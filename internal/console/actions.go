@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -56,7 +57,7 @@ func (c *Console) action(name string, fn func(*http.Request) (string, error)) ht
 		}
 		if r.Header.Get("Accept") == "application/json" {
 			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, "{\"done\":%q,\"error\":%q}\n", q.Get("done"), q.Get("error"))
+			json.NewEncoder(w).Encode(map[string]string{"done": q.Get("done"), "error": q.Get("error")})
 			return
 		}
 		http.Redirect(w, r, Path+"?"+q.Encode(), http.StatusSeeOther)
