@@ -645,36 +645,19 @@ func runTrigger(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer b.NC.Close()
-	com, err := registry.New(b.Communities).Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	if com.Disabled {
+	ev, err := scheduler.Trigger(ctx, b, id, time.Now())
+	switch {
+	case errors.Is(err, scheduler.ErrDisabled):
 		return fmt.Errorf("%s is disabled: archivectl community enable -id %s first", id, id)
-	}
-	cur, _, err := (&state.Store{KV: b.State}).GetBuild(ctx, id.String())
-	if err != nil {
-		return err
-	}
-	from := com.NextStart(cur.LastEnd)
-	now := time.Now()
-	end := uint64(now.Unix())
-	if end <= from {
-		return fmt.Errorf("nothing to archive: archived up to %s", ts(from))
-	}
-	ev := bus.DueEvent{Community: id.String(), From: from, End: end, Reason: "trigger"}
-	// Its own id: an operator's request must not vanish as a duplicate of a
-	// scheduled event that happens to end at the same second, nor of an
-	// earlier trigger.
-	ack, err := b.Publish(ctx, bus.SubjectDue(ev.Community), scheduler.OperatorMsgID("trigger", ev, now), ev)
-	if err != nil {
-		return err
-	}
-	if ack.Duplicate {
+	case errors.Is(err, scheduler.ErrNothingToArchive):
+		return fmt.Errorf("nothing to archive: archived up to %s", ts(ev.From))
+	case errors.Is(err, scheduler.ErrDuplicateEvent):
 		return fmt.Errorf("duplicate: an identical trigger is already queued")
+	case err != nil:
+		return err
 	}
 	fmt.Fprintf(env.Stdout, "archive of %s [%s, %s) requested; it is built once the window has settled (the fleet's %s_SETTLE)\n",
-		id, ts(from), ts(end), natsconf.Prefix)
+		id, ts(ev.From), ts(ev.End), natsconf.Prefix)
 	return nil
 }
 

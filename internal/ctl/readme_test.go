@@ -86,10 +86,18 @@ func TestReadmeOperatingIt(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	defer b.Close()
+	waitFor(t, 30*time.Second, "the fleet's HTTP listener", func() bool {
+		resp, err := http.Get("http://" + cfg.HTTPAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	})
 
 	var id, key string
 	var sampleFile string
 	var triggered int64
+	fetched := false
 	fill := func(l string) string {
 		if id != "" {
 			l = strings.ReplaceAll(l, "0x02…", id)
@@ -97,7 +105,7 @@ func TestReadmeOperatingIt(t *testing.T) {
 		}
 		l = strings.ReplaceAll(l, "127.0.0.1:9100", cfg.HTTPAddr)
 		l = strings.ReplaceAll(l, ".fleet/", cfg.DataDir+"/")
-		if strings.Contains(l, "…") {
+		if strings.Contains(l, "…") && !strings.HasPrefix(l, "aria2c ") {
 			t.Fatalf("placeholder left in %q", l)
 		}
 		return l
@@ -114,6 +122,11 @@ func TestReadmeOperatingIt(t *testing.T) {
 			line = fill(line)
 			t.Logf("$ %s", line)
 			f := strings.Fields(line)
+			if strings.HasPrefix(line, "aria2c ") {
+				fetchAnnounced(t, states, f, id, filepath.Join(cfg.DataDir, "seeder", id))
+				fetched = true
+				continue
+			}
 			if strings.ContainsAny(line, `"'|;&$`) {
 				t.Fatalf("line %q needs a shell; keep README lines to plain arguments and > redirection", line)
 			}
@@ -201,8 +214,53 @@ func TestReadmeOperatingIt(t *testing.T) {
 			}
 		}
 	}
-	if id == "" || sampleFile == "" || triggered == 0 {
-		t.Fatal("README walkthrough lacks keygen, sample or trigger")
+	if id == "" || sampleFile == "" || triggered == 0 || !fetched {
+		t.Fatal("README walkthrough lacks keygen, sample, trigger or aria2c")
+	}
+}
+
+// fetchAnnounced runs README's aria2c line: the flags it gives (DHT and
+// local discovery off, no seeding), the magnet the fleet announced for the
+// current build, and checks that every file aria2c wrote equals the
+// seeder's copy (so the fleet tracker, first in the magnet, found the seeder).
+func fetchAnnounced(t *testing.T, states *state.Store, f []string, id, seeded string) {
+	t.Helper()
+	for _, want := range []string{"--enable-dht=false", "--bt-enable-lpd=false", "--seed-time=0"} {
+		if !slices.Contains(f, want) {
+			t.Fatalf("README's aria2c line lacks %s", want)
+		}
+	}
+	if last := f[len(f)-1]; last != "'magnet:?xt=…'" {
+		t.Fatalf("README's aria2c line ends with %q, want the placeholder 'magnet:?xt=…'", last)
+	}
+	var magnet string
+	waitFor(t, 60*time.Second, "the current build's announcement", func() bool {
+		bs, _, err1 := states.GetBuild(context.Background(), id)
+		an, _, err2 := states.GetAnnounce(context.Background(), id)
+		magnet = an.Magnet
+		return err1 == nil && err2 == nil && an.Sent && bs.InfoHash != "" && an.InfoHash == bs.InfoHash
+	})
+	if !strings.Contains(magnet, "tr=http%3A%2F%2F127.0.0.1") {
+		t.Fatalf("announced magnet %s does not name the fleet tracker on loopback", magnet)
+	}
+	out := t.TempDir()
+	testenv.Aria2cDownload(t, magnet, out, false, 2*time.Minute)
+	n := 0
+	err := filepath.WalkDir(out, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(out, p)
+		rel = strings.TrimPrefix(rel, id+string(filepath.Separator))
+		got, want := mustReadFile(t, p), mustReadFile(t, filepath.Join(seeded, rel))
+		if got != want {
+			t.Fatalf("aria2c's %s (%d bytes) differs from the seeder's (%d bytes)", rel, len(got), len(want))
+		}
+		n++
+		return nil
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("aria2c wrote %d files: %v", n, err)
 	}
 }
 

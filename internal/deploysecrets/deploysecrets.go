@@ -201,7 +201,7 @@ func (s *Secrets) env(user string) [][2]string {
 	switch user {
 	case natsperm.Archiver:
 		kv = append(kv, [2]string{"ARCHIVEFLEET_REDIS_PASSWORD", s.RedisPass}, [2]string{"ARCHIVEFLEET_INGEST_TOKEN", s.IngestToken})
-	case natsperm.Ingest:
+	case natsperm.Ingest, natsperm.Console: // the console's operator token is the ingest token
 		kv = append(kv, [2]string{"ARCHIVEFLEET_INGEST_TOKEN", s.IngestToken})
 	}
 	return kv

@@ -105,7 +105,7 @@ func TestGenerate(t *testing.T) {
 			!bytes.Contains(env, []byte("ARCHIVEFLEET_NATS_PASSWORD="+s.Passwords[u.Username]+"\n")) {
 			t.Fatalf("env file of %s:\n%s", u.Username, env)
 		}
-		if hasToken := bytes.Contains(env, []byte("ARCHIVEFLEET_INGEST_TOKEN="+s.IngestToken)); hasToken != (u.Username == natsperm.Archiver || u.Username == natsperm.Ingest) {
+		if hasToken := bytes.Contains(env, []byte("ARCHIVEFLEET_INGEST_TOKEN="+s.IngestToken)); hasToken != (u.Username == natsperm.Archiver || u.Username == natsperm.Ingest || u.Username == natsperm.Console) {
 			t.Fatalf("%s's env file has the ingest token: %v", u.Username, hasToken)
 		}
 	}

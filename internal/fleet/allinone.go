@@ -23,6 +23,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/atomicfile"
 	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/console"
 	"github.com/archivefleet/archivefleet/internal/fixture"
 	"github.com/archivefleet/archivefleet/internal/lock"
 	"github.com/archivefleet/archivefleet/internal/messages"
@@ -37,8 +38,17 @@ import (
 const DemoKeyFile = "demo-community.key"
 
 // RunAllInOne runs the whole fleet in this process. Start from
-// DefaultAllInOneConfig.
+// DefaultAllInOneConfig. Cancelling ctx is a clean stop, even during
+// start-up (a part then fails with context.Canceled): it returns nil.
 func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
+	err := runAllInOne(ctx, cfg)
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func runAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -73,6 +83,9 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 
 	ac := DefaultArchiverConfig()
 	ac.Common, ac.WorkDir, ac.TrackerURL = cfg.Common, filepath.Join(cfg.DataDir, "archiver"), cfg.TrackerURL
+	if cfg.Trackers != "" {
+		ac.Trackers = cfg.Trackers
+	}
 	sc := DefaultSeederConfig()
 	sc.Common, sc.ID, sc.DataDir, sc.Listen, sc.PublicAddr = cfg.Common, "fleet", filepath.Join(cfg.DataDir, "seeder"), cfg.BTListen, cfg.BTPublic
 	sc.DHT, sc.Trackers = false, false // peers reach a local fleet through the magnet's x.pe
@@ -126,9 +139,11 @@ func RunAllInOne(ctx context.Context, cfg AllInOneConfig) error {
 	srv := &observe.Server{Addr: cfg.HTTPAddr, Registry: reg, Logger: log,
 		Checks:   map[string]observe.Check{"nats": b.Ready, "torrent": seeder.Ready, "waku": wakuReady(wakuPeer, cfg.Waku.MinPeers)},
 		Handlers: map[string]http.Handler{messages.IngestPath: st.Handler(cfg.IngestToken)}}
-	if _, err := srv.Listen(); err != nil {
+	httpAddr, err := srv.Listen()
+	if err != nil {
 		return err
 	}
+	srv.Handlers[console.Path] = newConsole(b, &cfg, httpAddr.String(), cfg.IngestToken, wakuPeer, log, reg)
 	log.Info("fleet started", "settle", cfg.Settle, "tick", cfg.Tick, "demo", cfg.Demo)
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -104,6 +104,11 @@ const (
 	DefaultFleetSettle = 10 * time.Second
 )
 
+// DefaultFleetTrackerListen serves the all-in-one's fleet tracker on
+// loopback (a random port, logged): a standard client given its magnet
+// finds the seeder through it, with no DHT.
+const DefaultFleetTrackerListen = "127.0.0.1:0"
+
 // Redis configures the lock service.
 type Redis struct {
 	Addr     string `envconfig:"ARCHIVEFLEET_REDIS_ADDR" desc:"Redis address (lock server)"`
@@ -206,6 +211,7 @@ type AllInOneConfig struct {
 	BTPublic      string        `envconfig:"ARCHIVEFLEET_BT_PUBLIC_ADDR" desc:"host:port peers reach (added to magnets as x.pe)"`
 	TrackerListen string        `envconfig:"ARCHIVEFLEET_TRACKER_LISTEN" desc:"serve the fleet tracker (HTTP /announce and UDP, same port) here; empty: off"`
 	TrackerURL    string        `envconfig:"ARCHIVEFLEET_TRACKER_URL" desc:"the tracker's public announce URLs, first in every torrent and magnet (default with TRACKER_LISTEN: http://<listen address>/announce)"`
+	Trackers      string        `envconfig:"ARCHIVEFLEET_TRACKERS" desc:"after the fleet tracker: default (status-go's), none, or a comma list of announce URLs"`
 	Tick          time.Duration `envconfig:"ARCHIVEFLEET_TICK" desc:"due-check period"`
 	Republish     time.Duration `envconfig:"ARCHIVEFLEET_REPUBLISH" desc:"magnet republish cadence (0 disables)"`
 	SnapshotGrace time.Duration `envconfig:"ARCHIVEFLEET_SNAPSHOT_GRACE" desc:"keep serving a superseded torrent this long after its replacement (0 disables)"`
@@ -278,17 +284,22 @@ func DefaultAllInOneConfig() AllInOneConfig {
 		MaxPayload: DefaultEmbeddedPayload, BTListen: DefaultFleetBTListen, Tick: DefaultTick, Republish: DefaultRepublish,
 		SnapshotGrace: DefaultSnapshotGrace, PruneGrace: pruner.DefaultGrace, Waku: w, Demo: true, DemoEvery: DefaultDemoInterval}
 	c.HTTPAddr = DefaultFleetHTTP
+	c.TrackerListen, c.Trackers = DefaultFleetTrackerListen, DefaultTrackers
 	c.Settle = SettleAuto
 	return c
 }
 
-// UsageDefaults shows the all-in-one's automatic settle in -h.
+// UsageDefaults shows the all-in-one's automatic settle and its key file
+// in DATA_DIR in -h.
 func (c AllInOneConfig) UsageDefaults() map[string]string {
-	if c.Settle != SettleAuto {
-		return nil
+	out := map[string]string{}
+	if c.Settle == SettleAuto {
+		out[Prefix+"_SETTLE"] = fmt.Sprintf("auto: DEMO_INTERVAL/5 (at least %v) with the demo, else %v", MinDemoSettle, DefaultFleetSettle)
 	}
-	return map[string]string{Prefix + "_SETTLE": fmt.Sprintf("auto: DEMO_INTERVAL/5 (at least %v) with the demo, else %v",
-		MinDemoSettle, DefaultFleetSettle)}
+	if c.KeyFile == "" {
+		out[Prefix+"_WAKU_KEY_FILE"] = "DATA_DIR/" + DefaultFleetWakuKeyFile
+	}
+	return out
 }
 
 // Validate checks the Waku edge service's settings.

@@ -57,6 +57,7 @@ func TestMainFlagsAndConfig(t *testing.T) {
 		mainRun("announcer", DefaultAnnouncerConfig),
 		mainRun("waku", DefaultWakuConfig),
 		mainRun("fleet", DefaultAllInOneConfig),
+		mainRun("console", DefaultConsoleConfig),
 	}
 	cases := []struct {
 		name string
@@ -95,7 +96,8 @@ func TestMainFlagsAndConfig(t *testing.T) {
 // named constants, and that the environment overrides them.
 func TestDefaults(t *testing.T) {
 	for name, cfg := range map[string]Config{"scheduler": DefaultSchedulerConfig(), "archiver": DefaultArchiverConfig(),
-		"seeder": DefaultSeederConfig(), "announcer": DefaultAnnouncerConfig(), "waku": DefaultWakuConfig(), "fleet": DefaultAllInOneConfig()} {
+		"seeder": DefaultSeederConfig(), "announcer": DefaultAnnouncerConfig(), "waku": DefaultWakuConfig(), "fleet": DefaultAllInOneConfig(),
+		"console": DefaultConsoleConfig()} {
 		if err := cfg.Validate(); err != nil {
 			t.Errorf("%s defaults: %v", name, err)
 		}
@@ -337,6 +339,32 @@ func TestIngestNeedsIdentity(t *testing.T) {
 			if (err == nil) != tc.ok || err != nil && !strings.Contains(err.Error(), "INGEST_TOKEN") {
 				t.Errorf("%s at %s, token %q: %v", name, tc.addr, tc.token, err)
 			}
+		}
+	}
+}
+
+// TestFleetHelpShowsRealDefaults: the all-in-one's -h shows what it uses
+// when a variable is unset, not "-": its Waku key in DATA_DIR, its tracker
+// on loopback, the automatic settle.
+func TestFleetHelpShowsRealDefaults(t *testing.T) {
+	code, stderr, _ := mainCase(t, "fleet", DefaultAllInOneConfig, []string{"-h"})
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, tc := range []struct{ variable, def string }{
+		{"ARCHIVEFLEET_WAKU_KEY_FILE", "DATA_DIR/" + DefaultFleetWakuKeyFile},
+		{"ARCHIVEFLEET_TRACKER_LISTEN", DefaultFleetTrackerListen},
+		{"ARCHIVEFLEET_TRACKERS", DefaultTrackers},
+		{"ARCHIVEFLEET_SETTLE", "auto:"},
+	} {
+		var line string
+		for _, l := range strings.Split(stderr, "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == tc.variable {
+				line = l
+			}
+		}
+		if f := strings.Fields(line); len(f) < 2 || !strings.HasPrefix(f[1], tc.def) {
+			t.Errorf("-h shows %s as %q, want default %s", tc.variable, line, tc.def)
 		}
 	}
 }

@@ -176,7 +176,7 @@ func TestDeploymentSecrets(t *testing.T) {
 			}
 		}
 	}
-	for _, app := range []string{"setup", "scheduler", "archiver", "seeder", "announcer", "waku", "prober"} {
+	for _, app := range []string{"setup", "scheduler", "archiver", "seeder", "announcer", "waku", "prober", "console"} {
 		if !workloads[app] {
 			t.Errorf("no %s workload", app)
 		}

@@ -44,6 +44,7 @@ const (
 	Announcer = "announcer"
 	Waku      = "waku"
 	Prober    = "prober" // archivectl probe
+	Console   = "console"
 	// Ingest is a client's user: it may only send ingest requests.
 	Ingest = "ingest"
 	// Admin runs archivectl and the set-up: every subject.
@@ -272,6 +273,23 @@ func Users() []User {
 	prober.kvGet(bus.BucketCommunities)
 	prober.kvGet(bus.BucketState, state.AnnounceKey("*"))
 	add(Prober, "archivectl probe", prober, false, false)
+
+	var con perms
+	con.process(Console)
+	con.kvWatch(bus.BucketCommunities) // the list
+	con.kvGet(bus.BucketCommunities)
+	con.kvWrite(bus.BucketCommunities, "*") // enable, disable
+	con.kvGet(bus.BucketState)              // build, announce and Waku states
+	con.kvWatch(bus.BucketSeeders)
+	con.kvGet(bus.BucketSeeders)
+	con.kvWatch(bus.BucketServing)
+	con.kvGet(bus.BucketServing)
+	con.streamRead(bus.StreamDLQ)
+	con.publish("$JS.API.STREAM.MSG.DELETE." + bus.StreamDLQ) // requeue, discard
+	// Trigger, and a dead letter requeued on the subject it came from.
+	con.publish(bus.SubjectDue("*"), bus.SubjectSeeding("*"), bus.SubjectRepublish("*"), bus.SubjectAnnounced("*"),
+		bus.SubjectBuilt("*"), bus.SubjectPruneDue("*"))
+	add(Console, "cmd/console (the operator console: trigger, enable/disable, requeue/discard dead letters)", con, false, false)
 
 	var in perms
 	in.subscribe(InboxPrefix(Ingest) + ".>")

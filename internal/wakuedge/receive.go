@@ -174,7 +174,12 @@ func (s *Service) receive(ctx context.Context) error {
 			}
 		}()
 	}
-	s.Logger.Info("waku receive started", "pubsub_topics", s.Listen.PubsubTopics())
+	s.Logger.Info("waku receive started", "pubsub_topics", s.Listen.PubsubTopics(), "summary_every", s.Config.SummaryEvery)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.logSummaries(ctx)
+	}()
 	err := s.flushLoop(ctx, buf)
 	wg.Wait()
 	return err
@@ -183,9 +188,10 @@ func (s *Service) receive(ctx context.Context) error {
 // take turns one relayed message into a record for each chat its content
 // topic routes to.
 func (s *Service) take(buf *received, r node.Received) {
+	s.tally.hear()
 	rs := s.routes.lookup(r.Message.ContentTopic)
 	if len(rs) == 0 {
-		s.received.WithLabelValues(ignoredForeign).Inc()
+		s.count(ignoredForeign, 1)
 		return
 	}
 	for _, rt := range rs {
@@ -195,7 +201,7 @@ func (s *Service) take(buf *received, r node.Received) {
 			if na := (*NotArchived)(nil); errors.As(err, &na) {
 				reason = na.Reason
 			}
-			s.received.WithLabelValues(reason).Inc()
+			s.count(reason, 1)
 			s.Logger.Debug("received message not archived", "community", rt.community.String(), "chat", rt.chat, "err", err)
 			continue
 		}
@@ -208,7 +214,7 @@ func (s *Service) queue(buf *received, c archive.CommunityID, msgs []archive.Mes
 	buf.mu.Lock()
 	room := s.Config.MaxPending - buf.n
 	if room < len(msgs) {
-		s.received.WithLabelValues(dropOverflow).Add(float64(len(msgs) - max(room, 0)))
+		s.count(dropOverflow, len(msgs)-max(room, 0))
 		msgs = msgs[:max(room, 0)]
 	}
 	buf.pending[c] = append(buf.pending[c], msgs...)
@@ -292,7 +298,7 @@ func (s *Service) ingest(ctx context.Context, c archive.CommunityID, msgs []arch
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		// Removed since: nothing to keep them for.
-		s.received.WithLabelValues("unregistered").Add(float64(len(msgs)))
+		s.count("unregistered", len(msgs))
 		return nil, nil
 	case err != nil:
 		return msgs, err
@@ -305,10 +311,10 @@ func (s *Service) ingest(ctx context.Context, c archive.CommunityID, msgs []arch
 			reason = m.Reason
 		}
 	}
-	s.received.WithLabelValues(string(messages.Stored)).Add(float64(res.Stored))
-	s.received.WithLabelValues(string(messages.Duplicate)).Add(float64(res.Duplicates))
-	s.received.WithLabelValues(string(messages.Late)).Add(float64(res.Late))
-	s.received.WithLabelValues(string(messages.Refused)).Add(float64(res.Refused))
+	s.count(string(messages.Stored), res.Stored)
+	s.count(string(messages.Duplicate), res.Duplicates)
+	s.count(string(messages.Late), res.Late)
+	s.count(string(messages.Refused), res.Refused)
 	if len(retry) > 0 {
 		return retry, errors.New(reason)
 	}

@@ -107,6 +107,9 @@ type Config struct {
 	// MaxPending bounds received messages waiting for ingest. Default
 	// DefaultMaxPending.
 	MaxPending int
+	// SummaryEvery is how often the receiver logs what it heard. Default
+	// DefaultSummaryEvery.
+	SummaryEvery time.Duration
 	// StoreNodes are the Store v3 nodes back-fill asks (all of them: the
 	// union of what they hold is ingested).
 	StoreNodes []peer.AddrInfo
@@ -145,6 +148,7 @@ type Service struct {
 	noPeers   prometheus.Counter
 	pushes    *prometheus.CounterVec
 	received  *prometheus.CounterVec
+	tally     *tally
 	keyUses   *prometheus.CounterVec
 
 	backfills     *prometheus.CounterVec
@@ -183,6 +187,10 @@ func New(s Service, reg prometheus.Registerer) (*Service, error) {
 	}
 	if s.Config.FlushEvery <= 0 {
 		s.Config.FlushEvery = DefaultFlushEvery
+	}
+	s.tally = &tally{}
+	if s.Config.SummaryEvery <= 0 {
+		s.Config.SummaryEvery = DefaultSummaryEvery
 	}
 	if s.Config.MaxPending <= 0 {
 		s.Config.MaxPending = DefaultMaxPending

@@ -424,6 +424,12 @@ func (n *Node) Close() error {
 
 func (n *Node) onConnected(nw network.Network, c network.Conn) {
 	n.metrics.setPeers(len(nw.Peers()))
+	// At INFO: at the default level this is what says the Waku side is
+	// alive. Once per peer, not per connection.
+	if len(nw.ConnsToPeer(c.RemotePeer())) == 1 {
+		n.log.Info("waku peer connected", "peer", c.RemotePeer().String(), "addr", c.RemoteMultiaddr().String(),
+			"direction", c.Stat().Direction.String(), "peers", len(nw.Peers()))
+	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -439,6 +445,9 @@ func (n *Node) onConnected(nw network.Network, c network.Conn) {
 
 func (n *Node) onDisconnected(nw network.Network, c network.Conn) {
 	n.metrics.setPeers(len(nw.Peers()))
+	if nw.Connectedness(c.RemotePeer()) != network.Connected {
+		n.log.Info("waku peer disconnected", "peer", c.RemotePeer().String(), "peers", len(nw.Peers()))
+	}
 	if kick := n.kick[c.RemotePeer()]; kick != nil {
 		select {
 		case kick <- struct{}{}:
