@@ -24,7 +24,8 @@ import (
 type Community struct {
 	ID archive.CommunityID `json:"id"`
 	// Topics are the channel content topics. The universal "<id>-memberUpdate"
-	// topic is always added (status-go §9: current clients send on it).
+	// topic is always added: current Status clients send community messages,
+	// archive links among them, on it (docs/archive-format.md).
 	Topics []archive.Topic `json:"topics"`
 	// Interval is the archive window; status-go uses 7 days.
 	Interval Duration `json:"interval"`

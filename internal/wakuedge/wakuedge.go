@@ -21,11 +21,13 @@
 // isolated edge sends nothing into the void. What each announcement reached
 // is recorded with it.
 //
-// Delivery is at least once, deduplicated by clock: the last clock sent per
-// community is kept in the community-state bucket (state.WakuKey), and an
+// Delivery is at least once, deduplicated by clock here: the last clock sent
+// per community is kept in the community-state bucket (state.WakuKey), and an
 // announcement at or below it is acknowledged without sending. A retry
-// builds the messages again (new padding, so new Waku hashes); members
-// deduplicate the application message.
+// builds the messages again (new padding, so new Waku hashes) around the same
+// application message. Members do not deduplicate by clock: a Status client
+// skips only a link equal to the last one it processed, so a redelivered
+// older link arriving while a newer one downloads restarts the download.
 //
 // On a protected shard (Config.ShardKeys) each message carries the shard
 // key's signature in meta, as relay validators there require.
@@ -423,8 +425,8 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 	rec := &state.Waku{Clock: clock, InfoHash: infoHash, Hashes: hashes, At: now.UTC(), RelayPeers: peers,
 		LightPushAccepted: pushed, LightPushRelayPeers: pushRelayed}
 	if _, err := s.State.Put(ctx, state.WakuKey(c), rec, rev); err != nil {
-		// Sent; not recorded: a redelivery sends it again, which members
-		// deduplicate by clock.
+		// Sent; not recorded: a redelivery sends it again. Members skip it
+		// only while it is still the last link they processed.
 		s.Logger.Warn("waku announcement sent but not recorded", "community", c, "clock", clock, "err", err)
 	}
 	s.Logger.Info("announcement published on waku", "community", c, "clock", clock, "infohash", infoHash,
