@@ -23,6 +23,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/placement"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
 // Announcement is one signed magnet-link message ready to send.
@@ -276,7 +277,7 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 	if err != nil {
 		return bus.Permanent(fmt.Errorf("sign announcement: %w", err))
 	}
-	a := &Announcement{Community: c, Clock: claim.Clock, Magnet: claim.Magnet, InfoHash: claim.InfoHash, Message: msg, ChatID: c + "-magnetlinks"}
+	a := &Announcement{Community: c, Clock: claim.Clock, Magnet: claim.Magnet, InfoHash: claim.InfoHash, Message: msg, ChatID: wakuwire.MagnetlinksChatID(c)}
 	for _, t := range s.Transports {
 		if err := t.Send(ctx, a); err != nil {
 			return fmt.Errorf("send: %w", err)

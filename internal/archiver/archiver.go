@@ -132,7 +132,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) sweep() {
 	l := s.layout()
 	atomicfile.SweepStale(l.TorrentDir)
-	atomicfile.SweepStale(filepath.Join(s.Config.WorkDir, "marks"))
+	s.marks().SweepStale()
 	if ents, err := os.ReadDir(l.DataDir); err == nil {
 		for _, e := range ents {
 			if e.IsDir() {

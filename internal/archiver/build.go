@@ -109,7 +109,7 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 	if err := s.commit(ctx, c, st, next); err != nil {
 		return "", err
 	}
-	if err := state.CacheLocalMark(s.markPath(c), state.LocalMark{InfoHash: next.InfoHash, DataBytes: next.DataBytes}); err != nil {
+	if err := s.marks().Cache(c, state.LocalMark{InfoHash: next.InfoHash, DataBytes: next.DataBytes}); err != nil {
 		log.Warn("local mark not written; next build restores from the object store", "err", err)
 	}
 	built := bus.BuiltEvent{Community: c, From: from, End: ev.End, InfoHash: next.InfoHash, Magnet: next.Magnet, Archives: res.ArchiveIDs, Fence: fence}

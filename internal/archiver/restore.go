@@ -15,8 +15,9 @@ import (
 	"github.com/archivefleet/archivefleet/internal/state"
 )
 
-func (s *Service) markPath(c string) string {
-	return filepath.Join(s.Config.WorkDir, "marks", c+".json")
+// marks holds the archiver's local marks, beside its work folders.
+func (s *Service) marks() state.LocalMarks {
+	return state.LocalMarks(filepath.Join(s.Config.WorkDir, "marks"))
 }
 
 // restore brings the local folder to the committed state st: data cut to the
@@ -30,11 +31,14 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	dir := l.ArchiveDir(id)
 	dataPath := filepath.Join(dir, archive.DataFile)
 	indexPath := filepath.Join(dir, archive.IndexFile)
-	m := state.ReadLocalMark(s.markPath(c))
+	m := s.marks().Read(c)
 	if st.InfoHash == "" {
 		// Nothing committed yet: start from an empty folder.
 		// No mark reads as an empty one, and costs no file to create.
-		for _, p := range []string{s.markPath(c), dataPath, indexPath, l.TorrentPath(id)} {
+		if err := s.marks().Remove(c); err != nil {
+			return err
+		}
+		for _, p := range []string{dataPath, indexPath, l.TorrentPath(id)} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
@@ -91,5 +95,5 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	if err := atomicfile.WriteFile(l.TorrentPath(id), cm.Torrent, 0o644); err != nil {
 		return err
 	}
-	return state.CacheLocalMark(s.markPath(c), state.LocalMark{InfoHash: st.InfoHash, DataBytes: st.DataBytes})
+	return s.marks().Cache(c, state.LocalMark{InfoHash: st.InfoHash, DataBytes: st.DataBytes})
 }

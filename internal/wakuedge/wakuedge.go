@@ -297,7 +297,9 @@ func (s *Service) watchRegistry(ctx context.Context) error {
 }
 
 // Chats are the chats an announcement goes to, current first.
-func Chats(c string) []string { return []string{c + "-memberUpdate", c + "-magnetlinks"} }
+func Chats(c string) []string {
+	return []string{wakuwire.UniversalChatID(c), wakuwire.MagnetlinksChatID(c)}
+}
 
 // Shard is a community's shard.
 func Shard(com *registry.Community) uint16 {
