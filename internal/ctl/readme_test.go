@@ -155,16 +155,18 @@ func TestReadmeOperatingIt(t *testing.T) {
 				triggered = time.Now().Unix()
 			case bi == 0 && args[0] == "community" && args[1] == "list":
 				// A reader runs it again until the build shows; wait for it.
-				waitFor(t, 60*time.Second, "the trigger's build", func() bool {
+				testenv.Eventually(t, 60*time.Second, func() bool {
 					bs, _, err := states.GetBuild(context.Background(), id)
 					return err == nil && triggered > 0 && bs.LastEnd >= uint64(triggered)
-				})
+				}, "the trigger's build")
+
 			case args[0] == "extract":
 				want := hashes(t, mustReadFile(t, sampleFile))
-				waitFor(t, 60*time.Second, "the seeded folder to hold every sample message", func() bool {
+				testenv.Eventually(t, 60*time.Second, func() bool {
 					got, err := archivedHashes()
 					return err == nil && len(got) >= len(want)
-				})
+				}, "the seeded folder to hold every sample message")
+
 			}
 			stdout := mustRun(t, "", args...)
 			if redirect != "" {
@@ -203,16 +205,6 @@ func TestReadmeOperatingIt(t *testing.T) {
 	}
 	if id == "" || sampleFile == "" || triggered == 0 {
 		t.Fatal("README walkthrough lacks keygen, sample or trigger")
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	for end := time.Now().Add(d); !ok(); {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 
