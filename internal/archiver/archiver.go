@@ -7,11 +7,9 @@ package archiver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
@@ -142,9 +140,6 @@ func (s *Service) sweep() {
 	}
 }
 
-// jitter returns a delay in [lo, lo+spread).
-func jitter(lo, spread time.Duration) time.Duration { return lo + rand.N(spread) }
-
 // handle maps every outcome onto the worker's contract: nil acks; waiting
 // (a busy lock, an unreachable Redis or NATS, a window still settling, a
 // shutdown) snoozes without counting a failure; a malformed event is
@@ -168,7 +163,7 @@ func (s *Service) handle(ctx context.Context, ev bus.DueEvent, d bus.Delivery) e
 	case ctx.Err() != nil && !bus.IsPermanent(err):
 		// Shutting down: hand the event back at once, not as a failure
 		// (whatever failed, the cancellation may be why).
-		return bus.Snooze(time.Millisecond, "archiver shutting down")
+		return bus.Snooze(0, "archiver shutting down")
 	case errors.As(err, &snooze):
 	case bus.IsTransient(err) && !bus.IsPermanent(err):
 		// NATS hiccuped past the short retries (a leader election, a node
@@ -192,12 +187,8 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 		log.Info("community not registered: event dropped")
 		return nil
 	}
-	if errors.Is(err, registry.ErrCorrupt) {
-		return bus.Permanent(err)
-	}
 	if err != nil {
-		// NATS unreachable or slow: waiting, not failing.
-		return bus.Snooze(jitter(2*time.Second, 2*time.Second), "registry read: "+err.Error())
+		return bus.Unavailable("registry read", err)
 	}
 	if com.Disabled {
 		log.Info("community disabled: event dropped")
@@ -205,10 +196,7 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 	}
 	st, _, err := s.State.GetBuild(ctx, c.String())
 	if err != nil {
-		if isDecodeError(err) {
-			return err // a corrupt committed state: counts, then dead-letters
-		}
-		return bus.Snooze(jitter(2*time.Second, 2*time.Second), "state read: "+err.Error())
+		return bus.Unavailable("state read", err)
 	}
 	if st.LastEnd >= ev.End {
 		log.Debug("range already archived", "last_end", st.LastEnd)
@@ -232,11 +220,11 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 	switch {
 	case errors.Is(err, lock.ErrBusy):
 		s.metrics.locks.WithLabelValues("busy").Inc()
-		return bus.Snooze(jitter(time.Second, 2*time.Second), "lock busy: "+err.Error())
+		return bus.SnoozeFor(lockBusySnooze, "lock busy: "+err.Error())
 	case err != nil:
 		s.metrics.locks.WithLabelValues("error").Inc()
 		// Never build without the lock: wait for the lock service to return.
-		return bus.Snooze(jitter(3*time.Second, 2*time.Second), "lock service unavailable: "+err.Error())
+		return bus.SnoozeFor(bus.UnavailableSnooze, "lock service unavailable: "+err.Error())
 	}
 	s.metrics.locks.WithLabelValues("acquired").Inc()
 	hctx, stop := lock.Hold(ctx, lease, s.Config.LockTTL)
@@ -263,10 +251,7 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 			// finds it done.
 			s.metrics.lost.Inc()
 			log.Error("lock lost during build: build abandoned", "err", cause)
-			return bus.Snooze(jitter(time.Second, 2*time.Second), "lock lost during build: "+cause.Error())
-		}
-		if errors.Is(err, errPermanent) {
-			return bus.Permanent(err)
+			return bus.SnoozeFor(lockBusySnooze, "lock lost during build: "+cause.Error())
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -282,13 +267,6 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 	return nil
 }
 
-// isDecodeError reports whether err comes from decoding stored JSON (as
-// opposed to reaching NATS).
-func isDecodeError(err error) bool {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	return errors.As(err, &syn) || errors.As(err, &typ)
-}
-
-// errPermanent marks failures a retry cannot fix.
-var errPermanent = errors.New("permanent failure")
+// lockBusySnooze is how long an event whose community another build holds
+// waits: 1–2 s.
+const lockBusySnooze = 2 * time.Second

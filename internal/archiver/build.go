@@ -73,7 +73,7 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 	res, err := archive.Build(ctx, l, opts)
 	if err != nil {
 		if errors.Is(err, archive.ErrMalformed) || errors.Is(err, archive.ErrOverlap) || errors.Is(err, archive.ErrInvalidCommunityID) {
-			return "", fmt.Errorf("%w: %v", errPermanent, err)
+			return "", bus.Permanent(err)
 		}
 		return "", err
 	}
@@ -189,7 +189,7 @@ func (s *Service) commit(ctx context.Context, c string, base, next *state.Build)
 		if errors.Is(err, state.ErrConflict) {
 			// Another field changed, or the read was behind: re-check
 			// and retry.
-			if err := bus.Sleep(ctx, jitter(5*time.Millisecond, 20*time.Millisecond)); err != nil {
+			if err := bus.Sleep(ctx, bus.Jitter(25*time.Millisecond)); err != nil {
 				return err
 			}
 			continue

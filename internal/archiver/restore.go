@@ -12,6 +12,7 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/atomicfile"
+	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/state"
 )
 
@@ -66,8 +67,8 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	// only once everything is fetched and verified, so keep is the same
 	// and the file is cut back to it first.
 	if _, err := state.FetchArchives(ctx, s.Bus, c, st.Archives, keep, f); err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) || errors.Is(err, state.ErrCorruptObject) {
-			return fmt.Errorf("%w: %v", errPermanent, err)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return bus.Permanent(err)
 		}
 		return err
 	}
@@ -81,7 +82,7 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 		err = cm.Verify(keep, io.NewSectionReader(f, keep, state.FileSize(dataPath)-keep))
 	}
 	if errors.Is(err, state.ErrCorruptObject) {
-		return fmt.Errorf("%w: stored artefacts of %s fail verification: %v", errPermanent, st.InfoHash, err)
+		return fmt.Errorf("stored artefacts of %s fail verification: %w", st.InfoHash, err)
 	}
 	if err != nil {
 		return err

@@ -320,16 +320,10 @@ func (p *Pruner) record(cut messages.Cutoff, st messages.PruneStats, now time.Ti
 // for, not counted as a failure.
 func (p *Pruner) state(ctx context.Context, c archive.CommunityID) (*state.Build, error) {
 	st, _, err := (&state.Store{KV: p.Store.Bus.State}).GetBuild(ctx, c.String())
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case err == nil:
-		return st, nil
-	case errors.As(err, &syn) || errors.As(err, &typ):
-		return nil, bus.Permanent(fmt.Errorf("committed state of %s: %w", c, err))
-	default:
-		return nil, bus.Snooze(2*time.Second+rand.N(2*time.Second), "state read: "+err.Error())
+	if err != nil {
+		return nil, bus.Unavailable("committed state of "+c.String(), err)
 	}
+	return st, nil
 }
 
 // dueAt is when a state committed at builtAt may be pruned: the grace after

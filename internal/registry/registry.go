@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
@@ -152,8 +153,10 @@ func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv} }
 // ErrNotFound is returned for unknown communities.
 var ErrNotFound = errors.New("community not registered")
 
-// ErrCorrupt is returned for a stored community that does not decode.
-var ErrCorrupt = errors.New("stored community is corrupt")
+// ErrCorrupt is returned for a stored community (or signing key) that does
+// not decode or check. It is a bus.ErrCorrupt: a worker dead-letters the
+// event that needed it.
+var ErrCorrupt = bus.Corrupt("stored community is corrupt")
 
 // Put adds or replaces a community.
 func (r *Registry) Put(ctx context.Context, c *Community) error {

@@ -68,8 +68,9 @@ import (
 const (
 	DefaultClusterID uint16 = 16
 	DefaultShard     uint16 = 32
-	// DefaultNoPeersSnooze is how long an announcement waits when the shard
-	// has too few relay peers.
+	// DefaultNoPeersSnooze is the longest an announcement waits when the
+	// shard has too few relay peers (bus.SnoozeFor: jittered, half to all of
+	// it).
 	DefaultNoPeersSnooze = 5 * time.Second
 )
 
@@ -346,7 +347,7 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 	infoHash := ev.Header.Get(announcer.HeaderInfohash)
 	last, rev, err := s.State.GetWaku(ctx, c)
 	if err != nil {
-		return bus.Snooze(2*time.Second, "waku state read: "+err.Error())
+		return bus.Unavailable("waku state read", err)
 	}
 	if clock <= last.Clock {
 		s.skipped.WithLabelValues("duplicate").Inc()
@@ -358,10 +359,8 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 	case errors.Is(err, registry.ErrNotFound):
 		s.skipped.WithLabelValues("unregistered").Inc()
 		return nil
-	case errors.Is(err, registry.ErrCorrupt):
-		return bus.Permanent(err)
 	case err != nil:
-		return bus.Snooze(2*time.Second, "registry read: "+err.Error())
+		return bus.Unavailable("registry read", err)
 	}
 	topic := PubsubTopic(s.Config.ClusterID, com)
 	if len(s.Config.Topics) > 0 && !slices.Contains(s.Config.Topics, topic) {
@@ -370,7 +369,7 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 	peers := s.Peer.TopicPeers(topic)
 	if peers < s.Config.MinPeers && len(s.Config.LightPushNodes) == 0 {
 		s.noPeers.Inc()
-		return bus.Snooze(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s, need %d", peers, topic, s.Config.MinPeers))
+		return bus.SnoozeFor(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s, need %d", peers, topic, s.Config.MinPeers))
 	}
 	now := s.Now()
 	shardKey := s.Config.ShardKeys[Shard(com)]
@@ -416,7 +415,7 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 	if peers < s.Config.MinPeers && chatsPushed < nChats {
 		// Neither way delivered every message: send again later.
 		s.noPeers.Inc()
-		return bus.Snooze(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s (need %d) and lightpush delivered %d of %d messages: %v",
+		return bus.SnoozeFor(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s (need %d) and lightpush delivered %d of %d messages: %v",
 			peers, topic, s.Config.MinPeers, chatsPushed, nChats, errors.Join(pushErrs...)))
 	}
 	if len(pushErrs) > 0 {
