@@ -105,7 +105,8 @@ type Service struct {
 	Keys       *registry.Keys
 	State      *state.Store
 	Transports []Transport
-	Slots      int
+	// Slots is how many events are handled at once; 0 means DefaultSlots.
+	Slots int
 	// Seeders gives the public addresses of the seeders a community is
 	// placed on, for x.pe; nil follows the seeders' membership on Bus.
 	Seeders Seeders
@@ -119,6 +120,9 @@ type Service struct {
 	legacyWarned *sync.Map
 }
 
+// DefaultSlots is how many events the announcer handles at once.
+const DefaultSlots = 2
+
 // New builds the announcer and registers its metrics.
 func New(s Service, reg prometheus.Registerer) *Service {
 	if s.Logger == nil {
@@ -127,8 +131,8 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	if s.Now == nil {
 		s.Now = time.Now
 	}
-	if s.Slots < 1 {
-		s.Slots = 2
+	if s.Slots == 0 {
+		s.Slots = DefaultSlots
 	}
 	s.metrics = promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_announcements_total",
 		Help: "Magnet-link announcements by reason (seeded, republish) and result."}, []string{"reason", "result"})
@@ -144,6 +148,9 @@ type Seeders interface {
 
 // Run consumes seeding-started and republish events until ctx is cancelled.
 func (s *Service) Run(ctx context.Context) error {
+	if s.Slots < 0 {
+		return fmt.Errorf("announcer: %d slots", s.Slots)
+	}
 	if s.Seeders == nil {
 		members, _, err := s.Bus.SeederBuckets(ctx)
 		if err != nil {

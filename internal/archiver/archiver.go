@@ -47,7 +47,13 @@ type Sources interface {
 	LateWindows(ctx context.Context, c archive.CommunityID, after, upto, since, end uint64, interval time.Duration) ([]archive.Window, int, error)
 }
 
-// Config tunes the service.
+// Defaults of Config's fields; a zero field means its default.
+const (
+	DefaultSlots   = 1
+	DefaultLockTTL = 30 * time.Second
+)
+
+// Config tunes the service. A zero field means its default.
 type Config struct {
 	WorkDir      string        // local cache of community folders
 	Slots        int           // builds in parallel
@@ -57,8 +63,32 @@ type Config struct {
 	BufferedIO   bool // never write archives with O_DIRECT
 	// Settle is how long after a window's end it may be built, so messages
 	// in flight land in their window first; an event whose End + Settle is
-	// still ahead is snoozed until then. Zero: no settle.
+	// still ahead is snoozed until then. The default is no settle.
 	Settle time.Duration
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Slots == 0 {
+		c.Slots = DefaultSlots
+	}
+	if c.LockTTL == 0 {
+		c.LockTTL = DefaultLockTTL
+	}
+	return c
+}
+
+// validate reports a setting no default can fix.
+func (c Config) validate() error {
+	switch {
+	case c.Slots < 0:
+		return fmt.Errorf("archiver: %d slots", c.Slots)
+	case c.LockTTL < 0:
+		return fmt.Errorf("archiver: lock TTL %v is negative", c.LockTTL)
+	case c.Settle < 0:
+		return fmt.Errorf("archiver: settle %v is negative", c.Settle)
+	}
+	return nil
 }
 
 // Service is the archiver.
@@ -85,12 +115,7 @@ type metrics struct {
 
 // New builds the service and registers its metrics on reg.
 func New(s Service, reg prometheus.Registerer) *Service {
-	if s.Config.Slots < 1 {
-		s.Config.Slots = 1
-	}
-	if s.Config.LockTTL == 0 {
-		s.Config.LockTTL = 30 * time.Second
-	}
+	s.Config = s.Config.withDefaults()
 	if s.Logger == nil {
 		s.Logger = slog.Default()
 	}
@@ -116,6 +141,9 @@ func New(s Service, reg prometheus.Registerer) *Service {
 // Run consumes archive-due events until ctx is cancelled, then lets in-flight
 // builds finish or hand their event back.
 func (s *Service) Run(ctx context.Context) error {
+	if err := s.Config.validate(); err != nil {
+		return err
+	}
 	s.sweep()
 	s.Logger.Info("archiver started", "slots", s.Config.Slots, "work_dir", s.Config.WorkDir, "settle", s.Config.Settle)
 	return bus.Work(ctx, s.Bus, bus.WorkerConfig{

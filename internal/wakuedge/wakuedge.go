@@ -124,6 +124,47 @@ type Config struct {
 	BackfillRetry time.Duration
 }
 
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.ClusterID == 0 {
+		c.ClusterID = DefaultClusterID
+	}
+	if c.NoPeersSnooze == 0 {
+		c.NoPeersSnooze = DefaultNoPeersSnooze
+	}
+	if c.FlushEvery == 0 {
+		c.FlushEvery = DefaultFlushEvery
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.BackfillWindow == 0 {
+		c.BackfillWindow = DefaultBackfillWindow
+	}
+	if c.BackfillCheck == 0 {
+		c.BackfillCheck = DefaultBackfillCheck
+	}
+	if c.BackfillRetry == 0 {
+		c.BackfillRetry = DefaultNoPeersSnooze
+	}
+	return c
+}
+
+// validate reports a setting no default can fix.
+func (c Config) validate() error {
+	switch {
+	case c.Signer == nil:
+		return errors.New("wakuedge: a signer key is required")
+	case c.MinPeers < 0:
+		return errors.New("wakuedge: MinPeers must not be negative")
+	case c.NoPeersSnooze < 0 || c.FlushEvery < 0 || c.BackfillWindow < 0 || c.BackfillCheck < 0 || c.BackfillRetry < 0:
+		return errors.New("wakuedge: a negative period (NoPeersSnooze, FlushEvery or a back-fill one)")
+	case c.MaxPending < 0:
+		return fmt.Errorf("wakuedge: MaxPending %d is negative", c.MaxPending)
+	}
+	return nil
+}
+
 // Service is the Waku edge.
 type Service struct {
 	Bus      *bus.Bus
@@ -172,33 +213,10 @@ func New(s Service, reg prometheus.Registerer) (*Service, error) {
 	if s.Bus == nil || s.Registry == nil || s.Peer == nil {
 		return nil, errors.New("wakuedge: Bus, Registry and Peer are required")
 	}
-	if s.Config.Signer == nil {
-		return nil, errors.New("wakuedge: a signer key is required")
+	if err := s.Config.validate(); err != nil {
+		return nil, err
 	}
-	if s.Config.MinPeers < 0 {
-		return nil, errors.New("wakuedge: MinPeers must not be negative")
-	}
-	if s.Config.ClusterID == 0 {
-		s.Config.ClusterID = DefaultClusterID
-	}
-	if s.Config.NoPeersSnooze <= 0 {
-		s.Config.NoPeersSnooze = DefaultNoPeersSnooze
-	}
-	if s.Config.FlushEvery <= 0 {
-		s.Config.FlushEvery = DefaultFlushEvery
-	}
-	if s.Config.MaxPending <= 0 {
-		s.Config.MaxPending = DefaultMaxPending
-	}
-	if s.Config.BackfillWindow <= 0 {
-		s.Config.BackfillWindow = DefaultBackfillWindow
-	}
-	if s.Config.BackfillCheck <= 0 {
-		s.Config.BackfillCheck = DefaultBackfillCheck
-	}
-	if s.Config.BackfillRetry <= 0 {
-		s.Config.BackfillRetry = DefaultNoPeersSnooze
-	}
+	s.Config = s.Config.withDefaults()
 	if len(s.Config.StoreNodes) > 0 && (s.StoreClient == nil || s.Ingest == nil) {
 		return nil, errors.New("wakuedge: store nodes need a StoreClient and Ingest")
 	}
