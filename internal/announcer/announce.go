@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"github.com/archivefleet/archivefleet/internal/placement"
 	"github.com/archivefleet/archivefleet/internal/registry"
 	"github.com/archivefleet/archivefleet/internal/state"
+	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
 // Announcement is one signed magnet-link message ready to send.
@@ -105,7 +105,8 @@ type Service struct {
 	Keys       *registry.Keys
 	State      *state.Store
 	Transports []Transport
-	Slots      int
+	// Slots is how many events are handled at once; 0 means DefaultSlots.
+	Slots int
 	// Seeders gives the public addresses of the seeders a community is
 	// placed on, for x.pe; nil follows the seeders' membership on Bus.
 	Seeders Seeders
@@ -119,6 +120,9 @@ type Service struct {
 	legacyWarned *sync.Map
 }
 
+// DefaultSlots is how many events the announcer handles at once.
+const DefaultSlots = 2
+
 // New builds the announcer and registers its metrics.
 func New(s Service, reg prometheus.Registerer) *Service {
 	if s.Logger == nil {
@@ -127,8 +131,8 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	if s.Now == nil {
 		s.Now = time.Now
 	}
-	if s.Slots < 1 {
-		s.Slots = 2
+	if s.Slots == 0 {
+		s.Slots = DefaultSlots
 	}
 	s.metrics = promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_announcements_total",
 		Help: "Magnet-link announcements by reason (seeded, republish) and result."}, []string{"reason", "result"})
@@ -144,6 +148,9 @@ type Seeders interface {
 
 // Run consumes seeding-started and republish events until ctx is cancelled.
 func (s *Service) Run(ctx context.Context) error {
+	if s.Slots < 0 {
+		return fmt.Errorf("announcer: %d slots", s.Slots)
+	}
 	if s.Seeders == nil {
 		members, _, err := s.Bus.SeederBuckets(ctx)
 		if err != nil {
@@ -182,9 +189,9 @@ func (s *Service) handle(ctx context.Context, ev bus.SeedingEvent, d bus.Deliver
 	case errors.Is(err, state.ErrConflict):
 		// Lost the clock claim to a concurrent event: the next try sees it.
 		s.metrics.WithLabelValues(reason, "conflict").Inc()
-		return bus.Snooze(200*time.Millisecond, err.Error())
+		return bus.SnoozeFor(conflictSnooze, err.Error())
 	case ctx.Err() != nil && !bus.IsPermanent(err):
-		return bus.Snooze(time.Millisecond, "announcer shutting down")
+		return bus.Snooze(0, "announcer shutting down")
 	case errors.As(err, &snooze):
 		return err
 	default:
@@ -194,17 +201,9 @@ func (s *Service) handle(ctx context.Context, ev bus.SeedingEvent, d bus.Deliver
 	}
 }
 
-// unreachable snoozes an event whose read or write of NATS state failed:
-// NATS being away is waiting, not failing. A stored value that does not
-// decode is a failure (it counts toward MAX_DELIVER).
-func unreachable(what string, err error) error {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	if errors.As(err, &syn) || errors.As(err, &typ) {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return bus.Snooze(2*time.Second+rand.N(2*time.Second), what+": "+err.Error())
-}
+// conflictSnooze is how long an event that lost the clock claim to a
+// concurrent one waits before it looks again: 100–200 ms.
+const conflictSnooze = 200 * time.Millisecond
 
 var errSkip = errors.New("nothing to announce")
 
@@ -214,25 +213,22 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 	if errors.Is(err, registry.ErrNotFound) {
 		return errSkip
 	}
-	if errors.Is(err, registry.ErrCorrupt) {
-		return bus.Permanent(err)
-	}
 	if err != nil {
-		return unreachable("registry read", err)
+		return bus.Unavailable("registry read", err)
 	}
 	if com.Disabled {
 		return errSkip
 	}
 	st, _, err := s.State.GetBuild(ctx, c)
 	if err != nil {
-		return unreachable("state read", err)
+		return bus.Unavailable("state read", err)
 	}
 	if st.InfoHash == "" || (reason == "seeded" && st.InfoHash != infoHash) {
 		return errSkip // nothing built yet, or a superseded torrent
 	}
 	prev, rev, err := s.State.GetAnnounce(ctx, c)
 	if err != nil {
-		return unreachable("announce state read", err)
+		return bus.Unavailable("announce state read", err)
 	}
 	var claim *state.Announce
 	switch {
@@ -265,7 +261,7 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 			if errors.Is(err, state.ErrConflict) {
 				return err // lost to a concurrent claim: the next try sees it
 			}
-			return unreachable("announce claim", err)
+			return bus.Unavailable("announce claim", err)
 		}
 	}
 	key, err := s.signingKey(ctx, com)
@@ -276,7 +272,7 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 	if err != nil {
 		return bus.Permanent(fmt.Errorf("sign announcement: %w", err))
 	}
-	a := &Announcement{Community: c, Clock: claim.Clock, Magnet: claim.Magnet, InfoHash: claim.InfoHash, Message: msg, ChatID: c + "-magnetlinks"}
+	a := &Announcement{Community: c, Clock: claim.Clock, Magnet: claim.Magnet, InfoHash: claim.InfoHash, Message: msg, ChatID: wakuwire.MagnetlinksChatID(c)}
 	for _, t := range s.Transports {
 		if err := t.Send(ctx, a); err != nil {
 			return fmt.Errorf("send: %w", err)
@@ -286,7 +282,7 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 	done.Sent = true
 	if _, err := s.State.Put(ctx, state.AnnounceKey(c), &done, rev); err != nil && !errors.Is(err, state.ErrConflict) {
 		// Sent but not marked: the next try resends the same message.
-		return unreachable("announce state write", err)
+		return bus.Unavailable("announce state write", err)
 	}
 	clock := claim.Clock
 	s.metrics.WithLabelValues(reason, "sent").Inc()
@@ -315,9 +311,7 @@ func (s *Service) signingKey(ctx context.Context, com *registry.Community) ([]by
 		// Fails (not a snooze): MAX_DELIVER failures dead-letter the event,
 		// and the next republish tries again.
 		return nil, fmt.Errorf("%w: register it with archivectl community add -update -private-key-file FILE", err)
-	case errors.Is(err, registry.ErrCorrupt):
-		return nil, bus.Permanent(err)
 	default:
-		return nil, unreachable("signing key read", err)
+		return nil, bus.Unavailable("signing key read", err)
 	}
 }

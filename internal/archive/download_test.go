@@ -57,7 +57,7 @@ func testMemberDownload(t *testing.T, encrypted bool) {
 		t.Fatal(err)
 	}
 	// Completion is published asynchronously after verification.
-	waitFor(ctx, t, "seeder to hold the complete torrent", func() bool { return st.Complete().Bool() })
+	testenv.Eventually(t, 60*time.Second, func() bool { return st.Complete().Bool() }, "seeder to hold the complete torrent")
 	peer := fmt.Sprintf("127.0.0.1:%d", seeder.LocalPort())
 	// Rebuild the magnet with the seeder's real port, as the fleet does.
 	magnet := Magnet(mi, c.String(), []string{peer})
@@ -141,17 +141,4 @@ func readAllFile(t *testing.T, f *torrent.File) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-func waitFor(ctx context.Context, t *testing.T, what string, done func() bool) {
-	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !done() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
 }

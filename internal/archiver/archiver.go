@@ -7,11 +7,9 @@ package archiver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
@@ -49,7 +47,13 @@ type Sources interface {
 	LateWindows(ctx context.Context, c archive.CommunityID, after, upto, since, end uint64, interval time.Duration) ([]archive.Window, int, error)
 }
 
-// Config tunes the service.
+// Defaults of Config's fields; a zero field means its default.
+const (
+	DefaultSlots   = 1
+	DefaultLockTTL = 30 * time.Second
+)
+
+// Config tunes the service. A zero field means its default.
 type Config struct {
 	WorkDir      string        // local cache of community folders
 	Slots        int           // builds in parallel
@@ -59,8 +63,32 @@ type Config struct {
 	BufferedIO   bool // never write archives with O_DIRECT
 	// Settle is how long after a window's end it may be built, so messages
 	// in flight land in their window first; an event whose End + Settle is
-	// still ahead is snoozed until then. Zero: no settle.
+	// still ahead is snoozed until then. The default is no settle.
 	Settle time.Duration
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Slots == 0 {
+		c.Slots = DefaultSlots
+	}
+	if c.LockTTL == 0 {
+		c.LockTTL = DefaultLockTTL
+	}
+	return c
+}
+
+// validate reports a setting no default can fix.
+func (c Config) validate() error {
+	switch {
+	case c.Slots < 0:
+		return fmt.Errorf("archiver: %d slots", c.Slots)
+	case c.LockTTL < 0:
+		return fmt.Errorf("archiver: lock TTL %v is negative", c.LockTTL)
+	case c.Settle < 0:
+		return fmt.Errorf("archiver: settle %v is negative", c.Settle)
+	}
+	return nil
 }
 
 // Service is the archiver.
@@ -87,12 +115,7 @@ type metrics struct {
 
 // New builds the service and registers its metrics on reg.
 func New(s Service, reg prometheus.Registerer) *Service {
-	if s.Config.Slots < 1 {
-		s.Config.Slots = 1
-	}
-	if s.Config.LockTTL == 0 {
-		s.Config.LockTTL = 30 * time.Second
-	}
+	s.Config = s.Config.withDefaults()
 	if s.Logger == nil {
 		s.Logger = slog.Default()
 	}
@@ -118,6 +141,9 @@ func New(s Service, reg prometheus.Registerer) *Service {
 // Run consumes archive-due events until ctx is cancelled, then lets in-flight
 // builds finish or hand their event back.
 func (s *Service) Run(ctx context.Context) error {
+	if err := s.Config.validate(); err != nil {
+		return err
+	}
 	s.sweep()
 	s.Logger.Info("archiver started", "slots", s.Config.Slots, "work_dir", s.Config.WorkDir, "settle", s.Config.Settle)
 	return bus.Work(ctx, s.Bus, bus.WorkerConfig{
@@ -132,7 +158,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) sweep() {
 	l := s.layout()
 	atomicfile.SweepStale(l.TorrentDir)
-	atomicfile.SweepStale(filepath.Join(s.Config.WorkDir, "marks"))
+	s.marks().SweepStale()
 	if ents, err := os.ReadDir(l.DataDir); err == nil {
 		for _, e := range ents {
 			if e.IsDir() {
@@ -141,9 +167,6 @@ func (s *Service) sweep() {
 		}
 	}
 }
-
-// jitter returns a delay in [lo, lo+spread).
-func jitter(lo, spread time.Duration) time.Duration { return lo + rand.N(spread) }
 
 // handle maps every outcome onto the worker's contract: nil acks; waiting
 // (a busy lock, an unreachable Redis or NATS, a window still settling, a
@@ -168,7 +191,7 @@ func (s *Service) handle(ctx context.Context, ev bus.DueEvent, d bus.Delivery) e
 	case ctx.Err() != nil && !bus.IsPermanent(err):
 		// Shutting down: hand the event back at once, not as a failure
 		// (whatever failed, the cancellation may be why).
-		return bus.Snooze(time.Millisecond, "archiver shutting down")
+		return bus.Snooze(0, "archiver shutting down")
 	case errors.As(err, &snooze):
 	case bus.IsTransient(err) && !bus.IsPermanent(err):
 		// NATS hiccuped past the short retries (a leader election, a node
@@ -192,12 +215,8 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 		log.Info("community not registered: event dropped")
 		return nil
 	}
-	if errors.Is(err, registry.ErrCorrupt) {
-		return bus.Permanent(err)
-	}
 	if err != nil {
-		// NATS unreachable or slow: waiting, not failing.
-		return bus.Snooze(jitter(2*time.Second, 2*time.Second), "registry read: "+err.Error())
+		return bus.Unavailable("registry read", err)
 	}
 	if com.Disabled {
 		log.Info("community disabled: event dropped")
@@ -205,10 +224,7 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 	}
 	st, _, err := s.State.GetBuild(ctx, c.String())
 	if err != nil {
-		if isDecodeError(err) {
-			return err // a corrupt committed state: counts, then dead-letters
-		}
-		return bus.Snooze(jitter(2*time.Second, 2*time.Second), "state read: "+err.Error())
+		return bus.Unavailable("state read", err)
 	}
 	if st.LastEnd >= ev.End {
 		log.Debug("range already archived", "last_end", st.LastEnd)
@@ -232,11 +248,11 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 	switch {
 	case errors.Is(err, lock.ErrBusy):
 		s.metrics.locks.WithLabelValues("busy").Inc()
-		return bus.Snooze(jitter(time.Second, 2*time.Second), "lock busy: "+err.Error())
+		return bus.SnoozeFor(lockBusySnooze, "lock busy: "+err.Error())
 	case err != nil:
 		s.metrics.locks.WithLabelValues("error").Inc()
 		// Never build without the lock: wait for the lock service to return.
-		return bus.Snooze(jitter(3*time.Second, 2*time.Second), "lock service unavailable: "+err.Error())
+		return bus.SnoozeFor(bus.UnavailableSnooze, "lock service unavailable: "+err.Error())
 	}
 	s.metrics.locks.WithLabelValues("acquired").Inc()
 	hctx, stop := lock.Hold(ctx, lease, s.Config.LockTTL)
@@ -263,10 +279,7 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 			// finds it done.
 			s.metrics.lost.Inc()
 			log.Error("lock lost during build: build abandoned", "err", cause)
-			return bus.Snooze(jitter(time.Second, 2*time.Second), "lock lost during build: "+cause.Error())
-		}
-		if errors.Is(err, errPermanent) {
-			return bus.Permanent(err)
+			return bus.SnoozeFor(lockBusySnooze, "lock lost during build: "+cause.Error())
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -282,13 +295,6 @@ func (s *Service) process(ctx context.Context, log *slog.Logger, c archive.Commu
 	return nil
 }
 
-// isDecodeError reports whether err comes from decoding stored JSON (as
-// opposed to reaching NATS).
-func isDecodeError(err error) bool {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	return errors.As(err, &syn) || errors.As(err, &typ)
-}
-
-// errPermanent marks failures a retry cannot fix.
-var errPermanent = errors.New("permanent failure")
+// lockBusySnooze is how long an event whose community another build holds
+// waits: 1–2 s.
+const lockBusySnooze = 2 * time.Second

@@ -120,18 +120,18 @@ func TestHandleOutcomes(t *testing.T) {
 		{name: "not registered", community: "0x02cfca2ca218f099107c5d4b61cb17bd6566137dbecf7e4557984c882a16accd87", end: now - 10, outcome: "ack"},
 		{name: "already archived", end: 5000, settle: time.Hour, outcome: "ack"},
 		{name: "registry unreachable", registry: registry.New(kv), end: now - 10, outcome: "snooze",
-			delay: [2]time.Duration{2 * time.Second, 4 * time.Second}, want: "registry read"},
+			delay: [2]time.Duration{2 * time.Second, 4*time.Second + 1}, want: "registry read"},
 		{name: "lock busy", end: now - 10, lockErr: lock.ErrBusy, outcome: "snooze",
-			delay: [2]time.Duration{time.Second, 3 * time.Second}, want: "lock busy"},
+			delay: [2]time.Duration{time.Second, 2*time.Second + 1}, want: "lock busy"},
 		{name: "lock service down", end: now - 10, lockErr: errors.New("lock x: dial tcp 127.0.0.1:1: connect: connection refused"),
-			outcome: "snooze", delay: [2]time.Duration{3 * time.Second, 5 * time.Second}, want: "lock service unavailable"},
+			outcome: "snooze", delay: [2]time.Duration{2 * time.Second, 4*time.Second + 1}, want: "lock service unavailable"},
 		{name: "shutting down", ctx: cancelled, end: now - 10, outcome: "snooze", delay: [2]time.Duration{0, 10 * time.Millisecond}},
 		{name: "trigger: window not settled", end: now, settle: 10 * time.Minute, outcome: "snooze",
 			delay: [2]time.Duration{10*time.Minute - 2*time.Second, 10*time.Minute + time.Second}, want: "settles at", log: "window not settled yet"},
 		{name: "near end (clock skew), no settle", end: now + 60, outcome: "snooze",
 			delay: [2]time.Duration{58 * time.Second, 61 * time.Second}, want: "settles at"},
 		{name: "settled: goes on to the lock", end: now - 600, settle: 5 * time.Minute, lockErr: lock.ErrBusy, outcome: "snooze",
-			delay: [2]time.Duration{time.Second, 3 * time.Second}, want: "lock busy"},
+			delay: [2]time.Duration{time.Second, 2*time.Second + 1}, want: "lock busy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

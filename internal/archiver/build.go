@@ -73,7 +73,7 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 	res, err := archive.Build(ctx, l, opts)
 	if err != nil {
 		if errors.Is(err, archive.ErrMalformed) || errors.Is(err, archive.ErrOverlap) || errors.Is(err, archive.ErrInvalidCommunityID) {
-			return "", fmt.Errorf("%w: %v", errPermanent, err)
+			return "", bus.Permanent(err)
 		}
 		return "", err
 	}
@@ -109,7 +109,7 @@ func (s *Service) build(ctx context.Context, log *slog.Logger, com *registry.Com
 	if err := s.commit(ctx, c, st, next); err != nil {
 		return "", err
 	}
-	if err := state.CacheLocalMark(s.markPath(c), state.LocalMark{InfoHash: next.InfoHash, DataBytes: next.DataBytes}); err != nil {
+	if err := s.marks().Cache(c, state.LocalMark{InfoHash: next.InfoHash, DataBytes: next.DataBytes}); err != nil {
 		log.Warn("local mark not written; next build restores from the object store", "err", err)
 	}
 	built := bus.BuiltEvent{Community: c, From: from, End: ev.End, InfoHash: next.InfoHash, Magnet: next.Magnet, Archives: res.ArchiveIDs, Fence: fence}
@@ -189,7 +189,7 @@ func (s *Service) commit(ctx context.Context, c string, base, next *state.Build)
 		if errors.Is(err, state.ErrConflict) {
 			// Another field changed, or the read was behind: re-check
 			// and retry.
-			if err := bus.Sleep(ctx, jitter(5*time.Millisecond, 20*time.Millisecond)); err != nil {
+			if err := bus.Sleep(ctx, bus.Jitter(25*time.Millisecond)); err != nil {
 				return err
 			}
 			continue

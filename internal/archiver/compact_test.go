@@ -113,7 +113,7 @@ func TestCompactObjects(t *testing.T) {
 			r := freshArchiver(t, s)
 			err := r.restore(ctx, r.layout(), com.ID, &cur)
 			if tc.err != "" {
-				if !errors.Is(err, errPermanent) || !strings.Contains(err.Error(), tc.err) {
+				if !bus.IsPermanent(err) || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("restore: %v; want a permanent failure with %q", err, tc.err)
 				}
 				var buf bytes.Buffer

@@ -12,11 +12,13 @@ import (
 
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/atomicfile"
+	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/state"
 )
 
-func (s *Service) markPath(c string) string {
-	return filepath.Join(s.Config.WorkDir, "marks", c+".json")
+// marks holds the archiver's local marks, beside its work folders.
+func (s *Service) marks() state.LocalMarks {
+	return state.LocalMarks(filepath.Join(s.Config.WorkDir, "marks"))
 }
 
 // restore brings the local folder to the committed state st: data cut to the
@@ -30,11 +32,14 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	dir := l.ArchiveDir(id)
 	dataPath := filepath.Join(dir, archive.DataFile)
 	indexPath := filepath.Join(dir, archive.IndexFile)
-	m := state.ReadLocalMark(s.markPath(c))
+	m := s.marks().Read(c)
 	if st.InfoHash == "" {
 		// Nothing committed yet: start from an empty folder.
 		// No mark reads as an empty one, and costs no file to create.
-		for _, p := range []string{s.markPath(c), dataPath, indexPath, l.TorrentPath(id)} {
+		if err := s.marks().Remove(c); err != nil {
+			return err
+		}
+		for _, p := range []string{dataPath, indexPath, l.TorrentPath(id)} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
@@ -62,8 +67,8 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	// only once everything is fetched and verified, so keep is the same
 	// and the file is cut back to it first.
 	if _, err := state.FetchArchives(ctx, s.Bus, c, st.Archives, keep, f); err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) || errors.Is(err, state.ErrCorruptObject) {
-			return fmt.Errorf("%w: %v", errPermanent, err)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return bus.Permanent(err)
 		}
 		return err
 	}
@@ -77,7 +82,7 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 		err = cm.Verify(keep, io.NewSectionReader(f, keep, state.FileSize(dataPath)-keep))
 	}
 	if errors.Is(err, state.ErrCorruptObject) {
-		return fmt.Errorf("%w: stored artefacts of %s fail verification: %v", errPermanent, st.InfoHash, err)
+		return fmt.Errorf("stored artefacts of %s fail verification: %w", st.InfoHash, err)
 	}
 	if err != nil {
 		return err
@@ -91,5 +96,5 @@ func (s *Service) restore(ctx context.Context, l archive.Layout, id archive.Comm
 	if err := atomicfile.WriteFile(l.TorrentPath(id), cm.Torrent, 0o644); err != nil {
 		return err
 	}
-	return state.CacheLocalMark(s.markPath(c), state.LocalMark{InfoHash: st.InfoHash, DataBytes: st.DataBytes})
+	return s.marks().Cache(c, state.LocalMark{InfoHash: st.InfoHash, DataBytes: st.DataBytes})
 }

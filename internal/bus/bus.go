@@ -10,7 +10,7 @@
 //	archive.republish.<community>  scheduler → announcer     RepublishEvent  (work queue)
 //	archive.announced.<community>  announcer → Waku bridge   ApplicationMetadataMessage bytes
 //	archive.dlq.<kind>             any       → operators     DeadLetter
-//	msgs.<community>.<day>.<b>     ingest    → archiver      messages of a day, by hash bucket b (see internal/store)
+//	msgs.<community>.<day>.<b>     ingest    → archiver      messages of a day, by hash bucket b (see internal/messages)
 //	conflicts.<community>.<hash>   ingest    → operators     a record refused for a hash stored with other content
 //	archive.prune.schedule.<c>     pruner    → (server)      PruneEvent      (a JetStream message schedule)
 //	archive.prune.due.<c>          (server)  → pruner        PruneEvent      (work queue; see SetupPrune)

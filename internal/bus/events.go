@@ -66,7 +66,7 @@ func (e RepublishEvent) MsgID() string { return fmt.Sprintf("republish:%s:%d", e
 // build's watermark) and a timestamp before End (its committed end). BuiltAt
 // is when that state was committed; the prune is due the pruner's grace
 // after it. It is published as a message schedule on SubjectPruneSchedule,
-// and the server fires it onto SubjectPruneDue (see internal/store's Pruner).
+// and the server fires it onto SubjectPruneDue (see internal/pruner).
 type PruneEvent struct {
 	Community string    `json:"community"`
 	End       uint64    `json:"end"`

@@ -42,7 +42,7 @@ func TestTransientErrorsSnooze(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("not acked")
 	}
-	waitFor(t, "the ack", 5*time.Second, func() bool { return queued(t, b) == 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return queued(t, b) == 0 }, "the ack")
 	mu.Lock()
 	defer mu.Unlock()
 	for i, f := range failures {

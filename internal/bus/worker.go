@@ -20,10 +20,16 @@ import (
 // A handler given to Work returns one of:
 //
 //   - nil: done (or nothing to do); the event is acked and removed;
-//   - Snooze(d, reason): not now, come back after d; this is waiting, not
-//     failing, so it never uses up the event's failures;
-//   - Permanent(err), or any error wrapping ErrMalformed: the event can never
-//     succeed; it goes to the dead-letter stream now;
+//   - SnoozeFor(d, reason): not now, come back within d (jittered, see
+//     Jitter); this is waiting, not failing, so it never uses up the event's
+//     failures. Snooze(d, reason) is the exact form, for a wait that ends at
+//     a known time (a window settling, a schedule's time);
+//   - Unavailable(what, err): a read of what the handler depends on failed:
+//     corrupt stored data is permanent, anything else (NATS away or slow) a
+//     SnoozeFor(UnavailableSnooze);
+//   - Permanent(err), or any error wrapping ErrMalformed or ErrCorrupt: the
+//     event can never succeed; it goes to the dead-letter stream now, the
+//     error's chain in the reason;
 //   - RetryAfter(d, err): a failure, retried after d;
 //   - an error IsTransient accepts (no responders, a timeout, a cluster
 //     between leaders: see retry.go): a short snooze, not a failure;
@@ -60,10 +66,54 @@ type SnoozeError struct {
 
 func (e *SnoozeError) Error() string { return fmt.Sprintf("snoozed for %v: %s", e.Delay, e.Reason) }
 
-// Snooze asks for the event to come back after d (at once when d <= 0)
-// without counting a failure: waiting for a busy lock, an unreachable
-// dependency or a time to come is not failing.
+// Snooze asks for the event to come back after exactly d (at once when
+// d <= 0) without counting a failure: for a wait that ends at a known time.
+// Waits of unknown length use SnoozeFor.
 func Snooze(d time.Duration, reason string) error { return &SnoozeError{Delay: d, Reason: reason} }
+
+// SnoozeFor asks for the event to come back within d, jittered (Jitter), so
+// events waiting on the same thing (a busy lock, an unreachable dependency,
+// missing peers) do not come back together. Waiting is not failing: no
+// failure is counted.
+func SnoozeFor(d time.Duration, reason string) error { return Snooze(Jitter(d), reason) }
+
+// UnavailableSnooze is how long an event whose handler could not read what
+// it depends on (NATS away or slow) waits: 2–4 s.
+const UnavailableSnooze = 4 * time.Second
+
+// ErrCorrupt marks stored data (a registry entry, a state, a key, an
+// object) that does not decode or check: reading it again gives the same
+// bytes, so an event that needs it is dead-lettered at once. Packages
+// declare their own such errors with Corrupt.
+var ErrCorrupt = errors.New("corrupt stored data")
+
+type corruptError struct{ msg string }
+
+func (e *corruptError) Error() string        { return e.msg }
+func (e *corruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// Corrupt returns a new sentinel error with text msg that is also
+// ErrCorrupt (errors.Is), for a package's own corrupt-data error.
+func Corrupt(msg string) error { return &corruptError{msg} }
+
+// IsCorrupt reports whether err is corrupt stored data: ErrCorrupt, or JSON
+// that does not decode.
+func IsCorrupt(err error) bool {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	return errors.Is(err, ErrCorrupt) || errors.As(err, &syn) || errors.As(err, &typ)
+}
+
+// Unavailable classifies a failed read of what a handler depends on (the
+// registry, the state, a key): corrupt data is Permanent, the chain kept;
+// anything else is NATS away or slow, which is waiting, not failing:
+// SnoozeFor(UnavailableSnooze).
+func Unavailable(what string, err error) error {
+	if IsCorrupt(err) {
+		return Permanent(fmt.Errorf("%s: %w", what, err))
+	}
+	return SnoozeFor(UnavailableSnooze, what+": "+err.Error())
+}
 
 type permanentError struct{ err error }
 
@@ -80,10 +130,10 @@ func Permanent(err error) error {
 }
 
 // IsPermanent reports whether err dead-letters an event at once: it wraps a
-// Permanent error or ErrMalformed.
+// Permanent error, ErrMalformed or ErrCorrupt.
 func IsPermanent(err error) bool {
 	var p *permanentError
-	return errors.As(err, &p) || errors.Is(err, ErrMalformed)
+	return errors.As(err, &p) || errors.Is(err, ErrMalformed) || errors.Is(err, ErrCorrupt)
 }
 
 type retryError struct {
@@ -547,14 +597,20 @@ var quick = RetryPolicy{First: 20 * time.Millisecond, Max: time.Second, Budget: 
 // exponential back-off (with its count toward MAX_DELIVER) is for events
 // that fail however often they are tried.
 func transientSnooze(deliveries uint64) time.Duration {
-	d := min(500*time.Millisecond<<min(max(deliveries, 1)-1, 4), 5*time.Second)
-	return d/2 + rand.N(d/2+1)
+	return Jitter(min(500*time.Millisecond<<min(max(deliveries, 1)-1, 4), 5*time.Second))
 }
 
 // backoff grows with failures, jittered, capped at 5 minutes.
 func backoff(failures int) time.Duration {
-	d := time.Second << min(max(failures, 0), 8)
-	d = min(d, 5*time.Minute)
+	return Jitter(min(time.Second<<min(max(failures, 0), 8), 5*time.Minute))
+}
+
+// Jitter is the fleet's one jitter policy for waits: a delay drawn evenly
+// from [d/2, d], so waits on the same thing spread out and never exceed d.
+func Jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
 	return d/2 + rand.N(d/2+1)
 }
 

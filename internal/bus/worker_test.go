@@ -53,15 +53,6 @@ func publish(t *testing.T, b *bus.Bus, id string, data []byte) uint64 {
 
 var event = []byte(`{"community":"c","end":7}`)
 
-func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
-	t.Helper()
-	for end := time.Now().Add(timeout); !ok(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 func deadLetters(t *testing.T, b *bus.Bus) []bus.StoredDeadLetter {
 	t.Helper()
 	dls, err := bus.DeadLetters(context.Background(), b)
@@ -159,7 +150,7 @@ func TestSnoozeDoesNotUseDeliveries(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("not acked; deliveries so far %+v", got)
 	}
-	waitFor(t, "the ack", 5*time.Second, func() bool { return queued(t, b) == 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return queued(t, b) == 0 }, "the ack")
 	mu.Lock()
 	defer mu.Unlock()
 	failures := 0
@@ -177,7 +168,7 @@ func TestSnoozeDoesNotUseDeliveries(t *testing.T) {
 	if dls := deadLetters(t, b); len(dls) != 0 {
 		t.Fatalf("dead-lettered: %+v", dls)
 	}
-	waitFor(t, "the failure count's deletion", 5*time.Second, func() bool { return failureCount(t, b, seq) == -1 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return failureCount(t, b, seq) == -1 }, "the failure count's deletion")
 	if o := outcomes(t, reg); o["snooze"] != 6 || o["retry"] != 2 || o["ack"] != 1 || o["dead"] != 0 {
 		t.Fatalf("outcomes %v", o)
 	}
@@ -196,7 +187,7 @@ func TestFailuresDeadLetter(t *testing.T) {
 		return bus.RetryAfter(10*time.Millisecond, fmt.Errorf("build: %w", sentinel))
 	})
 	seq := publish(t, b, "fail", event)
-	waitFor(t, "a dead letter", 30*time.Second, func() bool { return len(deadLetters(t, b)) == 1 })
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(deadLetters(t, b)) == 1 }, "a dead letter")
 	dl := deadLetters(t, b)[0]
 	if dl.StreamSeq != seq || dl.Deliveries != 5 || !strings.Contains(dl.Reason, "gave up after 3 failures") ||
 		!strings.Contains(dl.Reason, "build: disk on fire") || string(dl.Payload) != string(event) {
@@ -205,7 +196,7 @@ func TestFailuresDeadLetter(t *testing.T) {
 	if n := calls.Load(); n != 5 {
 		t.Fatalf("%d calls, want 5 (3 failures, 2 snoozes)", n)
 	}
-	waitFor(t, "the failure count's deletion", 5*time.Second, func() bool { return failureCount(t, b, seq) == -1 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return failureCount(t, b, seq) == -1 }, "the failure count's deletion")
 	if queued(t, b) != 0 {
 		t.Fatal("dead-lettered event still queued")
 	}
@@ -242,7 +233,7 @@ func TestDeadLetteredAtOnce(t *testing.T) {
 	for i, tt := range tests {
 		publish(t, b, strconv.Itoa(i), []byte(tt.payload))
 	}
-	waitFor(t, "dead letters", 30*time.Second, func() bool { return len(deadLetters(t, b)) == len(tests) })
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(deadLetters(t, b)) == len(tests) }, "dead letters")
 	for _, tt := range tests {
 		var dl *bus.StoredDeadLetter
 		for _, l := range deadLetters(t, b) {
@@ -296,7 +287,7 @@ func TestFailuresOutliveTheWorker(t *testing.T) {
 	stop := run(t, b, nil, 1, func(ctx context.Context, ev bus.DueEvent, d bus.Delivery) error {
 		return bus.RetryAfter(3*time.Second, errors.New("first attempt failed"))
 	})
-	waitFor(t, "a recorded failure", 10*time.Second, func() bool { return failureCount(t, b, seq) == 1 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return failureCount(t, b, seq) == 1 }, "a recorded failure")
 	stop()
 
 	entered := make(chan bus.Delivery, 1)
@@ -329,7 +320,7 @@ func TestFailuresOutliveTheWorker(t *testing.T) {
 	if d.Deliveries != 3 || d.Failures != 1 {
 		t.Fatalf("third worker saw %+v, want delivery 3 still with 1 failure (a shutdown is no failure)", d)
 	}
-	waitFor(t, "the failure count's deletion", 5*time.Second, func() bool { return failureCount(t, b, seq) == -1 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return failureCount(t, b, seq) == -1 }, "the failure count's deletion")
 }
 
 // TestHeartbeatFollowsLiveAckWait: a handler running for several ack waits
@@ -376,7 +367,7 @@ func TestHeartbeatFollowsLiveAckWait(t *testing.T) {
 			if n := calls.Load(); n != 1 || d.Deliveries != 1 {
 				t.Fatalf("%d calls, delivery %d: redelivered while the handler ran", n, d.Deliveries)
 			}
-			waitFor(t, "the ack", 5*time.Second, func() bool { return queued(t, b) == 0 })
+			testenv.Eventually(t, 5*time.Second, func() bool { return queued(t, b) == 0 }, "the ack")
 		})
 	}
 }

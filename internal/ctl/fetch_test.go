@@ -364,10 +364,11 @@ func TestFetchBadInput(t *testing.T) {
 // fleet tracker) imports only the new archives.
 func TestFetchFromFleet(t *testing.T) {
 	cfg, _ := startAllInOne(t, time.Second, true)
-	waitFor(t, 30*time.Second, "the fleet", func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		_, _, code := run(t, "", "community", "list")
 		return code == 0
-	})
+	}, "the fleet")
+
 	key := fixture.Key()
 	id := fixture.ID(key)
 	mustRun(t, "", "community", "add", "-private-key", "0x"+hex.EncodeToString(key), "-interval", "1m", "-since", "now-10m")
@@ -390,7 +391,7 @@ func TestFetchFromFleet(t *testing.T) {
 		t.Helper()
 		now := uint64(time.Now().Unix())
 		mustRun(t, "", "trigger", "-community", id.String())
-		waitFor(t, 30*time.Second, "the trigger's build announced", func() bool {
+		testenv.Eventually(t, 30*time.Second, func() bool {
 			var row struct {
 				Magnet, InfoHash string
 				LastEnd          uint64
@@ -401,7 +402,8 @@ func TestFetchFromFleet(t *testing.T) {
 			}
 			magnet, end = row.Magnet, row.LastEnd
 			return end >= now && row.InfoHash != "" && strings.Contains(magnet, row.InfoHash) && magnet != prev
-		})
+		}, "the trigger's build announced")
+
 		return magnet, end
 	}
 	now := uint64(time.Now().Unix())
@@ -413,12 +415,13 @@ func TestFetchFromFleet(t *testing.T) {
 	}
 	// The all-in-one's seeder is the one the community is placed on, and
 	// serves it.
-	waitFor(t, 10*time.Second, "list showing the seeder serving", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		var row struct{ Seeders, PlacedOn []string }
 		out, _, code := run(t, "", "community", "list", "-json")
 		return code == 0 && json.Unmarshal([]byte(out), &row) == nil && len(row.PlacedOn) == 1 &&
 			slices.Equal(row.Seeders, row.PlacedOn)
-	})
+	}, "list showing the seeder serving")
+
 	if list := mustRun(t, "", "community", "list"); !strings.Contains(list, "SEEDS") || !strings.Contains(list, " 1/1 ") {
 		t.Fatalf("list does not show the one seeder serving: %s", list)
 	}

@@ -65,10 +65,11 @@ func emptyDir(t *testing.T, dir string) {
 // code 1; disabled, it is skipped again. Temp folders are removed.
 func TestProbeFleet(t *testing.T) {
 	cfg, natsURL := startAllInOne(t, time.Second, true)
-	waitFor(t, 30*time.Second, "the fleet", func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		_, _, code := run(t, "", "community", "list")
 		return code == 0
-	})
+	}, "the fleet")
+
 	tmp := t.TempDir()
 
 	// Nothing registered: an empty round succeeds.
@@ -101,11 +102,11 @@ func TestProbeFleet(t *testing.T) {
 	}
 	defer b.NC.Close()
 	states := &state.Store{KV: b.State}
-	waitFor(t, 30*time.Second, "A's build announced", func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		an, _, err := states.GetAnnounce(context.Background(), a.String())
 		bs, _, _ := states.GetBuild(context.Background(), a.String())
 		return err == nil && an.Magnet != "" && bs.LastEnd >= now
-	})
+	}, "A's build announced")
 
 	round, errs, code := probeOnce(t, tmp)
 	if code != 0 || round.Probed != 1 || round.Failed != 0 {
@@ -139,11 +140,12 @@ func TestProbeFleet(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	var metrics string
-	waitFor(t, 30*time.Second, "the service's first round on /metrics", func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		code, body := get("/metrics")
 		metrics = body
 		return code == http.StatusOK && regexp.MustCompile(`(?m)^archivefleet_probe_last_round_timestamp_seconds [1-9]`).MatchString(body)
-	})
+	}, "the service's first round on /metrics")
+
 	ca := fmt.Sprintf(`community="%s"`, a)
 	metric := func(name, labels string) float64 {
 		t.Helper()

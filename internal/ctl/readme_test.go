@@ -86,13 +86,6 @@ func TestReadmeOperatingIt(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	defer b.Close()
-	waitFor(t, 30*time.Second, "the fleet's HTTP listener", func() bool {
-		resp, err := http.Get("http://" + cfg.HTTPAddr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == http.StatusOK
-	})
 
 	var id, key string
 	var sampleFile string
@@ -168,16 +161,18 @@ func TestReadmeOperatingIt(t *testing.T) {
 				triggered = time.Now().Unix()
 			case bi == 0 && args[0] == "community" && args[1] == "list":
 				// A reader runs it again until the build shows; wait for it.
-				waitFor(t, 60*time.Second, "the trigger's build", func() bool {
+				testenv.Eventually(t, 60*time.Second, func() bool {
 					bs, _, err := states.GetBuild(context.Background(), id)
 					return err == nil && triggered > 0 && bs.LastEnd >= uint64(triggered)
-				})
+				}, "the trigger's build")
+
 			case args[0] == "extract":
 				want := hashes(t, mustReadFile(t, sampleFile))
-				waitFor(t, 60*time.Second, "the seeded folder to hold every sample message", func() bool {
+				testenv.Eventually(t, 60*time.Second, func() bool {
 					got, err := archivedHashes()
 					return err == nil && len(got) >= len(want)
-				})
+				}, "the seeded folder to hold every sample message")
+
 			}
 			stdout := mustRun(t, "", args...)
 			if redirect != "" {
@@ -234,12 +229,12 @@ func fetchAnnounced(t *testing.T, states *state.Store, f []string, id, seeded st
 		t.Fatalf("README's aria2c line ends with %q, want the placeholder 'magnet:?xt=…'", last)
 	}
 	var magnet string
-	waitFor(t, 60*time.Second, "the current build's announcement", func() bool {
+	testenv.Eventually(t, 60*time.Second, func() bool {
 		bs, _, err1 := states.GetBuild(context.Background(), id)
 		an, _, err2 := states.GetAnnounce(context.Background(), id)
 		magnet = an.Magnet
 		return err1 == nil && err2 == nil && an.Sent && bs.InfoHash != "" && an.InfoHash == bs.InfoHash
-	})
+	}, "the current build's announcement")
 	if !strings.Contains(magnet, "tr=http%3A%2F%2F127.0.0.1") {
 		t.Fatalf("announced magnet %s does not name the fleet tracker on loopback", magnet)
 	}
@@ -261,16 +256,6 @@ func fetchAnnounced(t *testing.T, states *state.Store, f []string, id, seeded st
 	})
 	if err != nil || n == 0 {
 		t.Fatalf("aria2c wrote %d files: %v", n, err)
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	for end := time.Now().Add(d); !ok(); {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -301,18 +286,13 @@ func startAllInOne(t *testing.T, settle time.Duration, tracker bool) (fleet.AllI
 	t.Setenv("ARCHIVEFLEET_NATS_URL", natsURL)
 	// The README's lines post to the HTTP listener: wait until it answers
 	// (NATS comes up first, the listener after the services started).
-	for end := time.Now().Add(60 * time.Second); ; {
+	testenv.Eventually(t, 60*time.Second, func() bool {
 		resp, err := http.Get("http://" + cfg.HTTPAddr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(end) {
-			t.Fatalf("fleet's HTTP listener not answering: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "the fleet's HTTP listener")
 	return cfg, natsURL
 }

@@ -20,12 +20,15 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/archivefleet/archivefleet/internal/archiver"
 	"github.com/archivefleet/archivefleet/internal/natsconf"
 	"github.com/archivefleet/archivefleet/internal/placement"
 	"github.com/archivefleet/archivefleet/internal/pruner"
+	"github.com/archivefleet/archivefleet/internal/scheduler"
 	"github.com/archivefleet/archivefleet/internal/seeder"
 	"github.com/archivefleet/archivefleet/internal/waku/relay"
 	wakustore "github.com/archivefleet/archivefleet/internal/waku/store"
+	"github.com/archivefleet/archivefleet/internal/wakuedge"
 )
 
 // Prefix is the environment prefix of every variable.
@@ -50,13 +53,13 @@ const (
 	DefaultFleetWakuListen    = "/ip4/127.0.0.1/tcp/0"
 	DefaultWakuKeyFile        = "data/waku/nodekey"
 	DefaultFleetWakuKeyFile   = "waku-nodekey" // in DATA_DIR
-	DefaultWakuCluster        = 16
+	DefaultWakuCluster        = wakuedge.DefaultClusterID
 	DefaultWakuShards         = "32"
 	DefaultWakuMinPeers       = 1
 	DefaultWakuInstallationID = "archivefleet-waku"
 	DefaultWakuMaxPeers       = 50 // nwaku's max-connections
 	DefaultWakuReceive        = true
-	DefaultWakuBackfillWindow = 30 * 24 * time.Hour
+	DefaultWakuBackfillWindow = wakuedge.DefaultBackfillWindow
 	// The store service's bounds (WAKU_STORE_SERVICE): Status store
 	// nodes' 30 days, a million messages, and a memory budget.
 	DefaultWakuStoreRetention = wakustore.DefaultRetention
@@ -74,19 +77,17 @@ const (
 	DefaultRedisAddr = "127.0.0.1:6379"
 	DefaultWorkDir   = "data/archiver"
 	DefaultSlots     = 2
-	DefaultLockTTL   = 30 * time.Second
+	DefaultLockTTL   = archiver.DefaultLockTTL
 	DefaultTrackers  = "default"
 
 	DefaultSeedDir  = "data/seeder"
 	DefaultBTListen = ":9025"
 
-	DefaultTick       = time.Second
-	DefaultRepublish  = 24 * time.Hour
-	DefaultRetryAfter = time.Minute
-
-	// DefaultSnapshotGrace is how long a seeder keeps serving a superseded
-	// torrent: twice the default republish cadence.
-	DefaultSnapshotGrace = 2 * DefaultRepublish
+	// The services' own defaults, shown in -h.
+	DefaultTick          = scheduler.DefaultTick
+	DefaultRepublish     = scheduler.DefaultRepublish
+	DefaultRetryAfter    = scheduler.DefaultRetryAfter
+	DefaultSnapshotGrace = seeder.DefaultSnapshotGrace
 
 	DefaultDataDir         = ".fleet"
 	DefaultFleetBTListen   = "127.0.0.1:0"

@@ -369,12 +369,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	if err := registry.New(c.ctl.Communities).SetDisabled(context.Background(), com.ID, true); err != nil {
 		t.Fatal(err)
 	}
-	for end := time.Now().Add(10 * time.Second); seeder.Seeding(com.ID.String()) != ""; {
-		if time.Now().After(end) {
-			t.Fatal("disabled community still seeded")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return seeder.Seeding(com.ID.String()) == "" }, "the disabled community to be no longer seeded")
 	before, _, _ := (&state.Store{KV: c.ctl.State}).GetBuild(context.Background(), com.ID.String())
 	ingestNATS(t, c.ctl, com, sampleMessages(com, 5, uint64(time.Now().Unix()), uint64(time.Now().Unix())+1))
 	time.Sleep(2*iv + time.Second)

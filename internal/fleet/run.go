@@ -180,10 +180,17 @@ func RunArchiver(ctx context.Context, cfg ArchiverConfig) error {
 // newPruner bounds MESSAGES: MESSAGE_PRUNE_GRACE 0 keeps every message
 // (pruner.Off), as status-go's control node keeps its table.
 func newPruner(st *messages.Store, grace time.Duration, log *slog.Logger, reg prometheus.Registerer) *pruner.Pruner {
-	if grace <= 0 {
-		grace = pruner.Off
+	return pruner.New(st, pruner.Config{Grace: zeroDisables(grace)}, log, reg)
+}
+
+// zeroDisables maps a setting the environment disables with 0
+// (REPUBLISH, SNAPSHOT_GRACE, MESSAGE_PRUNE_GRACE) to the services'
+// configs, where 0 is the default and a negative value disables.
+func zeroDisables(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
 	}
-	return pruner.New(st, pruner.Config{Grace: grace}, log, reg)
+	return d
 }
 
 func newArchiver(b *bus.Bus, locker archiver.Locker, cfg ArchiverConfig, log *slog.Logger, reg prometheus.Registerer) (*archiver.Service, *messages.Store) {
@@ -235,16 +242,7 @@ func newSeeder(b *bus.Bus, cfg SeederConfig, log *slog.Logger, reg prometheus.Re
 	return seeder.New(seeder.Service{Bus: b, Registry: registry.New(b.Communities), State: &state.Store{KV: b.State}, Logger: log,
 		Swarm: swarm,
 		Config: seeder.Config{ID: cfg.ID, DataDir: cfg.DataDir, ListenAddr: cfg.Listen, PublicAddr: cfg.PublicAddr,
-			DHT: cfg.DHT, Trackers: cfg.Trackers, SnapshotGrace: snapshotGrace(cfg.SnapshotGrace), Replicas: cfg.Replicas}}, reg)
-}
-
-// snapshotGrace maps SNAPSHOT_GRACE (0 disables) to seeder.Config's (0 is the
-// default, negative disables).
-func snapshotGrace(d time.Duration) time.Duration {
-	if d <= 0 {
-		return -1
-	}
-	return d
+			DHT: cfg.DHT, Trackers: cfg.Trackers, SnapshotGrace: zeroDisables(cfg.SnapshotGrace), Replicas: cfg.Replicas}}, reg)
 }
 
 // RunAnnouncer runs the announcer service.
@@ -278,5 +276,5 @@ func RunScheduler(ctx context.Context, cfg SchedulerConfig) error {
 
 func newScheduler(b *bus.Bus, cfg SchedulerConfig, log *slog.Logger, reg prometheus.Registerer) *scheduler.Service {
 	return scheduler.New(scheduler.Service{Bus: b, Logger: log,
-		Config: scheduler.Config{Tick: cfg.Tick, Republish: cfg.Republish, RetryAfter: cfg.RetryAfter, Settle: cfg.Settle}}, reg)
+		Config: scheduler.Config{Tick: cfg.Tick, Republish: zeroDisables(cfg.Republish), RetryAfter: cfg.RetryAfter, Settle: cfg.Settle}}, reg)
 }

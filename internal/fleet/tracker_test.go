@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -131,15 +132,10 @@ func waitTrackerSeeders(t *testing.T, announceURL string, ih metainfo.Hash, n in
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		res, err := cl.Scrape(ctx, []infohash.T{ih})
-		cancel()
-		if err == nil && len(res) == 1 && res[0].Seeders >= n {
-			return
-		}
-		if time.Now().After(end) {
-			t.Fatalf("the tracker counts %+v (%v) for %s, want %d seeders", res, err, ih.HexString(), n)
-		}
-	}
+		return err == nil && len(res) == 1 && res[0].Seeders >= n
+	}, fmt.Sprintf("the tracker to count %d seeders of %s", n, ih.HexString()))
 }

@@ -84,13 +84,9 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 		signers[hex.EncodeToString(pub.SerializeUncompressed())] = i
 		signers[hex.EncodeToString(pub.SerializeCompressed())] = i
 	}
-	for end := time.Now().Add(20 * time.Second); peers[0].TopicPeers(topic) < 1 || peers[1].TopicPeers(topic) < 1 ||
-		js.Call(map[string]any{"op": "peers"}).TopicPeers < 2; {
-		if time.Now().After(end) {
-			t.Fatal("js-waku and the two edges never shared the shard")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		return peers[0].TopicPeers(topic) >= 1 && peers[1].TopicPeers(topic) >= 1 && js.Call(map[string]any{"op": "peers"}).TopicPeers >= 2
+	}, "js-waku and the two edges to share the shard")
 
 	// Time the path from the seeder's seeding-started event to js receipt.
 	seeding := make(chan time.Time, 8)
@@ -267,12 +263,9 @@ func TestWakuReceiveToArchive(t *testing.T) {
 	t.Cleanup(func() { peer.Close() })
 	c.run("waku", edge.Run)
 	topic := wakuwire.DefaultCommunityShard
-	for end := time.Now().Add(20 * time.Second); peer.MeshPeers(topic) < 1 || js.Call(map[string]any{"op": "peers"}).Mesh < 1; {
-		if time.Now().After(end) {
-			t.Fatal("js-waku and the edge never meshed")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		return peer.MeshPeers(topic) >= 1 && js.Call(map[string]any{"op": "peers"}).Mesh >= 1
+	}, "js-waku and the edge to mesh")
 
 	member, _ := secp256k1.GeneratePrivateKey()
 	memberKey := hex.EncodeToString(member.Serialize())

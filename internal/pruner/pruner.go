@@ -54,6 +54,25 @@ type Config struct {
 	Slots int
 }
 
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.Slots == 0 {
+		c.Slots = DefaultSlots
+	}
+	return c
+}
+
+// validate reports a setting no default can fix.
+func (c Config) validate() error {
+	if c.Slots < 0 {
+		return fmt.Errorf("pruner: %d slots", c.Slots)
+	}
+	return nil
+}
+
 // Pruner bounds the message store: it removes each community's archived
 // records once their state has been committed for the grace period (the
 // retention model is documented on messages.Store.Prune).
@@ -116,12 +135,7 @@ const (
 
 // New makes a Pruner and registers its metrics on reg.
 func New(s *messages.Store, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Pruner {
-	if cfg.Grace == 0 {
-		cfg.Grace = DefaultGrace
-	}
-	if cfg.Slots < 1 {
-		cfg.Slots = DefaultSlots
-	}
+	cfg = cfg.withDefaults()
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -159,6 +173,9 @@ func (p *Pruner) Enabled() bool { return p.Config.Grace >= 0 }
 // stopping the archiver the pruner runs beside; any other error (a server
 // without message schedules, say) is returned at once.
 func (p *Pruner) Run(ctx context.Context) error {
+	if err := p.Config.validate(); err != nil {
+		return err
+	}
 	if !p.Enabled() {
 		p.Logger.Info("message pruning off: MESSAGES keeps every record")
 		<-ctx.Done()
@@ -320,16 +337,10 @@ func (p *Pruner) record(cut messages.Cutoff, st messages.PruneStats, now time.Ti
 // for, not counted as a failure.
 func (p *Pruner) state(ctx context.Context, c archive.CommunityID) (*state.Build, error) {
 	st, _, err := (&state.Store{KV: p.Store.Bus.State}).GetBuild(ctx, c.String())
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case err == nil:
-		return st, nil
-	case errors.As(err, &syn) || errors.As(err, &typ):
-		return nil, bus.Permanent(fmt.Errorf("committed state of %s: %w", c, err))
-	default:
-		return nil, bus.Snooze(2*time.Second+rand.N(2*time.Second), "state read: "+err.Error())
+	if err != nil {
+		return nil, bus.Unavailable("committed state of "+c.String(), err)
 	}
+	return st, nil
 }
 
 // dueAt is when a state committed at builtAt may be pruned: the grace after

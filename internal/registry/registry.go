@@ -15,16 +15,18 @@ import (
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/crypto/sha3"
 
 	"github.com/archivefleet/archivefleet/internal/archive"
+	"github.com/archivefleet/archivefleet/internal/bus"
+	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
 // Community is one registered community.
 type Community struct {
 	ID archive.CommunityID `json:"id"`
 	// Topics are the channel content topics. The universal "<id>-memberUpdate"
-	// topic is always added (status-go §9: current clients send on it).
+	// topic is always added: current Status clients send community messages,
+	// archive links among them, on it (docs/archive-format.md).
 	Topics []archive.Topic `json:"topics"`
 	// Interval is the archive window; status-go uses 7 days.
 	Interval Duration `json:"interval"`
@@ -55,7 +57,7 @@ type Community struct {
 
 // UniversalChatID is status-go's universal chat of a community, on which
 // current clients send every channel message.
-func UniversalChatID(c archive.CommunityID) string { return c.String() + "-memberUpdate" }
+func UniversalChatID(c archive.CommunityID) string { return wakuwire.UniversalChatID(c.String()) }
 
 // ChatIDs are the chats the fleet hears for c: the universal chat, then the
 // listed channel chats.
@@ -63,15 +65,8 @@ func (c *Community) ChatIDs() []string {
 	return append([]string{UniversalChatID(c.ID)}, c.Chats...)
 }
 
-// ChatTopic is the 4-byte legacy topic of a chat id (the first 4 bytes of
-// Keccak-256 of it, status-go transport.ToTopic).
-func ChatTopic(chat string) archive.Topic {
-	h := sha3.NewLegacyKeccak256()
-	h.Write([]byte(chat))
-	var t archive.Topic
-	copy(t[:], h.Sum(nil))
-	return t
-}
+// ChatTopic is the 4-byte topic of a chat id (wakuwire.ChatTopic).
+func ChatTopic(chat string) archive.Topic { return wakuwire.ChatTopic(chat) }
 
 // Duration is a time.Duration written as a Go duration string in JSON.
 type Duration time.Duration
@@ -87,7 +82,7 @@ func (d *Duration) UnmarshalText(b []byte) error {
 }
 
 // UniversalTopic is the content topic of "<id>-memberUpdate", status-go's
-// UniversalChatID: the first 4 bytes of Keccak-256 of the chat id.
+// UniversalChatID.
 func UniversalTopic(c archive.CommunityID) archive.Topic { return ChatTopic(UniversalChatID(c)) }
 
 // NextStart is where the community's next archive starts: the end of the
@@ -125,7 +120,7 @@ func (c *Community) Validate() error {
 	for _, chat := range c.Chats {
 		// status-go's channel chat id is the community id followed by the
 		// channel's uuid (CommunityDescription chats).
-		if rest, ok := strings.CutPrefix(chat, c.ID.String()); !ok || rest == "" || rest == "-memberUpdate" || rest == "-magnetlinks" {
+		if rest, ok := strings.CutPrefix(chat, c.ID.String()); !ok || rest == "" || rest == wakuwire.UniversalChatSuffix || rest == wakuwire.MagnetlinksChatSuffix {
 			return fmt.Errorf("chat %q is not a channel chat id of this community (%s<channel uuid>)", chat, c.ID)
 		}
 		if seen[chat] {
@@ -158,8 +153,10 @@ func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv} }
 // ErrNotFound is returned for unknown communities.
 var ErrNotFound = errors.New("community not registered")
 
-// ErrCorrupt is returned for a stored community that does not decode.
-var ErrCorrupt = errors.New("stored community is corrupt")
+// ErrCorrupt is returned for a stored community (or signing key) that does
+// not decode or check. It is a bus.ErrCorrupt: a worker dead-letters the
+// event that needed it.
+var ErrCorrupt = bus.Corrupt("stored community is corrupt")
 
 // Put adds or replaces a community.
 func (r *Registry) Put(ctx context.Context, c *Community) error {

@@ -21,6 +21,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -34,17 +35,54 @@ import (
 	"github.com/archivefleet/archivefleet/internal/state"
 )
 
-// Config tunes the scheduler.
+// Defaults of Config's fields; a zero field means its default.
+const (
+	DefaultTick       = time.Second
+	DefaultRepublish  = 24 * time.Hour
+	DefaultRetryAfter = time.Minute
+)
+
+// Config tunes the scheduler. A zero field means its default.
 type Config struct {
 	Tick time.Duration // how often due entries are checked
-	// Republish is the magnet-link republish cadence; 0 disables it.
+	// Republish is the magnet-link republish cadence; negative disables it.
 	Republish time.Duration
 	// RetryAfter is when a due event is published again if its window has
 	// not been committed by then (JetStream dedups repeats).
 	RetryAfter time.Duration
 	// Settle is how long after its end a window becomes due, so messages in
-	// flight when it closes land in it before it is built. Zero: no settle.
+	// flight when it closes land in it before it is built. The default is
+	// no settle.
 	Settle time.Duration
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Tick == 0 {
+		c.Tick = DefaultTick
+	}
+	if c.Republish == 0 {
+		c.Republish = DefaultRepublish
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	return c
+}
+
+// validate reports a setting no default can fix.
+func (c Config) validate() error {
+	switch {
+	case c.Tick < 0:
+		return fmt.Errorf("scheduler: tick %v is negative", c.Tick)
+	case c.RetryAfter < 0:
+		return fmt.Errorf("scheduler: retry-after %v is negative", c.RetryAfter)
+	case c.Settle < 0:
+		return fmt.Errorf("scheduler: settle %v is negative", c.Settle)
+	case c.Republish > 0 && c.Republish < time.Second:
+		return fmt.Errorf("scheduler: republish cadence %v is under a second", c.Republish)
+	}
+	return nil
 }
 
 // Service is the scheduler.
@@ -83,12 +121,7 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	if s.Now == nil {
 		s.Now = time.Now
 	}
-	if s.Config.Tick == 0 {
-		s.Config.Tick = time.Second
-	}
-	if s.Config.RetryAfter == 0 {
-		s.Config.RetryAfter = time.Minute
-	}
+	s.Config = s.Config.withDefaults()
 	f := promauto.With(reg)
 	s.metrics = &metrics{
 		published: f.NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_scheduler_published_total",
@@ -148,6 +181,9 @@ func DueSettle(com *registry.Community, lastEnd uint64, now time.Time, settle ti
 // Run follows the registry and state buckets and publishes due and republish
 // events until ctx is cancelled.
 func (s *Service) Run(ctx context.Context) error {
+	if err := s.Config.validate(); err != nil {
+		return err
+	}
 	coms, err := s.Bus.Communities.WatchAll(ctx)
 	if err != nil {
 		return err

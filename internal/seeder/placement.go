@@ -106,7 +106,7 @@ func (s *Service) removeFiles(c string) {
 	if err := os.RemoveAll(filepath.Join(s.Config.DataDir, c)); err != nil {
 		s.Logger.Warn("seeded files of a handed-off community not removed", "community", c, "err", err)
 	}
-	os.Remove(s.markPath(c))
+	s.marks().Remove(c)
 }
 
 // unowned handles community c this seeder does not own: it hands over

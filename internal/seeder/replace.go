@@ -17,8 +17,10 @@ import (
 	"github.com/archivefleet/archivefleet/internal/state"
 )
 
-func (s *Service) markPath(c string) string {
-	return filepath.Join(s.Config.DataDir, ".marks", c+".json")
+// marks holds the seeder's local marks, in a hidden folder of its data
+// folder (beside the community folders).
+func (s *Service) marks() state.LocalMarks {
+	return state.LocalMarks(filepath.Join(s.Config.DataDir, ".marks"))
 }
 
 // replace stages the new torrent's missing bytes, verifies them against its
@@ -43,7 +45,7 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 		return err
 	}
 
-	mark := state.ReadLocalMark(s.markPath(c))
+	mark := s.marks().Read(c)
 	trusted := min(mark.DataBytes, state.FileSize(dataPath))
 	if trusted > dataLen || trusted%archive.PieceLength != 0 {
 		trusted = 0
@@ -124,7 +126,7 @@ func (s *Service) replace(ctx context.Context, id archive.CommunityID, st *state
 	}
 	// The data and the index are synced: a mark lost in a crash only costs
 	// a refetch, so it need not wait for the disk.
-	if err := state.CacheLocalMark(s.markPath(c), state.LocalMark{DataBytes: dataLen, InfoHash: st.InfoHash}); err != nil {
+	if err := s.marks().Cache(c, state.LocalMark{DataBytes: dataLen, InfoHash: st.InfoHash}); err != nil {
 		return err
 	}
 	s.mu.Lock()

@@ -50,7 +50,8 @@ type Config struct {
 	// torrents, a safety valve for anacrolix/torrent v1.61, which can keep
 	// dropped torrents until the client closes (fixed in v1.62). Seeding
 	// pauses for the moment the client takes to reopen; torrents come back
-	// from their verified files without hashing. 0 means 500; negative never.
+	// from their verified files without hashing. 0 means
+	// DefaultRecycleAfter; negative never.
 	RecycleAfter int
 	// SnapshotGrace is how long a superseded torrent is still served (its
 	// old index and the prefix of the current data file; see snapshot.go).
@@ -67,6 +68,41 @@ type Config struct {
 	// HeartbeatEvery is how often the seeder renews its membership. 0
 	// means DefaultHeartbeatEvery.
 	HeartbeatEvery time.Duration
+}
+
+// DefaultRecycleAfter is how many dropped torrents the client is replaced
+// after.
+const DefaultRecycleAfter = 500
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.RecycleAfter == 0 {
+		c.RecycleAfter = DefaultRecycleAfter
+	}
+	if c.SnapshotGrace == 0 {
+		c.SnapshotGrace = DefaultSnapshotGrace
+	}
+	if c.SnapshotMax == 0 {
+		c.SnapshotMax = DefaultSnapshotMax
+	}
+	if c.HeartbeatEvery == 0 {
+		c.HeartbeatEvery = DefaultHeartbeatEvery
+	}
+	if c.SwarmEvery == 0 {
+		c.SwarmEvery = DefaultSwarmEvery
+	}
+	return c
+}
+
+// validate reports a setting no default can fix.
+func (c Config) validate() error {
+	switch {
+	case c.HeartbeatEvery < 0:
+		return fmt.Errorf("seeder: heartbeat period %v is negative", c.HeartbeatEvery)
+	case c.SwarmEvery < 0:
+		return fmt.Errorf("seeder: swarm refresh period %v is negative", c.SwarmEvery)
+	}
+	return nil
 }
 
 // Service is the seeder.
@@ -128,18 +164,7 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	}
 	s.live = &live{seeding: map[string]*torrent.Torrent{}, meta: map[string]*metainfo.MetaInfo{}, snaps: map[string][]*snapshot{},
 		ready: make(chan struct{})}
-	if s.Config.RecycleAfter == 0 {
-		s.Config.RecycleAfter = 500
-	}
-	if s.Config.SnapshotGrace == 0 {
-		s.Config.SnapshotGrace = DefaultSnapshotGrace
-	}
-	if s.Config.SnapshotMax == 0 {
-		s.Config.SnapshotMax = DefaultSnapshotMax
-	}
-	if s.Config.HeartbeatEvery <= 0 {
-		s.Config.HeartbeatEvery = DefaultHeartbeatEvery
-	}
+	s.Config = s.Config.withDefaults()
 	f := promauto.With(reg)
 	sv := &s
 	sv.metrics = &metrics{
@@ -249,6 +274,9 @@ func (s *Service) LocalPort() int {
 
 // Run seeds until ctx is cancelled, then closes the client.
 func (s *Service) Run(ctx context.Context) error {
+	if err := s.Config.validate(); err != nil {
+		return err
+	}
 	host, port, err := net.SplitHostPort(s.Config.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen address %q: %w", s.Config.ListenAddr, err)
@@ -284,9 +312,6 @@ func (s *Service) Run(ctx context.Context) error {
 		go s.keepSnapshotsFresh(ctx)
 	}
 	if s.Swarm != nil {
-		if s.Config.SwarmEvery <= 0 {
-			s.Config.SwarmEvery = DefaultSwarmEvery
-		}
 		go s.keepInSwarm(ctx)
 	}
 	s.Logger.Info("seeder started", "id", s.Config.ID, "listen", s.client.ListenAddrs(), "public", s.Config.PublicAddr, "data_dir", s.Config.DataDir)

@@ -3,6 +3,7 @@ package seeder
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -86,13 +87,7 @@ func startSeeder(t testing.TB, b *bus.Bus, dir string, recycle int) (*Service, f
 
 func waitSeeding(t testing.TB, s *Service, c, ih string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for s.Seeding(c) != ih {
-		if time.Now().After(deadline) {
-			t.Fatalf("seeding %q, want %s", s.Seeding(c), ih)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return s.Seeding(c) == ih }, fmt.Sprintf("%s to seed %s", c, ih))
 }
 
 // seederHeapMB sums live heap allocated from the torrent client's and the

@@ -189,7 +189,7 @@ func (s *Service) loadSnapshots(ctx context.Context) {
 		c := ce.Name()
 		root := filepath.Join(base, c)
 		dataPath := filepath.Join(s.Config.DataDir, c, archive.DataFile)
-		trusted := min(state.ReadLocalMark(s.markPath(c)).DataBytes, state.FileSize(dataPath))
+		trusted := min(s.marks().Read(c).DataBytes, state.FileSize(dataPath))
 		ents, _ := os.ReadDir(root)
 		for _, e := range ents {
 			dir := filepath.Join(root, e.Name())

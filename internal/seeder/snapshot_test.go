@@ -89,13 +89,8 @@ func notServed(t *testing.T, s *Service, b build) {
 
 func waitSnapshots(t *testing.T, s *Service, c string, want ...string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for got := s.Snapshots(c); !slices.Equal(got, want); got = s.Snapshots(c) {
-		if time.Now().After(deadline) {
-			t.Fatalf("snapshots %v, want %v", got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return slices.Equal(s.Snapshots(c), want) },
+		fmt.Sprintf("snapshots of %s to be %v", c, want))
 }
 
 func snapshotDirs(t *testing.T, dir, c string) []string {

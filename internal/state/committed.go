@@ -3,7 +3,6 @@ package state
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 
@@ -16,7 +15,7 @@ import (
 
 // ErrCorruptObject marks a stored torrent or index that cannot be what the
 // committed state says it is: fetching it again will not help.
-var ErrCorruptObject = errors.New("stored object does not match the committed state")
+var ErrCorruptObject = bus.Corrupt("stored object does not match the committed state")
 
 // Committed is the torrent and index of a committed build, as stored.
 type Committed struct {

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -25,28 +26,47 @@ type LocalMark struct {
 	DataBytes int64  `json:"dataBytes"`
 }
 
-// ReadLocalMark returns the mark at path, or the zero mark.
-func ReadLocalMark(path string) LocalMark {
+// LocalMarks is the folder of a process's local marks, one file per
+// community. A community without a file has the zero mark, so an empty one
+// costs no file.
+type LocalMarks string
+
+func (d LocalMarks) path(c string) string { return filepath.Join(string(d), c+".json") }
+
+// Read returns community c's mark, or the zero mark (absent or unreadable:
+// the mark is a cache, and the zero mark trusts nothing local).
+func (d LocalMarks) Read(c string) LocalMark {
 	var m LocalMark
-	if b, err := os.ReadFile(path); err == nil {
+	if b, err := os.ReadFile(d.path(c)); err == nil {
 		json.Unmarshal(b, &m)
 	}
 	return m
 }
 
-// CacheLocalMark replaces the mark at path atomically, without waiting for
-// the disk: it is written after the files it describes were synced, and
-// its loss only costs a refetch.
-func CacheLocalMark(path string, m LocalMark) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+// Cache replaces c's mark atomically, without waiting for the disk: it is
+// written after the files it describes were synced, and its loss only costs
+// a refetch.
+func (d LocalMarks) Cache(c string, m LocalMark) error {
+	if err := os.MkdirAll(string(d), 0o700); err != nil {
 		return err
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteCache(path, b, 0o600)
+	return atomicfile.WriteCache(d.path(c), b, 0o600)
 }
+
+// Remove deletes c's mark; an absent one is not an error.
+func (d LocalMarks) Remove(c string) error {
+	if err := os.Remove(d.path(c)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// SweepStale deletes the temp files interrupted mark writes left.
+func (d LocalMarks) SweepStale() { atomicfile.SweepStale(string(d)) }
 
 // FileSize is the size of a file, 0 if it does not exist.
 func FileSize(path string) int64 {

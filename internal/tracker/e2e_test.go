@@ -67,11 +67,7 @@ func seedThrough(t *testing.T, tt *testTracker, announceURL string) seeded {
 		t.Fatal(err)
 	}
 	// The last piece states settle just after VerifyData returns.
-	for deadline := time.Now().Add(20 * time.Second); !tor.Complete().Bool(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("seeder's data incomplete after verification: %d of %d bytes", tor.BytesCompleted(), tor.Length())
-		}
-	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return tor.Complete().Bool() }, "the seeder's data to be complete after verification")
 	s.infoHash = mi.HashInfoBytes()
 	s.magnet = "magnet:?xt=urn:btih:" + s.infoHash.HexString() + "&tr=" + url.QueryEscape(announceURL)
 	self := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(cl.LocalPort()))

@@ -18,6 +18,8 @@ import (
 	httpTracker "github.com/anacrolix/torrent/tracker/http"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/archivefleet/archivefleet/internal/testenv"
 )
 
 // testTracker is a tracker on a real NATS with an HTTP server and a UDP
@@ -79,17 +81,11 @@ func startTracker(t *testing.T, r *Registry, cfg Config) *Tracker {
 // waitView waits up to 10 s until cond holds on tr's view.
 func waitView(t *testing.T, tr *Tracker, what string, cond func(v *view) bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		tr.view.mu.Lock()
-		ok := cond(tr.view)
-		tr.view.mu.Unlock()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tracker's view: not %s within 10 s", what)
-		}
-	}
+		defer tr.view.mu.Unlock()
+		return cond(tr.view)
+	}, "tracker's view: "+what)
 }
 
 // liveEntry is ih's entry id in v, if live.

@@ -68,18 +68,28 @@ const (
 	DefaultMaxPeers      = 100_000
 )
 
-func (c Config) withDefaults() (Config, error) {
+// Defaults of the announce answers.
+const (
+	DefaultMinInterval = time.Minute
+	DefaultNumWant     = 50
+	DefaultMaxNumWant  = 200
+)
+
+// withDefaults returns c with every zero field set to its default (a new
+// random UDP secret included), the minimum interval and the default
+// number of peers bounded by the interval and the maximum.
+func (c Config) withDefaults() Config {
 	if c.Interval == 0 {
 		c.Interval = DefaultInterval
 	}
 	if c.MinInterval == 0 {
-		c.MinInterval = time.Minute
+		c.MinInterval = DefaultMinInterval
 	}
 	if c.NumWant == 0 {
-		c.NumWant = 50
+		c.NumWant = DefaultNumWant
 	}
 	if c.MaxNumWant == 0 {
-		c.MaxNumWant = 200
+		c.MaxNumWant = DefaultMaxNumWant
 	}
 	if c.MaxSwarmPeers == 0 {
 		c.MaxSwarmPeers = DefaultMaxSwarmPeers
@@ -87,16 +97,21 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxPeers == 0 {
 		c.MaxPeers = DefaultMaxPeers
 	}
-	if c.Interval < time.Second || c.Interval > bus.TrackerPeersTTL/2 {
-		return c, fmt.Errorf("tracker: interval %v must be between 1s and half the peer TTL (%v)", c.Interval, bus.TrackerPeersTTL/2)
-	}
 	c.MinInterval = min(c.MinInterval, c.Interval)
 	c.NumWant = min(c.NumWant, c.MaxNumWant)
 	if len(c.UDPSecret) == 0 {
 		c.UDPSecret = make([]byte, 32)
 		crand.Read(c.UDPSecret)
 	}
-	return c, nil
+	return c
+}
+
+// validate reports a setting no default can fix.
+func (c Config) validate() error {
+	if c.Interval < time.Second || c.Interval > bus.TrackerPeersTTL/2 {
+		return fmt.Errorf("tracker: interval %v must be between 1s and half the peer TTL (%v)", c.Interval, bus.TrackerPeersTTL/2)
+	}
+	return nil
 }
 
 // Tracker answers announces and scrapes for the torrents the fleet seeds,
@@ -121,8 +136,8 @@ type metrics struct {
 
 // New returns a tracker on r and registers its metrics on reg.
 func New(r *Registry, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Tracker, error) {
-	cfg, err := cfg.withDefaults()
-	if err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {

@@ -100,7 +100,7 @@ func TestBackfill(t *testing.T) {
 	storeA := startPeer(t, node.Config{StoreService: true})
 	publisher := startPeer(t, node.Config{StaticPeers: []string{p2pAddr(storeA)}})
 	storeB := startPeer(t, node.Config{StoreService: true}) // alone
-	waitFor(t, "publisher and store A meshed", func() bool { return storeA.MeshPeers(topic) == 1 })
+	testenv.Eventually(t, 15*time.Second, func() bool { return storeA.MeshPeers(topic) == 1 }, "publisher and store A meshed")
 
 	member, _ := secp256k1.GeneratePrivateKey()
 	want := map[string]bool{}
@@ -144,7 +144,7 @@ func TestBackfill(t *testing.T) {
 	}
 	c := com.ID.String()
 	var stored int
-	waitFor(t, "both stores hold their messages, and back-fill takes the union", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		bf, rev, err := s.State.GetBackfill(t.Context(), c)
 		if err != nil {
 			t.Fatal(err)
@@ -155,7 +155,8 @@ func TestBackfill(t *testing.T) {
 		bf, _, _ = s.State.GetBackfill(t.Context(), c)
 		stored += bf.Stored
 		return stored == len(want)
-	})
+	}, "both stores hold their messages, and back-fill takes the union")
+
 	bf, rev, _ := s.State.GetBackfill(t.Context(), c)
 	if bf.Pages < 3 || bf.Messages < len(want) {
 		t.Fatalf("progress %+v: want at least 3 pages (150 on A at 100 a page, 1 on B) and %d messages", bf, len(want))
@@ -225,7 +226,7 @@ func TestReceiveLive(t *testing.T) {
 	topic := wakuwire.DefaultCommunityShard
 	edgePeer := startPeer(t, node.Config{})
 	member := startPeer(t, node.Config{StaticPeers: []string{p2pAddr(edgePeer)}})
-	waitFor(t, "meshed", func() bool { return edgePeer.MeshPeers(topic) == 1 })
+	testenv.Eventually(t, 15*time.Second, func() bool { return edgePeer.MeshPeers(topic) == 1 }, "meshed")
 	st := &messages.Store{Bus: b, Communities: reg, Logger: testenv.Logger()}
 	signer, _ := secp256k1.GeneratePrivateKey()
 	metrics := prometheus.NewRegistry()
@@ -237,9 +238,9 @@ func TestReceiveLive(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	waitFor(t, "routes loaded", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		return len(s.routes.lookup(wakuwire.ChatContentTopic(registry.UniversalChatID(com.ID)))) == 1
-	})
+	}, "routes loaded")
 
 	key, _ := secp256k1.GeneratePrivateKey()
 	send := func(chat string, signed bool) {
@@ -265,17 +266,17 @@ func TestReceiveLive(t *testing.T) {
 	outcome := func(o string) float64 { return testutil.ToFloat64(s.received.WithLabelValues(o)) }
 	// Relay validation runs in parallel, so the last two may be counted
 	// after the twentieth is stored: wait for all three outcomes.
-	waitFor(t, "20 stored through the outage, 1 foreign, 1 unsigned", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		return outcome("stored") == 20 && outcome("foreign") == 1 && outcome("unsigned") == 1
-	})
+	}, "20 stored through the outage, 1 foreign, 1 unsigned")
 
 	com.Chats = []string{legacy}
 	if err := reg.Put(t.Context(), com); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the new chat routed", func() bool { return len(s.routes.lookup(wakuwire.ChatContentTopic(legacy))) == 1 })
+	testenv.Eventually(t, 15*time.Second, func() bool { return len(s.routes.lookup(wakuwire.ChatContentTopic(legacy))) == 1 }, "the new chat routed")
 	send(legacy, true)
-	waitFor(t, "the new chat's message stored", func() bool { return outcome("stored") == 21 })
+	testenv.Eventually(t, 15*time.Second, func() bool { return outcome("stored") == 21 }, "the new chat's message stored")
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -311,10 +312,11 @@ func TestReceiveReplicas(t *testing.T) {
 		edges = append(edges, s)
 	}
 	chat := registry.UniversalChatID(com.ID)
-	waitFor(t, "both replicas meshed and routed", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		return member.MeshPeers(topic) == 2 && len(edges[0].routes.lookup(wakuwire.ChatContentTopic(chat))) == 1 &&
 			len(edges[1].routes.lookup(wakuwire.ChatContentTopic(chat))) == 1
-	})
+	}, "both replicas meshed and routed")
+
 	key, _ := secp256k1.GeneratePrivateKey()
 	const n = 30
 	for i := range n {
@@ -330,7 +332,7 @@ func TestReceiveReplicas(t *testing.T) {
 	sum := func(o string) float64 {
 		return testutil.ToFloat64(edges[0].received.WithLabelValues(o)) + testutil.ToFloat64(edges[1].received.WithLabelValues(o))
 	}
-	waitFor(t, "every message stored once and seen twice", func() bool { return sum("stored")+sum("duplicate") == 2*n })
+	testenv.Eventually(t, 15*time.Second, func() bool { return sum("stored")+sum("duplicate") == 2*n }, "every message stored once and seen twice")
 	if sum("stored") != n || sum("duplicate") != n {
 		t.Fatalf("stored %v, duplicates %v; want %d each", sum("stored"), sum("duplicate"), n)
 	}

@@ -21,11 +21,13 @@
 // isolated edge sends nothing into the void. What each announcement reached
 // is recorded with it.
 //
-// Delivery is at least once, deduplicated by clock: the last clock sent per
-// community is kept in the community-state bucket (state.WakuKey), and an
+// Delivery is at least once, deduplicated by clock here: the last clock sent
+// per community is kept in the community-state bucket (state.WakuKey), and an
 // announcement at or below it is acknowledged without sending. A retry
-// builds the messages again (new padding, so new Waku hashes); members
-// deduplicate the application message.
+// builds the messages again (new padding, so new Waku hashes) around the same
+// application message. Members do not deduplicate by clock: a Status client
+// skips only a link equal to the last one it processed, so a redelivered
+// older link arriving while a newer one downloads restarts the download.
 //
 // On a protected shard (Config.ShardKeys) each message carries the shard
 // key's signature in meta, as relay validators there require.
@@ -66,8 +68,9 @@ import (
 const (
 	DefaultClusterID uint16 = 16
 	DefaultShard     uint16 = 32
-	// DefaultNoPeersSnooze is how long an announcement waits when the shard
-	// has too few relay peers.
+	// DefaultNoPeersSnooze is the longest an announcement waits when the
+	// shard has too few relay peers (bus.SnoozeFor: jittered, half to all of
+	// it).
 	DefaultNoPeersSnooze = 5 * time.Second
 )
 
@@ -124,6 +127,50 @@ type Config struct {
 	BackfillRetry time.Duration
 }
 
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.ClusterID == 0 {
+		c.ClusterID = DefaultClusterID
+	}
+	if c.NoPeersSnooze == 0 {
+		c.NoPeersSnooze = DefaultNoPeersSnooze
+	}
+	if c.FlushEvery == 0 {
+		c.FlushEvery = DefaultFlushEvery
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.SummaryEvery == 0 {
+		c.SummaryEvery = DefaultSummaryEvery
+	}
+	if c.BackfillWindow == 0 {
+		c.BackfillWindow = DefaultBackfillWindow
+	}
+	if c.BackfillCheck == 0 {
+		c.BackfillCheck = DefaultBackfillCheck
+	}
+	if c.BackfillRetry == 0 {
+		c.BackfillRetry = DefaultNoPeersSnooze
+	}
+	return c
+}
+
+// validate reports a setting no default can fix.
+func (c Config) validate() error {
+	switch {
+	case c.Signer == nil:
+		return errors.New("wakuedge: a signer key is required")
+	case c.MinPeers < 0:
+		return errors.New("wakuedge: MinPeers must not be negative")
+	case c.NoPeersSnooze < 0 || c.FlushEvery < 0 || c.SummaryEvery < 0 || c.BackfillWindow < 0 || c.BackfillCheck < 0 || c.BackfillRetry < 0:
+		return errors.New("wakuedge: a negative period (NoPeersSnooze, FlushEvery, SummaryEvery or a back-fill one)")
+	case c.MaxPending < 0:
+		return fmt.Errorf("wakuedge: MaxPending %d is negative", c.MaxPending)
+	}
+	return nil
+}
+
 // Service is the Waku edge.
 type Service struct {
 	Bus      *bus.Bus
@@ -173,37 +220,11 @@ func New(s Service, reg prometheus.Registerer) (*Service, error) {
 	if s.Bus == nil || s.Registry == nil || s.Peer == nil {
 		return nil, errors.New("wakuedge: Bus, Registry and Peer are required")
 	}
-	if s.Config.Signer == nil {
-		return nil, errors.New("wakuedge: a signer key is required")
+	if err := s.Config.validate(); err != nil {
+		return nil, err
 	}
-	if s.Config.MinPeers < 0 {
-		return nil, errors.New("wakuedge: MinPeers must not be negative")
-	}
-	if s.Config.ClusterID == 0 {
-		s.Config.ClusterID = DefaultClusterID
-	}
-	if s.Config.NoPeersSnooze <= 0 {
-		s.Config.NoPeersSnooze = DefaultNoPeersSnooze
-	}
-	if s.Config.FlushEvery <= 0 {
-		s.Config.FlushEvery = DefaultFlushEvery
-	}
+	s.Config = s.Config.withDefaults()
 	s.tally = &tally{}
-	if s.Config.SummaryEvery <= 0 {
-		s.Config.SummaryEvery = DefaultSummaryEvery
-	}
-	if s.Config.MaxPending <= 0 {
-		s.Config.MaxPending = DefaultMaxPending
-	}
-	if s.Config.BackfillWindow <= 0 {
-		s.Config.BackfillWindow = DefaultBackfillWindow
-	}
-	if s.Config.BackfillCheck <= 0 {
-		s.Config.BackfillCheck = DefaultBackfillCheck
-	}
-	if s.Config.BackfillRetry <= 0 {
-		s.Config.BackfillRetry = DefaultNoPeersSnooze
-	}
 	if len(s.Config.StoreNodes) > 0 && (s.StoreClient == nil || s.Ingest == nil) {
 		return nil, errors.New("wakuedge: store nodes need a StoreClient and Ingest")
 	}
@@ -303,7 +324,9 @@ func (s *Service) watchRegistry(ctx context.Context) error {
 }
 
 // Chats are the chats an announcement goes to, current first.
-func Chats(c string) []string { return []string{c + "-memberUpdate", c + "-magnetlinks"} }
+func Chats(c string) []string {
+	return []string{wakuwire.UniversalChatID(c), wakuwire.MagnetlinksChatID(c)}
+}
 
 // Shard is a community's shard.
 func Shard(com *registry.Community) uint16 {
@@ -350,7 +373,7 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 	infoHash := ev.Header.Get(announcer.HeaderInfohash)
 	last, rev, err := s.State.GetWaku(ctx, c)
 	if err != nil {
-		return bus.Snooze(2*time.Second, "waku state read: "+err.Error())
+		return bus.Unavailable("waku state read", err)
 	}
 	if clock <= last.Clock {
 		s.skipped.WithLabelValues("duplicate").Inc()
@@ -362,10 +385,8 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 	case errors.Is(err, registry.ErrNotFound):
 		s.skipped.WithLabelValues("unregistered").Inc()
 		return nil
-	case errors.Is(err, registry.ErrCorrupt):
-		return bus.Permanent(err)
 	case err != nil:
-		return bus.Snooze(2*time.Second, "registry read: "+err.Error())
+		return bus.Unavailable("registry read", err)
 	}
 	topic := PubsubTopic(s.Config.ClusterID, com)
 	if len(s.Config.Topics) > 0 && !slices.Contains(s.Config.Topics, topic) {
@@ -374,7 +395,7 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 	peers := s.Peer.TopicPeers(topic)
 	if peers < s.Config.MinPeers && len(s.Config.LightPushNodes) == 0 {
 		s.noPeers.Inc()
-		return bus.Snooze(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s, need %d", peers, topic, s.Config.MinPeers))
+		return bus.SnoozeFor(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s, need %d", peers, topic, s.Config.MinPeers))
 	}
 	now := s.Now()
 	shardKey := s.Config.ShardKeys[Shard(com)]
@@ -420,7 +441,7 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 	if peers < s.Config.MinPeers && chatsPushed < nChats {
 		// Neither way delivered every message: send again later.
 		s.noPeers.Inc()
-		return bus.Snooze(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s (need %d) and lightpush delivered %d of %d messages: %v",
+		return bus.SnoozeFor(s.Config.NoPeersSnooze, fmt.Sprintf("%d relay peers on %s (need %d) and lightpush delivered %d of %d messages: %v",
 			peers, topic, s.Config.MinPeers, chatsPushed, nChats, errors.Join(pushErrs...)))
 	}
 	if len(pushErrs) > 0 {
@@ -431,8 +452,8 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 	rec := &state.Waku{Clock: clock, InfoHash: infoHash, Hashes: hashes, At: now.UTC(), RelayPeers: peers,
 		LightPushAccepted: pushed, LightPushRelayPeers: pushRelayed}
 	if _, err := s.State.Put(ctx, state.WakuKey(c), rec, rev); err != nil {
-		// Sent; not recorded: a redelivery sends it again, which members
-		// deduplicate by clock.
+		// Sent; not recorded: a redelivery sends it again. Members skip it
+		// only while it is still the last link they processed.
 		s.Logger.Warn("waku announcement sent but not recorded", "community", c, "clock", clock, "err", err)
 	}
 	s.Logger.Info("announcement published on waku", "community", c, "clock", clock, "infohash", infoHash,

@@ -19,16 +19,39 @@ const DefaultCommunityShard = "/waku/2/rs/16/32"
 // would make the fleet's messages unreadable.
 const chatKeyIterations = 65356
 
-// ChatContentTopic returns the content topic status-go puts on every message
-// of a chat: "/waku/1/0x<hex(Keccak256(chatID)[:4])>/rfc26"
-// (transport/topic.go ToTopic, wakuv2/common/topic.go ContentTopic). Members
-// filter and query store nodes by it, so it must match byte for byte; note
-// the hash is legacy Keccak-256, not SHA3-256.
-func ChatContentTopic(chatID string) string {
+// The suffixes of a community's two chats that carry archive links, after
+// its id "0x…": the universal chat current clients send every channel
+// message (and CommunityMessageArchiveLink) on, and the legacy chat older
+// clients listen on for CommunityMessageArchiveMagnetlink.
+const (
+	UniversalChatSuffix   = "-memberUpdate"
+	MagnetlinksChatSuffix = "-magnetlinks"
+)
+
+// UniversalChatID is status-go's universal chat of the community whose id
+// (0x-prefixed hex) is community.
+func UniversalChatID(community string) string { return community + UniversalChatSuffix }
+
+// MagnetlinksChatID is the community's legacy magnet-links chat.
+func MagnetlinksChatID(community string) string { return community + MagnetlinksChatSuffix }
+
+// ChatTopic is the 4-byte topic of a chat: the first 4 bytes of the legacy
+// Keccak-256 (not SHA3-256) of its id, as status-go derives it
+// (transport.ToTopic).
+func ChatTopic(chatID string) [4]byte {
 	h := sha3.NewLegacyKeccak256()
 	h.Write([]byte(chatID))
-	sum := h.Sum(nil)
-	return "/waku/1/0x" + hex.EncodeToString(sum[:4]) + "/rfc26"
+	var t [4]byte
+	copy(t[:], h.Sum(nil))
+	return t
+}
+
+// ChatContentTopic returns the content topic status-go puts on every message
+// of a chat: "/waku/1/0x<hex(ChatTopic(chatID))>/rfc26". Members filter and
+// query store nodes by it, so it must match byte for byte.
+func ChatContentTopic(chatID string) string {
+	t := ChatTopic(chatID)
+	return "/waku/1/0x" + hex.EncodeToString(t[:]) + "/rfc26"
 }
 
 // ChatKey returns a public chat's symmetric key, the one every member

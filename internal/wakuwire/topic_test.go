@@ -11,9 +11,9 @@ func TestChatContentTopic(t *testing.T) {
 	for _, tc := range []struct {
 		chatID, want, source string
 	}{
-		// Status client spec (status-im/specs status-client-spec.md, "Topics"):
-		// the contact discovery topic is the dynamic topic of "contact-discovery".
-		{"contact-discovery", "/waku/1/0xf8946aac/rfc26", "status client spec"},
+		// The Status client's published contact discovery topic is the
+		// dynamic topic of "contact-discovery".
+		{"contact-discovery", "/waku/1/0xf8946aac/rfc26", "Status contact discovery topic"},
 		// Keccak-256("") = c5d24601…, the Ethereum empty hash; SHA3-256("")
 		// would give a7ffc6f8…, so this pins legacy Keccak.
 		{"", "/waku/1/0xc5d24601/rfc26", "Keccak-256 of the empty string"},

@@ -12,7 +12,7 @@
 //
 // Layering, innermost first (status-go SendPublic for a public chat):
 //
-//	ApplicationMetadataMessage (internal/announce)
+//	ApplicationMetadataMessage (internal/announcer)
 //	  -> WrapPublic          ProtocolMessage{installation_id, public_message}
 //	  -> SealSymmetric       rfc26 v1 payload, AES-256-GCM with ChatKey(chatID)
 //	  -> Message             WakuMessage{payload, ChatContentTopic(chatID), version 1, timestamp}

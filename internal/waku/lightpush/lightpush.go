@@ -23,8 +23,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Protocol is WAKU2-LIGHTPUSH v3 (waku-org/specs standards/core/lightpush.md;
-// nwaku waku_core/codecs.nim, js-waku LightPushCodecV3).
+// Protocol is WAKU2-LIGHTPUSH v3, the id nwaku and js-waku use
+// (docs/waku-edge.md).
 const Protocol = protocol.ID("/vac/waku/lightpush/3.0.0")
 
 // Status is a lightpush v3 status code, HTTP-like. Values and names are from

@@ -35,8 +35,8 @@ func testMessage(text string) *wakuwire.Message {
 	}
 }
 
-// testLightPushServer is a lightpush v3 service written here from the spec
-// (waku-org/specs lightpush.md, nwaku rpc.nim field numbers). It is NOT an independent implementation: no third-party lightpush
+// testLightPushServer is a lightpush v3 service written here from the
+// protocol's definition (the field numbers of lightpushpb). It is NOT an independent implementation: no third-party lightpush
 // server is available to these tests (there is none on npm, and nwaku is not
 // run here), so it only checks the client against our reading of the spec.
 // Its behaviour is picked by the pushed message's payload.

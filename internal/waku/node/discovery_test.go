@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/waku/dnsdisc/enrtest"
 	gcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/p2p/enode"
@@ -50,9 +51,10 @@ func TestDNSDiscoveryDialsRelayNodes(t *testing.T) {
 	url, _ := srv.Publish(t, enrtest.NewKey(t), "fleet.example.org", e1, e2, e3)
 
 	p := startPeer(t, Config{DNSDiscovery: []string{url}, Resolver: srv.Resolver()})
-	eventually(t, 15*time.Second, "meshed with the discovered relay node", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		return p.TopicPeers(shard32) == 1 && p.Host().Network().Connectedness(relay32.ID()) == network.Connected
-	})
+	}, "meshed with the discovered relay node")
+
 	for _, other := range []*Node{relay64, store32} {
 		if p.Host().Network().Connectedness(other.ID()) == network.Connected {
 			t.Fatalf("dialled %s, which does not relay shard 32", other.ID())

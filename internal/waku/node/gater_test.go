@@ -57,13 +57,14 @@ func TestInboundPeerCap(t *testing.T) {
 	}
 	dialAll(t, p, hosts)
 	refused := func() int { return int(testutil.ToFloat64(p.metrics.PeersRefused.WithLabelValues("max_peers"))) }
-	eventually(t, 10*time.Second, "every connection decided", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		return len(p.Host().Network().Peers())+refused() == dialers
-	})
+	}, "every connection decided")
+
 	if n := len(p.Host().Network().Peers()); n != maxPeers || refused() != dialers-maxPeers {
 		t.Fatalf("%d connected, %d refused; want %d and %d", n, refused(), maxPeers, dialers-maxPeers)
 	}
-	eventually(t, 10*time.Second, "the refused dialers disconnected", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		n := 0
 		for _, h := range hosts {
 			if len(h.Network().ConnsToPeer(p.ID())) > 0 {
@@ -71,7 +72,8 @@ func TestInboundPeerCap(t *testing.T) {
 			}
 		}
 		return n == maxPeers
-	})
+	}, "the refused dialers disconnected")
+
 	dialAll(t, p, []host.Host{static})
 	if n := len(p.Host().Network().Peers()); n != maxPeers+1 || refused() != dialers-maxPeers {
 		t.Fatalf("static peer at the cap: %d connected, %d refused", n, refused())
@@ -84,9 +86,9 @@ func TestInboundPeerCap(t *testing.T) {
 			left++
 		}
 	}
-	eventually(t, 10*time.Second, "two peers gone", func() bool { return len(p.Host().Network().Peers()) == maxPeers-1 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return len(p.Host().Network().Peers()) == maxPeers-1 }, "two peers gone")
 	dialAll(t, p, []host.Host{bareHost(t), bareHost(t)})
-	eventually(t, 10*time.Second, "both new peers decided", func() bool { return refused() == dialers-maxPeers+1 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return refused() == dialers-maxPeers+1 }, "both new peers decided")
 	if n := len(p.Host().Network().Peers()); n != maxPeers {
 		t.Fatalf("%d connected after two left and two came, want %d", n, maxPeers)
 	}

@@ -36,20 +36,22 @@ func TestJSRelayInterop(t *testing.T) {
 	// js-waku's own metadata client asks us, soon after connecting: its
 	// stream pool opened the request stream at identify, and our handler
 	// gives up on a silent stream after MetadataTimeout.
-	eventually(t, 15*time.Second, "js-waku connected to us", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		return js.Call(map[string]any{"op": "connected", "peerId": p.ID().String()}).Connections > 0
-	})
+	}, "js-waku connected to us")
+
 	md := js.Call(map[string]any{"op": "metadata", "peerId": p.ID().String()})
 	if md.ClusterID == nil || *md.ClusterID != 16 || !slices.Equal(md.Shards, []uint32{32, 64}) {
 		t.Fatalf("js-waku's metadata query of our peer: cluster %v shards %v, want 16 [32 64]", ptrString(md.ClusterID), md.Shards)
 	}
-	eventually(t, 15*time.Second, "js-waku in our relay mesh and we in its", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		if p.Ready(shard32) != nil || p.MeshPeers(shard32) != 1 {
 			return false
 		}
 		l := js.Call(map[string]any{"op": "peers"})
 		return l.Mesh == 1
-	})
+	}, "js-waku in our relay mesh and we in its")
+
 	cluster, shards, err := p.RequestMetadata(t.Context(), jsID)
 	if err != nil {
 		t.Fatalf("js-waku metadata: %v", err)
@@ -135,9 +137,10 @@ func TestJSRelayOtherCluster(t *testing.T) {
 			if !tc.weDial {
 				js.Call(map[string]any{"op": "dial", "addr": tcpAddr(t, p)})
 			}
-			eventually(t, 10*time.Second, "our peer to drop js-waku (cluster 99)", func() bool {
+			testenv.Eventually(t, 10*time.Second, func() bool {
 				return len(drops.of(jsID)) > 0
-			})
+			}, "our peer to drop js-waku (cluster 99)")
+
 			if r := drops.of(jsID)[0]; !strings.Contains(r, "cluster 99") {
 				t.Fatalf("dropped js-waku for %q, want its cluster 99", r)
 			}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/waku/lightpush"
 	"github.com/archivefleet/archivefleet/internal/waku/lightpush/lightpushpb"
 	"github.com/archivefleet/archivefleet/internal/waku/rpc"
@@ -46,9 +47,10 @@ func TestLightPushService(t *testing.T) {
 	third := startPeer(t, Config{StaticPeers: []string{tcpAddr(t, service)}})
 	client := startPeer(t, Config{Shards: []uint16{64}})
 	ai := peer.AddrInfo{ID: service.ID(), Addrs: service.Host().Addrs()}
-	eventually(t, 10*time.Second, "service-third mesh", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		return service.MeshPeers(shard32) == 1 && third.MeshPeers(shard32) == 1
-	})
+	}, "service-third mesh")
+
 	sub, cancel, err := third.Subscribe(shard32)
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +234,7 @@ func TestLightPushServiceInFlight(t *testing.T) {
 			streams = append(streams, s)
 		}
 	}
-	eventually(t, 10*time.Second, "every slot taken", func() bool { return service.lightPush.InFlight() == lightpush.MaxInFlight })
+	testenv.Eventually(t, 10*time.Second, func() bool { return service.lightPush.InFlight() == lightpush.MaxInFlight }, "every slot taken")
 	late := startPeer(t, Config{Shards: []uint16{64}})
 	if _, err := late.LightPush(t.Context(), ai, shard32, testMessage("late")); !isCode(err, lightpush.TooManyRequests) {
 		t.Fatalf("push with every slot taken: %v, want 429", err)
@@ -240,7 +242,7 @@ func TestLightPushServiceInFlight(t *testing.T) {
 	for _, s := range streams {
 		_ = s.Reset()
 	}
-	eventually(t, 10*time.Second, "slots released", func() bool { return service.lightPush.InFlight() == 0 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return service.lightPush.InFlight() == 0 }, "slots released")
 	if _, err := late.LightPush(t.Context(), ai, shard32, testMessage("later")); !isCode(err, lightpush.NoPeersToRelay) {
 		t.Fatalf("push after the stalled requests ended: %v, want 505", err)
 	}

@@ -85,17 +85,6 @@ func wsAddr(t *testing.T, p *Node) string {
 	return ""
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
 func testMessage(text string) *wakuwire.Message {
 	return &wakuwire.Message{
 		Payload:      []byte(text),
@@ -148,9 +137,10 @@ func TestRelayMesh(t *testing.T) {
 				if i == 0 || i == tc.n-1 {
 					want = 1
 				}
-				eventually(t, 10*time.Second, fmt.Sprintf("peer %d mesh of %d", i, want), func() bool {
+				testenv.Eventually(t, 10*time.Second, func() bool {
 					return p.MeshPeers(shard32) == want && p.Ready(shard32) == nil
-				})
+				}, fmt.Sprintf("peer %d mesh of %d", i, want))
+
 			}
 			subs := make([]<-chan Received, tc.n)
 			for i, p := range peers {
@@ -205,7 +195,7 @@ func TestMetadata(t *testing.T) {
 		t.Parallel()
 		a := startPeer(t, Config{Shards: []uint16{32, 64}})
 		b := startPeer(t, Config{StaticPeers: []string{tcpAddr(t, a)}})
-		eventually(t, 5*time.Second, "connection", func() bool { return b.Ready(shard32) == nil })
+		testenv.Eventually(t, 5*time.Second, func() bool { return b.Ready(shard32) == nil }, "connection")
 		cluster, shards, err := b.RequestMetadata(t.Context(), a.ID())
 		if err != nil {
 			t.Fatal(err)
@@ -233,10 +223,11 @@ func TestMetadata(t *testing.T) {
 			t.Fatal(err)
 		}
 		<-connected
-		eventually(t, 5*time.Second, "disconnect after metadata", func() bool {
+		testenv.Eventually(t, 5*time.Second, func() bool {
 			return a.Host().Network().Connectedness(b.ID()) != network.Connected &&
 				b.Host().Network().Connectedness(a.ID()) != network.Connected
-		})
+		}, "disconnect after metadata")
+
 	})
 }
 
@@ -296,23 +287,25 @@ func TestStaticPeerComesUpLater(t *testing.T) {
 		t.Fatal("ready with no peer up")
 	}
 	b := startPeer(t, Config{KeyFile: keyFile, ListenAddrs: []string{addr}})
-	eventually(t, 5*time.Second, "late static peer connected and relaying", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		return a.Ready(shard32) == nil && b.Ready(shard32) == nil
-	})
+	}, "late static peer connected and relaying")
+
 	// Drop the connection: a re-dials by itself.
 	if err := b.Host().Network().ClosePeer(a.ID()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "re-dial after disconnect", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		return a.Host().Network().Connectedness(b.ID()) == network.Connected && a.Ready(shard32) == nil
-	})
+	}, "re-dial after disconnect")
+
 }
 
 func TestTopicIsolation(t *testing.T) {
 	t.Parallel()
 	recv := startPeer(t, Config{Shards: []uint16{32}})
 	send := startPeer(t, Config{Shards: []uint16{32, 64}, StaticPeers: []string{tcpAddr(t, recv)}})
-	eventually(t, 5*time.Second, "relay peers", func() bool { return send.Ready(shard32) == nil && recv.Ready(shard32) == nil })
+	testenv.Eventually(t, 5*time.Second, func() bool { return send.Ready(shard32) == nil && recv.Ready(shard32) == nil }, "relay peers")
 	if err := send.Ready(shard64); err == nil {
 		t.Fatal("sender ready on 64 although nobody else relays it")
 	}
@@ -369,7 +362,7 @@ func bareRelay(t *testing.T, p *Node) (*pubsub.Topic, host.Host) {
 	if err := h.Connect(t.Context(), peer.AddrInfo{ID: p.ID(), Addrs: p.Host().Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "bare node in topic", func() bool { return p.Ready(shard32) == nil && len(topic.ListPeers()) == 1 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return p.Ready(shard32) == nil && len(topic.ListPeers()) == 1 }, "bare node in topic")
 	return topic, h
 }
 
@@ -398,11 +391,12 @@ func TestValidatorRejectsGarbage(t *testing.T) {
 	if r := receive(t, ch, 5*time.Second); r.Hash != wakuwire.Hash(shard32, good) {
 		t.Fatalf("first delivered message is %x, want the valid one", r.Message.Payload)
 	}
-	eventually(t, 5*time.Second, "three rejections counted", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		return testutil.ToFloat64(p.metrics.Relay.Rejected.WithLabelValues(shard32, relay.RejectNotWakuMessage)) == 3
-	})
+	}, "three rejections counted")
+
 	// Peer scoring (go-waku's p4): three invalid messages cost 3² × -100.
-	eventually(t, 5*time.Second, "the sender's score below zero", func() bool { return p.Score(h.ID()) < -100 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return p.Score(h.ID()) < -100 }, "the sender's score below zero")
 	if p.Host().Network().Connectedness(h.ID()) != network.Connected {
 		t.Fatal("peer without metadata protocol was disconnected")
 	}

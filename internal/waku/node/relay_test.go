@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/waku/relay"
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -25,7 +26,7 @@ func TestValidatorClockGap(t *testing.T) {
 	p := startPeer(t, Config{Registerer: prometheus.NewRegistry()})
 	topic, _ := bareRelay(t, p)
 	third := startPeer(t, Config{StaticPeers: []string{tcpAddr(t, p)}})
-	eventually(t, 10*time.Second, "third peer meshed", func() bool { return third.MeshPeers(shard32) == 1 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return third.MeshPeers(shard32) == 1 }, "third peer meshed")
 	ch, cancel, err := p.Subscribe(shard32)
 	if err != nil {
 		t.Fatal(err)
@@ -52,14 +53,15 @@ func TestValidatorClockGap(t *testing.T) {
 	if err := topic.Publish(t.Context(), good.Marshal()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "each rejection counted", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		for reason := range bad {
 			if testutil.ToFloat64(p.metrics.Relay.Rejected.WithLabelValues(shard32, reason)) != 1 {
 				return false
 			}
 		}
 		return true
-	})
+	}, "each rejection counted")
+
 	// Validation runs in parallel: the good one may come first, but the
 	// bad ones were counted already, so nothing else can follow it.
 	for _, c := range []<-chan Received{ch, forwarded} {
@@ -132,9 +134,10 @@ func TestRelayRateLimit(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eventually(t, 10*time.Second, fmt.Sprintf("%d messages validated", i+batch), func() bool {
+		testenv.Eventually(t, 10*time.Second, func() bool {
 			return received()+limited() == float64(i+batch)
-		})
+		}, fmt.Sprintf("%d messages validated", i+batch))
+
 	}
 	if received() != relay.PeerBurst || limited() != sent-relay.PeerBurst {
 		t.Fatalf("received %v, rate limited %v; want %d and %d", received(), limited(), relay.PeerBurst, sent-relay.PeerBurst)
@@ -146,11 +149,12 @@ func TestRelayRateLimit(t *testing.T) {
 	if s := p.Score(topicPeer(t, p)); s < 0 {
 		t.Fatalf("rate-limited peer's score %v", s)
 	}
-	eventually(t, 5*time.Second, "every received message delivered", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return delivered == relay.PeerBurst
-	})
+	}, "every received message delivered")
+
 }
 
 // topicPeer is p's only peer on shard32.

@@ -130,9 +130,9 @@ func TestJSStoreClient(t *testing.T) {
 	}()
 	served := &servedLog{Handler: quietLogger().Handler(), mu: &sync.Mutex{}, served: new([]string)}
 	p := startPeer(t, Config{StoreService: true, StaticPeers: relay.Ready.Addrs, Logger: slog.New(served)})
-	eventually(t, 15*time.Second, "js-waku relay node and our store meshed", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		return p.MeshPeers(shard32) == 1 && relay.Call(map[string]any{"op": "peers"}).Mesh == 1
-	})
+	}, "js-waku relay node and our store meshed")
 
 	// 120 messages on jsContentTopic, message i dated base + i ms (whole ms:
 	// js-waku's time filter is in ms): every fourth sent by js-waku's relay
@@ -159,14 +159,15 @@ func TestJSStoreClient(t *testing.T) {
 		all = append(all, stored{hash: wakuwire.Hash(shard32, m), topic: shard32, m: m})
 	}
 	sortStored(all)
-	eventually(t, 15*time.Second, "our store to hold all 123 messages", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		for _, s := range all {
 			if !p.store.Has(s.hash) {
 				return false
 			}
 		}
 		return p.store.Len() == len(all)
-	})
+	}, "our store to hold all 123 messages")
+
 	js := filterStored(all, func(s stored) bool { return s.m.ContentTopic == jsContentTopic })
 	inMs := func(lo, hi int64) []stored {
 		return filterStored(js, func(s stored) bool { return s.m.Timestamp >= lo*1e6 && s.m.Timestamp <= hi*1e6 })

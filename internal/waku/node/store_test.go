@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/archivefleet/archivefleet/internal/testenv"
 	"github.com/archivefleet/archivefleet/internal/waku/rpc"
 	"github.com/archivefleet/archivefleet/internal/waku/store"
 	"github.com/archivefleet/archivefleet/internal/waku/store/storepb"
@@ -105,9 +106,10 @@ func newStoreFixture(t *testing.T) *storeFixture {
 	t.Helper()
 	server := startPeer(t, Config{StoreService: true, Shards: []uint16{32, 64}})
 	pub := startPeer(t, Config{Shards: []uint16{32, 64}, StaticPeers: []string{tcpAddr(t, server)}})
-	eventually(t, 10*time.Second, "publisher meshed with the store on both shards", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		return server.MeshPeers(shard32) == 1 && server.MeshPeers(shard64) == 1 && pub.MeshPeers(shard32) == 1 && pub.MeshPeers(shard64) == 1
-	})
+	}, "publisher meshed with the store on both shards")
+
 	f := &storeFixture{server: server, client: startPeer(t, Config{Shards: []uint16{128}}),
 		ai: peer.AddrInfo{ID: server.ID(), Addrs: server.Host().Addrs()}}
 
@@ -152,9 +154,10 @@ func newStoreFixture(t *testing.T) *storeFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the store to hold every message", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		return server.store.Has(mh) && server.store.Len() >= len(f.all)+1
-	})
+	}, "the store to hold every message")
+
 	f.all = append(f.all, stored{hash: mh, topic: shard64, m: marker})
 	if n := server.store.Len(); n != len(f.all) {
 		t.Fatalf("store holds %d messages, want %d", n, len(f.all))
@@ -399,7 +402,7 @@ func TestStoreEviction(t *testing.T) {
 			}
 			hs = append(hs, h)
 		}
-		eventually(t, 5*time.Second, "the last message stored", func() bool { return p.store.Has(hs[7]) })
+		testenv.Eventually(t, 5*time.Second, func() bool { return p.store.Has(hs[7]) }, "the last message stored")
 		page, err := startPeer(t, Config{}).StoreQuery(t.Context(), peer.AddrInfo{ID: p.ID(), Addrs: p.Host().Addrs()}, store.Query{Forward: true})
 		if err != nil {
 			t.Fatal(err)
@@ -426,7 +429,7 @@ func TestStoreEviction(t *testing.T) {
 			}
 			hs = append(hs, h)
 		}
-		eventually(t, 5*time.Second, "the last message stored", func() bool { return p.store.Has(hs[9]) })
+		testenv.Eventually(t, 5*time.Second, func() bool { return p.store.Has(hs[9]) }, "the last message stored")
 		page, err := startPeer(t, Config{}).StoreQuery(t.Context(), peer.AddrInfo{ID: p.ID(), Addrs: p.Host().Addrs()}, store.Query{Forward: true})
 		if err != nil {
 			t.Fatal(err)
@@ -466,12 +469,13 @@ func TestStoreEviction(t *testing.T) {
 			}
 			return out
 		}
-		eventually(t, 5*time.Second, "both stored, or the old one already expired", func() bool {
+		testenv.Eventually(t, 5*time.Second, func() bool {
 			k := kept()
 			return slices.Equal(k, [][32]byte{old, fresh}) || slices.Equal(k, [][32]byte{fresh})
-		})
-		eventually(t, 5*time.Second, "the old message to expire", func() bool { return slices.Equal(kept(), [][32]byte{fresh}) })
-		eventually(t, 5*time.Second, "the fresh one too", func() bool { return len(kept()) == 0 })
+		}, "both stored, or the old one already expired")
+
+		testenv.Eventually(t, 5*time.Second, func() bool { return slices.Equal(kept(), [][32]byte{fresh}) }, "the old message to expire")
+		testenv.Eventually(t, 5*time.Second, func() bool { return len(kept()) == 0 }, "the fresh one too")
 	})
 }
 

@@ -25,10 +25,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Protocol is 13/WAKU2-STORE v3, "store query" (vacp2p/rfc-index
-// messaging/standards/core/13/store.md; nwaku waku_core/codecs.nim
-// WakuStoreCodec, go-waku store.StoreQueryID_v300, js-waku StoreCodec),
-// which Status's store nodes serve.
+// Protocol is 13/WAKU2-STORE v3, "store query": the id nwaku, go-waku and
+// js-waku use and Status's store nodes serve (docs/waku-edge.md).
 const Protocol = protocol.ID("/vac/waku/store-query/3.0.0")
 
 // Status is a Store v3 status code. nwaku waku_store/common.nim
