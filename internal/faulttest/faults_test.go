@@ -127,7 +127,7 @@ func TestSeederKilledAndRestarted(t *testing.T) {
 // without a lock; once Redis is back (empty: its fence counter lost) every
 // window is built, under fences above the committed ones.
 func TestRedisDown(t *testing.T) {
-	down := 30 * time.Second
+	down := 10 * time.Second // twice the lock TTL; TestRedisOutageSnoozes holds an outage longer
 	if v := os.Getenv("FAULT_REDIS_DOWN"); v != "" {
 		down, _ = time.ParseDuration(v)
 	}
