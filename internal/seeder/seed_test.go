@@ -125,7 +125,7 @@ func seederHeapMB() float64 {
 func TestReplacementsAndRestart(t *testing.T) {
 	runtime.MemProfileRate = 4096
 	defer func() { runtime.MemProfileRate = 512 * 1024 }()
-	n := 300
+	n := 200
 	if testing.Short() {
 		n = 100
 	}
