@@ -300,6 +300,9 @@ func (c AllInOneConfig) UsageDefaults() map[string]string {
 	if c.KeyFile == "" {
 		out[Prefix+"_WAKU_KEY_FILE"] = "DATA_DIR/" + DefaultFleetWakuKeyFile
 	}
+	if c.TrackerURL == "" && c.TrackerListen != "" {
+		out[Prefix+"_TRACKER_URL"] = "http://<TRACKER_LISTEN's address>/announce"
+	}
 	return out
 }
 

@@ -355,6 +355,7 @@ func TestFleetHelpShowsRealDefaults(t *testing.T) {
 		{"ARCHIVEFLEET_WAKU_KEY_FILE", "DATA_DIR/" + DefaultFleetWakuKeyFile},
 		{"ARCHIVEFLEET_TRACKER_LISTEN", DefaultFleetTrackerListen},
 		{"ARCHIVEFLEET_TRACKERS", DefaultTrackers},
+		{"ARCHIVEFLEET_TRACKER_URL", "http://<TRACKER_LISTEN's"},
 		{"ARCHIVEFLEET_SETTLE", "auto:"},
 	} {
 		var line string

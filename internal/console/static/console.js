@@ -34,6 +34,18 @@
     }
   });
 
+  // An action's answer (?done= or ?error=) stays on the page a while,
+  // then the address loses it so the refreshed page drops it too.
+  var flashFor = 30000;
+  if (/[?&](done|error)=/.test(window.location.search)) {
+    setTimeout(function () {
+      var q = new URLSearchParams(window.location.search);
+      q.delete("done"); q.delete("error");
+      var s = q.toString();
+      history.replaceState(null, "", window.location.pathname + (s ? "?" + s : ""));
+    }, flashFor);
+  }
+
   var live = document.getElementById("live");
   var busy = false;
   function refresh() {
