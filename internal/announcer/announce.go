@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -25,45 +23,18 @@ import (
 	"github.com/archivefleet/archivefleet/internal/wakuwire"
 )
 
-// Announcement is one signed magnet-link message ready to send.
-type Announcement struct {
-	Community string `json:"community"`
-	Clock     uint64 `json:"clock"`
-	Magnet    string `json:"magnet"`
-	InfoHash  string `json:"infoHash"`
-	// Message is the ApplicationMetadataMessage bytes a member receives.
-	Message []byte `json:"message"`
-	// ChatID is status-go's legacy chat for magnet links.
-	ChatID string `json:"chatId"`
-}
-
 // Transport delivers announcements: NATS (which the Waku edge,
 // internal/wakuedge, takes to the Waku network) and a webhook.
 type Transport interface {
-	Send(ctx context.Context, a *Announcement) error
+	Send(ctx context.Context, a *bus.Announcement) error
 }
-
-// Headers of an announcement on archive.announced.<c> (NATSTransport), which
-// the Waku edge reads.
-const (
-	HeaderClock    = "Archivefleet-Clock"
-	HeaderInfohash = "Archivefleet-Infohash"
-	HeaderMagnet   = "Archivefleet-Magnet"
-	HeaderChat     = "Archivefleet-Chat"
-)
 
 // NATSTransport publishes the message bytes on archive.announced.<community>.
 type NATSTransport struct{ Bus *bus.Bus }
 
 // Send implements Transport.
-func (t NATSTransport) Send(ctx context.Context, a *Announcement) error {
-	m := nats.NewMsg(bus.SubjectAnnounced(a.Community))
-	m.Data = a.Message
-	m.Header.Set(HeaderClock, strconv.FormatUint(a.Clock, 10))
-	m.Header.Set(HeaderInfohash, a.InfoHash)
-	m.Header.Set(HeaderMagnet, a.Magnet)
-	m.Header.Set(HeaderChat, a.ChatID)
-	_, err := t.Bus.PublishMsg(ctx, m, fmt.Sprintf("announce:%s:%d", a.Community, a.Clock))
+func (t NATSTransport) Send(ctx context.Context, a *bus.Announcement) error {
+	_, err := t.Bus.PublishMsg(ctx, a.Msg(), a.MsgID())
 	return err
 }
 
@@ -74,7 +45,7 @@ type Webhook struct {
 }
 
 // Send implements Transport.
-func (w Webhook) Send(ctx context.Context, a *Announcement) error {
+func (w Webhook) Send(ctx context.Context, a *bus.Announcement) error {
 	b, _ := json.Marshal(a)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(b))
 	if err != nil {
@@ -161,8 +132,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	s.Logger.Info("announcer started", "transports", len(s.Transports))
-	return bus.Work(ctx, s.Bus, bus.WorkerConfig{Stream: bus.StreamSeeding, Consumer: bus.ConsumerAnnouncer, Kind: "announce",
-		Slots: s.Slots, Logger: s.Logger, Metrics: s.worker}, s.handle)
+	return bus.KindSeeding.Work(ctx, s.Bus, bus.Workers{Slots: s.Slots, Logger: s.Logger, Metrics: s.worker}, s.handle)
 }
 
 // handle takes a seeding or republish event (republish events carry only the
@@ -272,7 +242,7 @@ func (s *Service) announce(ctx context.Context, id archive.CommunityID, reason, 
 	if err != nil {
 		return bus.Permanent(fmt.Errorf("sign announcement: %w", err))
 	}
-	a := &Announcement{Community: c, Clock: claim.Clock, Magnet: claim.Magnet, InfoHash: claim.InfoHash, Message: msg, ChatID: wakuwire.MagnetlinksChatID(c)}
+	a := &bus.Announcement{Community: c, Clock: claim.Clock, Magnet: claim.Magnet, InfoHash: claim.InfoHash, Message: msg, ChatID: wakuwire.MagnetlinksChatID(c)}
 	for _, t := range s.Transports {
 		if err := t.Send(ctx, a); err != nil {
 			return fmt.Errorf("send: %w", err)

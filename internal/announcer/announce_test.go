@@ -42,9 +42,9 @@ func committed(t *testing.T, b *bus.Bus) (*registry.Community, *state.Store) {
 	return com, st
 }
 
-type capture struct{ sent []*Announcement }
+type capture struct{ sent []*bus.Announcement }
 
-func (c *capture) Send(_ context.Context, a *Announcement) error {
+func (c *capture) Send(_ context.Context, a *bus.Announcement) error {
 	c.sent = append(c.sent, a)
 	return nil
 }
@@ -86,7 +86,9 @@ func TestClockOnlyGrows(t *testing.T) {
 
 type failing struct{}
 
-func (failing) Send(context.Context, *Announcement) error { return errors.New("webhook answered 503") }
+func (failing) Send(context.Context, *bus.Announcement) error {
+	return errors.New("webhook answered 503")
+}
 
 // TestHandleOutcomes: NATS unreachable snoozes (it is waiting, not
 // failing), a malformed event dead-letters at once, a transport that fails

@@ -146,10 +146,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.sweep()
 	s.Logger.Info("archiver started", "slots", s.Config.Slots, "work_dir", s.Config.WorkDir, "settle", s.Config.Settle)
-	return bus.Work(ctx, s.Bus, bus.WorkerConfig{
-		Stream: bus.StreamDue, Consumer: bus.ConsumerArchiver, Kind: "due", Event: "due event",
-		Slots: s.Config.Slots, Logger: s.Logger, Metrics: s.metrics.worker,
-	}, s.handle)
+	return bus.KindDue.Work(ctx, s.Bus, bus.Workers{Slots: s.Config.Slots, Logger: s.Logger, Metrics: s.metrics.worker}, s.handle)
 }
 
 // sweep deletes what interrupted writes left in the work dir, once at

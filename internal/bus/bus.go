@@ -1,6 +1,9 @@
 // Package bus holds archivefleet's NATS JetStream topology: the streams,
 // consumers, KV buckets and object store every service uses, the events that
 // flow between services, and a worker loop that takes one message per slot.
+// Each worker queue is a Kind (kind.go), declared once with its event type,
+// subject, stream and consumer; workers register with it, and every worker
+// answers a failure through the one table in worker.go.
 //
 // Subjects (see README.md for the table):
 //
@@ -8,7 +11,7 @@
 //	archive.built.<community>      archiver  → observers     BuiltEvent      (latest per community)
 //	archive.seeding.<community>    seeder    → announcer     SeedingEvent    (work queue)
 //	archive.republish.<community>  scheduler → announcer     RepublishEvent  (work queue)
-//	archive.announced.<community>  announcer → Waku bridge   ApplicationMetadataMessage bytes
+//	archive.announced.<community>  announcer → Waku bridge   Announcement (its signed bytes, facts in headers)
 //	archive.dlq.<kind>             any       → operators     DeadLetter
 //	msgs.<community>.<day>.<b>     ingest    → archiver      messages of a day, by hash bucket b (see internal/messages)
 //	conflicts.<community>.<hash>   ingest    → operators     a record refused for a hash stored with other content

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -72,6 +73,44 @@ type PruneEvent struct {
 	End       uint64    `json:"end"`
 	Seq       uint64    `json:"seq"`
 	BuiltAt   time.Time `json:"builtAt"`
+}
+
+// Announcement is one signed magnet-link message ready to send: the
+// announcer makes it and publishes it on SubjectAnnounced (Msg), where the
+// Waku edge takes it (KindAnnounced, as Raw: the signed bytes as they are,
+// the facts in headers); the webhook gets it as JSON.
+type Announcement struct {
+	Community string `json:"community"`
+	Clock     uint64 `json:"clock"`
+	Magnet    string `json:"magnet"`
+	InfoHash  string `json:"infoHash"`
+	// Message is the ApplicationMetadataMessage bytes a member receives.
+	Message []byte `json:"message"`
+	// ChatID is status-go's legacy chat for magnet links.
+	ChatID string `json:"chatId"`
+}
+
+// Headers of an announcement on SubjectAnnounced, which the Waku edge reads.
+const (
+	HeaderClock    = "Archivefleet-Clock"
+	HeaderInfohash = "Archivefleet-Infohash"
+	HeaderMagnet   = "Archivefleet-Magnet"
+	HeaderChat     = "Archivefleet-Chat"
+)
+
+// MsgID identifies one announcement: its community's clock.
+func (a *Announcement) MsgID() string { return fmt.Sprintf("announce:%s:%d", a.Community, a.Clock) }
+
+// Msg is the announcement as published on SubjectAnnounced: the message
+// bytes, the facts in headers.
+func (a *Announcement) Msg() *nats.Msg {
+	m := nats.NewMsg(SubjectAnnounced(a.Community))
+	m.Data = a.Message
+	m.Header.Set(HeaderClock, strconv.FormatUint(a.Clock, 10))
+	m.Header.Set(HeaderInfohash, a.InfoHash)
+	m.Header.Set(HeaderMagnet, a.Magnet)
+	m.Header.Set(HeaderChat, a.ChatID)
+	return m
 }
 
 // DeadLetter keeps a failed event's payload and why it failed.

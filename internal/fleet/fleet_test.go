@@ -518,9 +518,9 @@ func TestRepublishAndEncryptedCommunity(t *testing.T) {
 		c.logger("scheduler"), prometheus.NewRegistry())
 	c.run("scheduler", sched.Run)
 	seeder := c.seeder("s1")
-	hooked := make(chan announcer.Announcement, 16)
+	hooked := make(chan bus.Announcement, 16)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var a announcer.Announcement
+		var a bus.Announcement
 		if err := json.NewDecoder(r.Body).Decode(&a); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

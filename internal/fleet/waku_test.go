@@ -168,9 +168,9 @@ func TestWakuEdgeToJSWaku(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if v.Community != com.ID || v.Clock == 0 || last.Header.Get(announcer.HeaderClock) != strconv.FormatUint(v.Clock, 10) || m.InfoHash.HexString() != st.InfoHash {
+			if v.Community != com.ID || v.Clock == 0 || last.Header.Get(bus.HeaderClock) != strconv.FormatUint(v.Clock, 10) || m.InfoHash.HexString() != st.InfoHash {
 				t.Fatalf("%s: verified %+v (infohash %s), want community %s, clock %s, infohash %s", chat, v, m.InfoHash.HexString(), com.ID,
-					last.Header.Get(announcer.HeaderClock), st.InfoHash)
+					last.Header.Get(bus.HeaderClock), st.InfoHash)
 			}
 			clock = v.Clock
 			t.Logf("%s: sizes: AMM %d B, ProtocolMessage %d B, rfc26 payload %d B, WakuMessage %d B", chat, len(amm), len(pm),
@@ -215,7 +215,7 @@ func TestWakuEdgeOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := bus.Raw{Subject: bus.SubjectAnnounced(com.ID.String()), Header: nats.Header{}, Data: msg}
-	ev.Header.Set(announcer.HeaderClock, "7")
+	ev.Header.Set(bus.HeaderClock, "7")
 	if err := edge.Handle(c.ctx, ev, bus.Delivery{}); err != nil {
 		t.Fatalf("offline publish: %v", err)
 	}

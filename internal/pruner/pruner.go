@@ -188,18 +188,17 @@ func (p *Pruner) Run(ctx context.Context) error {
 		return nil
 	}
 	p.Logger.Info("message pruner started", "grace", p.Config.Grace, "slots", p.Config.Slots)
+	workers := bus.Workers{Slots: p.Config.Slots, Logger: p.Logger, Metrics: p.worker}
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		errs[0] = bus.Work(ctx, p.Store.Bus, bus.WorkerConfig{Stream: bus.StreamBuilt, Consumer: bus.ConsumerPruner,
-			Kind: "prune", Event: "archive-built event", Slots: p.Config.Slots, Logger: p.Logger, Metrics: p.worker}, p.built)
+		errs[0] = bus.KindBuiltPrune.Work(ctx, p.Store.Bus, workers, p.built)
 	}()
 	go func() {
 		defer wg.Done()
-		errs[1] = bus.Work(ctx, p.Store.Bus, bus.WorkerConfig{Stream: bus.StreamPrune, Consumer: bus.ConsumerPruner,
-			Kind: "prune", Event: "prune event", Slots: p.Config.Slots, Logger: p.Logger, Metrics: p.worker}, p.due)
+		errs[1] = bus.KindPruneDue.Work(ctx, p.Store.Bus, workers, p.due)
 	}()
 	wg.Wait()
 	return errors.Join(errs...)

@@ -54,7 +54,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
-	"github.com/archivefleet/archivefleet/internal/announcer"
 	"github.com/archivefleet/archivefleet/internal/archive"
 	"github.com/archivefleet/archivefleet/internal/bus"
 	"github.com/archivefleet/archivefleet/internal/registry"
@@ -293,8 +292,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}()
 	}
 	run(0, func(ctx context.Context) error {
-		return bus.Work(ctx, s.Bus, bus.WorkerConfig{Stream: bus.StreamAnnounced, Consumer: bus.ConsumerWaku, Kind: "waku",
-			Event: "announcement", Slots: 1, Logger: s.Logger, Metrics: s.worker}, s.Handle)
+		return bus.KindAnnounced.Work(ctx, s.Bus, bus.Workers{Slots: 1, Logger: s.Logger, Metrics: s.worker}, s.Handle)
 	})
 	if s.Listen != nil {
 		run(1, s.watchRegistry)
@@ -363,14 +361,14 @@ func (s *Service) Handle(ctx context.Context, ev bus.Raw, _ bus.Delivery) error 
 		return fmt.Errorf("%w: subject %q: %w", bus.ErrMalformed, ev.Subject, err)
 	}
 	c = id.String()
-	clock, err := strconv.ParseUint(ev.Header.Get(announcer.HeaderClock), 10, 64)
+	clock, err := strconv.ParseUint(ev.Header.Get(bus.HeaderClock), 10, 64)
 	if err != nil || clock == 0 {
-		return fmt.Errorf("%w: %s header %q", bus.ErrMalformed, announcer.HeaderClock, ev.Header.Get(announcer.HeaderClock))
+		return fmt.Errorf("%w: %s header %q", bus.ErrMalformed, bus.HeaderClock, ev.Header.Get(bus.HeaderClock))
 	}
 	if len(ev.Data) == 0 {
 		return fmt.Errorf("%w: empty announcement", bus.ErrMalformed)
 	}
-	infoHash := ev.Header.Get(announcer.HeaderInfohash)
+	infoHash := ev.Header.Get(bus.HeaderInfohash)
 	last, rev, err := s.State.GetWaku(ctx, c)
 	if err != nil {
 		return bus.Unavailable("waku state read", err)

@@ -87,8 +87,8 @@ func event(t *testing.T, com *registry.Community, key *secp256k1.PrivateKey, clo
 		t.Fatal(err)
 	}
 	h := nats.Header{}
-	h.Set(announcer.HeaderClock, strconv.FormatUint(clock, 10))
-	h.Set(announcer.HeaderInfohash, "0123456789abcdef0123456789abcdef01234567")
+	h.Set(bus.HeaderClock, strconv.FormatUint(clock, 10))
+	h.Set(bus.HeaderInfohash, "0123456789abcdef0123456789abcdef01234567")
 	return bus.Raw{Subject: bus.SubjectAnnounced(com.ID.String()), Header: h, Data: msg}
 }
 
@@ -180,7 +180,7 @@ func TestDedupAndSnooze(t *testing.T) {
 
 	// Malformed: dead-lettered at once.
 	bad := event(t, com, key, 200)
-	bad.Header.Set(announcer.HeaderClock, "x")
+	bad.Header.Set(bus.HeaderClock, "x")
 	if err := s.Handle(ctx, bad, bus.Delivery{}); !bus.IsPermanent(err) {
 		t.Fatalf("bad clock: %v", err)
 	}
