@@ -52,7 +52,7 @@ type bucketIndex struct {
 	last   uint64
 	seqs   map[uint64]uint64   // key → sequence
 	more   map[uint64][]uint64 // further sequences under a key (rare)
-	n      int
+	n      int                 // guarded by mu
 
 	elem    *list.Element // in dedupIndex.lru; guarded by dedupIndex.mu
 	users   int           // guarded by dedupIndex.mu
@@ -157,11 +157,15 @@ func (d *dedupIndex) acquire(key bucketKey) *bucketIndex {
 // the least recently used ones no one holds while the indexes cost more
 // than the limit.
 func (d *dedupIndex) release(bi *bucketIndex) {
+	// n under the index's own lock: another holder may be writing to it.
+	bi.mu.Lock()
+	n := bi.n
+	bi.mu.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	bi.users--
-	d.cost += (bi.n - bi.counted) * indexEntryCost
-	bi.counted = bi.n
+	d.cost += (n - bi.counted) * indexEntryCost
+	bi.counted = n
 	for e := d.lru.Back(); e != nil && d.cost > d.limit; {
 		prev := e.Prev()
 		if b := e.Value.(*bucketIndex); b.users == 0 {
