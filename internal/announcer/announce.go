@@ -2,6 +2,7 @@ package announcer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -102,9 +103,7 @@ func New(s Service, reg prometheus.Registerer) *Service {
 	if s.Now == nil {
 		s.Now = time.Now
 	}
-	if s.Slots == 0 {
-		s.Slots = DefaultSlots
-	}
+	s.Slots = cmp.Or(s.Slots, DefaultSlots)
 	s.metrics = promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "archivefleet_announcements_total",
 		Help: "Magnet-link announcements by reason (seeded, republish) and result."}, []string{"reason", "result"})
 	s.worker = bus.NewWorkerMetrics(reg)

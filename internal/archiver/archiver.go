@@ -6,6 +6,7 @@
 package archiver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,12 +70,8 @@ type Config struct {
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
-	if c.Slots == 0 {
-		c.Slots = DefaultSlots
-	}
-	if c.LockTTL == 0 {
-		c.LockTTL = DefaultLockTTL
-	}
+	c.Slots = cmp.Or(c.Slots, DefaultSlots)
+	c.LockTTL = cmp.Or(c.LockTTL, DefaultLockTTL)
 	return c
 }
 

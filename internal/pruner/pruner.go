@@ -6,6 +6,7 @@
 package pruner
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,12 +57,8 @@ type Config struct {
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
-	if c.Grace == 0 {
-		c.Grace = DefaultGrace
-	}
-	if c.Slots == 0 {
-		c.Slots = DefaultSlots
-	}
+	c.Grace = cmp.Or(c.Grace, DefaultGrace)
+	c.Slots = cmp.Or(c.Slots, DefaultSlots)
 	return c
 }
 

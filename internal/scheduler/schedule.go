@@ -17,6 +17,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"encoding/json"
@@ -58,15 +59,9 @@ type Config struct {
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
-	if c.Tick == 0 {
-		c.Tick = DefaultTick
-	}
-	if c.Republish == 0 {
-		c.Republish = DefaultRepublish
-	}
-	if c.RetryAfter == 0 {
-		c.RetryAfter = DefaultRetryAfter
-	}
+	c.Tick = cmp.Or(c.Tick, DefaultTick)
+	c.Republish = cmp.Or(c.Republish, DefaultRepublish)
+	c.RetryAfter = cmp.Or(c.RetryAfter, DefaultRetryAfter)
 	return c
 }
 

@@ -11,6 +11,7 @@
 package seeder
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,21 +77,11 @@ const DefaultRecycleAfter = 500
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
-	if c.RecycleAfter == 0 {
-		c.RecycleAfter = DefaultRecycleAfter
-	}
-	if c.SnapshotGrace == 0 {
-		c.SnapshotGrace = DefaultSnapshotGrace
-	}
-	if c.SnapshotMax == 0 {
-		c.SnapshotMax = DefaultSnapshotMax
-	}
-	if c.HeartbeatEvery == 0 {
-		c.HeartbeatEvery = DefaultHeartbeatEvery
-	}
-	if c.SwarmEvery == 0 {
-		c.SwarmEvery = DefaultSwarmEvery
-	}
+	c.RecycleAfter = cmp.Or(c.RecycleAfter, DefaultRecycleAfter)
+	c.SnapshotGrace = cmp.Or(c.SnapshotGrace, DefaultSnapshotGrace)
+	c.SnapshotMax = cmp.Or(c.SnapshotMax, DefaultSnapshotMax)
+	c.HeartbeatEvery = cmp.Or(c.HeartbeatEvery, DefaultHeartbeatEvery)
+	c.SwarmEvery = cmp.Or(c.SwarmEvery, DefaultSwarmEvery)
 	return c
 }
 

@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -79,24 +80,12 @@ const (
 // random UDP secret included), the minimum interval and the default
 // number of peers bounded by the interval and the maximum.
 func (c Config) withDefaults() Config {
-	if c.Interval == 0 {
-		c.Interval = DefaultInterval
-	}
-	if c.MinInterval == 0 {
-		c.MinInterval = DefaultMinInterval
-	}
-	if c.NumWant == 0 {
-		c.NumWant = DefaultNumWant
-	}
-	if c.MaxNumWant == 0 {
-		c.MaxNumWant = DefaultMaxNumWant
-	}
-	if c.MaxSwarmPeers == 0 {
-		c.MaxSwarmPeers = DefaultMaxSwarmPeers
-	}
-	if c.MaxPeers == 0 {
-		c.MaxPeers = DefaultMaxPeers
-	}
+	c.Interval = cmp.Or(c.Interval, DefaultInterval)
+	c.MinInterval = cmp.Or(c.MinInterval, DefaultMinInterval)
+	c.NumWant = cmp.Or(c.NumWant, DefaultNumWant)
+	c.MaxNumWant = cmp.Or(c.MaxNumWant, DefaultMaxNumWant)
+	c.MaxSwarmPeers = cmp.Or(c.MaxSwarmPeers, DefaultMaxSwarmPeers)
+	c.MaxPeers = cmp.Or(c.MaxPeers, DefaultMaxPeers)
 	c.MinInterval = min(c.MinInterval, c.Interval)
 	c.NumWant = min(c.NumWant, c.MaxNumWant)
 	if len(c.UDPSecret) == 0 {

@@ -38,6 +38,7 @@
 package wakuedge
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -128,30 +129,14 @@ type Config struct {
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
-	if c.ClusterID == 0 {
-		c.ClusterID = DefaultClusterID
-	}
-	if c.NoPeersSnooze == 0 {
-		c.NoPeersSnooze = DefaultNoPeersSnooze
-	}
-	if c.FlushEvery == 0 {
-		c.FlushEvery = DefaultFlushEvery
-	}
-	if c.MaxPending == 0 {
-		c.MaxPending = DefaultMaxPending
-	}
-	if c.SummaryEvery == 0 {
-		c.SummaryEvery = DefaultSummaryEvery
-	}
-	if c.BackfillWindow == 0 {
-		c.BackfillWindow = DefaultBackfillWindow
-	}
-	if c.BackfillCheck == 0 {
-		c.BackfillCheck = DefaultBackfillCheck
-	}
-	if c.BackfillRetry == 0 {
-		c.BackfillRetry = DefaultNoPeersSnooze
-	}
+	c.ClusterID = cmp.Or(c.ClusterID, DefaultClusterID)
+	c.NoPeersSnooze = cmp.Or(c.NoPeersSnooze, DefaultNoPeersSnooze)
+	c.FlushEvery = cmp.Or(c.FlushEvery, DefaultFlushEvery)
+	c.MaxPending = cmp.Or(c.MaxPending, DefaultMaxPending)
+	c.SummaryEvery = cmp.Or(c.SummaryEvery, DefaultSummaryEvery)
+	c.BackfillWindow = cmp.Or(c.BackfillWindow, DefaultBackfillWindow)
+	c.BackfillCheck = cmp.Or(c.BackfillCheck, DefaultBackfillCheck)
+	c.BackfillRetry = cmp.Or(c.BackfillRetry, DefaultNoPeersSnooze)
 	return c
 }
 
