@@ -115,18 +115,7 @@ func TestLeastPrivilege(t *testing.T) {
 
 	// The shipped single-server configuration, next to the generated
 	// auth/ as in the container's /etc/nats; ports and store the test's.
-	conf, err := os.ReadFile("../../deployments/nats/nats.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	confPath := filepath.Join(secrets, "nats", "nats.conf")
-	if err := os.WriteFile(confPath, conf, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(confPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	opts := testenv.ShippedNATSOptions(t, secrets)
 	if len(opts.Users) != len(natsperm.Users()) {
 		t.Fatalf("the server has %d users, want %d", len(opts.Users), len(natsperm.Users()))
 	}

@@ -53,18 +53,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	cfg.Demo, cfg.Settle, cfg.Tick, cfg.IngestToken = false, time.Second, 100*time.Millisecond, consoleToken
 	var logs testenv.Buffer
 	cfg.logOut = &logs
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- RunAllInOne(ctx, cfg) }()
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("fleet: %v", err)
-		}
 		if t.Failed() {
 			t.Logf("fleet log:\n%s", logs.String())
 		}
 	})
+	ctx := startAllInOne(t, cfg)
 	b := fleetBus(t, ctx, cfg)
 	base := "http://" + cfg.HTTPAddr + console.Path
 

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,15 +31,7 @@ func TestRunConsole(t *testing.T) {
 	cfg := DefaultConsoleConfig()
 	cfg.NATSURL, cfg.HTTPAddr, cfg.LogLevel = s.ClientURL(), fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "warn"
 	testenv.Bus(t, s, cfg.BusConfig()) // the topology, as archivectl setup makes it
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- RunConsole(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("console: %v", err)
-		}
-	})
+	startConsole(t, cfg)
 	base := "http://" + cfg.HTTPAddr + console.Path
 	var page string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -94,18 +84,7 @@ func TestConsoleLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf, err := os.ReadFile("../../deployments/nats/nats.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	confPath := filepath.Join(secrets, "nats", "nats.conf")
-	if err := os.WriteFile(confPath, conf, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(confPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	opts := testenv.ShippedNATSOptions(t, secrets)
 	s := testenv.NATS(t, func(o *server.Options) { o.Users = opts.Users })
 
 	// The admin sets the topology up, registers a community and a dead
@@ -137,15 +116,7 @@ func TestConsoleLeastPrivilege(t *testing.T) {
 	deadLetter(1)
 	deadLetter(2)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- RunConsole(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("console: %v", err)
-		}
-	})
+	startConsole(t, cfg)
 	base := "http://" + cfg.HTTPAddr + console.Path
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -184,4 +155,18 @@ func TestConsoleLeastPrivilege(t *testing.T) {
 	if letters, err := bus.DeadLetters(t.Context(), b); err != nil || len(letters) != 0 {
 		t.Errorf("dead letters left: %v (err %v)", letters, err)
 	}
+}
+
+// startConsole runs cmd/console's service until the test ends.
+func startConsole(t *testing.T, cfg ConsoleConfig) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- RunConsole(ctx, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("console: %v", err)
+		}
+	})
 }

@@ -40,15 +40,7 @@ func TestDemoArchivesEveryMessage(t *testing.T) {
 	if testing.Verbose() {
 		cfg.logOut = os.Stderr
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- RunAllInOne(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("fleet: %v", err)
-		}
-	})
+	ctx := startAllInOne(t, cfg)
 
 	var b *bus.Bus
 	var com *registry.Community

@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"context"
 	"io"
 	"net/url"
 	"slices"
@@ -41,15 +40,7 @@ func TestAllInOneTrackers(t *testing.T) {
 			if tc.trackers != "" {
 				cfg.Trackers = tc.trackers
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- RunAllInOne(ctx, cfg) }()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("fleet: %v", err)
-				}
-			})
+			ctx := startAllInOne(t, cfg)
 			b := fleetBus(t, ctx, cfg)
 			var magnet string
 			for deadline := time.Now().Add(2 * time.Minute); magnet == ""; time.Sleep(100 * time.Millisecond) {
