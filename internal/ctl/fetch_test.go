@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -364,10 +365,17 @@ func TestFetchBadInput(t *testing.T) {
 // fleet tracker) imports only the new archives.
 func TestFetchFromFleet(t *testing.T) {
 	cfg, _ := startAllInOne(t, time.Second, true)
+	// Ready when archivectl reaches its NATS and its HTTP ingest listens.
 	testenv.Eventually(t, 30*time.Second, func() bool {
-		_, _, code := run(t, "", "community", "list")
-		return code == 0
-	}, "the fleet")
+		if _, _, code := run(t, "", "community", "list"); code != 0 {
+			return false
+		}
+		c, err := net.DialTimeout("tcp", cfg.HTTPAddr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "the fleet's NATS and HTTP ingest")
 
 	key := fixture.Key()
 	id := fixture.ID(key)
