@@ -100,7 +100,7 @@ func TestBackfill(t *testing.T) {
 	storeA := startPeer(t, node.Config{StoreService: true})
 	publisher := startPeer(t, node.Config{StaticPeers: []string{p2pAddr(storeA)}})
 	storeB := startPeer(t, node.Config{StoreService: true}) // alone
-	testenv.Eventually(t, 15*time.Second, func() bool { return storeA.MeshPeers(topic) == 1 }, "publisher and store A meshed")
+	testenv.Eventually(t, 60*time.Second, func() bool { return storeA.MeshPeers(topic) == 1 }, "publisher and store A meshed")
 
 	member, _ := secp256k1.GeneratePrivateKey()
 	want := map[string]bool{}
@@ -144,7 +144,7 @@ func TestBackfill(t *testing.T) {
 	}
 	c := com.ID.String()
 	var stored int
-	testenv.Eventually(t, 15*time.Second, func() bool {
+	testenv.Eventually(t, 60*time.Second, func() bool {
 		bf, rev, err := s.State.GetBackfill(t.Context(), c)
 		if err != nil {
 			t.Fatal(err)
