@@ -110,7 +110,9 @@ func main() {
 	growthOnly := flag.Bool("growth-only", false, "only replace the fleet-throughput / how-costs-grow section of the existing markdown, from window.json and fleetcurve.json (for a partial bench/run)")
 	flag.Parse()
 	if *growthOnly {
-		if err := replaceGrowth(*md, growthSection(*dir)); err != nil {
+		section := strings.Replace(growthSection(*dir), "## How costs grow\n", "## How costs grow\n\nMeasured on "+time.Now().UTC().Format("2006-01-02")+
+			" by `bench/window` and `bench/fleetcurve` alone (`bench/report -growth-only`); the other sections are from the date at the top.\n", 1)
+		if err := replaceGrowth(*md, section); err != nil {
 			log.Fatal(err)
 		}
 		return
