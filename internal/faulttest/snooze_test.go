@@ -26,9 +26,9 @@ import (
 // back fast and three of them were the limit.
 var fastRedelivery = []string{"ARCHIVEFLEET_ACK_WAIT=2s", "ARCHIVEFLEET_MAX_DELIVER=3", "ARCHIVEFLEET_LOCK_TTL=5s"}
 
-// outage is how long the snooze tests keep Redis down or a lock held: 30 s,
-// three times what the worker before snoozes took to dead-letter every
-// event under fastRedelivery (~10 s), unless FAULT_OUTAGE says otherwise
+// outage is how long the snooze tests keep Redis down or a lock held: 20 s,
+// twice what the worker before snoozes took to dead-letter every event
+// under fastRedelivery (~10 s), unless FAULT_OUTAGE says otherwise
 // (FAULT_OUTAGE=3m repeats the original report's 3 minutes).
 func outage(t *testing.T) time.Duration {
 	if v := os.Getenv("FAULT_OUTAGE"); v != "" {
@@ -38,7 +38,7 @@ func outage(t *testing.T) time.Duration {
 		}
 		return d
 	}
-	return 30 * time.Second
+	return 20 * time.Second
 }
 
 var listenAddr = regexp.MustCompile(`msg="http listening".* addr=(\S+)`)
