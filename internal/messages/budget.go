@@ -25,7 +25,7 @@ import (
 // messages (over smallMessage) are read one at a time per process.
 const (
 	// DefaultIngestMemory is the default budget: one message at the
-	// archive cap (60 MB of hex and its 30 MB of bytes) and 15 requests of
+	// archive cap (60 MB of hex and its 30 MB of bytes) and 16 requests of
 	// small messages at once.
 	DefaultIngestMemory = 128 << 20
 	// LeaseBase is what a request holds from its start: its read buffer,
