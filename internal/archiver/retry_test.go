@@ -203,10 +203,19 @@ func TestBuildWritesOnClusterSurviveNodeLoss(t *testing.T) {
 	done := make(chan error, 1)
 	var commits, stalled atomic.Int64
 	var names []string
+	// On a loaded machine a restarted node can take longer than one retry
+	// budget to answer again: idempotent steps and the checks wait for it.
+	settled := bus.RetryPolicy{Budget: time.Minute}
 	go func() {
 		for i := 1; !stop.Load(); i++ {
 			t0 := time.Now()
-			upto, err := src.Fence(ctx, com.ID)
+			// The idempotent steps wait out a reconnection longer than one
+			// retry budget (a loaded machine), as a snoozed event would.
+			var upto uint64
+			err := settled.Do(ctx, func(ctx context.Context) (err error) {
+				upto, err = src.Fence(ctx, com.ID)
+				return err
+			})
 			if err != nil {
 				done <- fmt.Errorf("build %d: fence: %w", i, err)
 				return
@@ -221,7 +230,9 @@ func TestBuildWritesOnClusterSurviveNodeLoss(t *testing.T) {
 			}
 			sum := sha256.Sum256(obj)
 			name := c + "/archives/" + hex.EncodeToString(sum[:])
-			if err := putOnce(ctx, b.Objects, name, bytes.NewReader(obj)); err != nil {
+			if err := settled.Do(ctx, func(ctx context.Context) error {
+				return putOnce(ctx, b.Objects, name, bytes.NewReader(obj))
+			}); err != nil {
 				done <- fmt.Errorf("build %d: put object: %w", i, err)
 				return
 			}
@@ -235,7 +246,10 @@ func TestBuildWritesOnClusterSurviveNodeLoss(t *testing.T) {
 			commits.Add(1)
 			base = next
 			built := bus.BuiltEvent{Community: c, End: next.LastEnd, InfoHash: next.InfoHash, Fence: next.Fence}
-			if _, err := b.Publish(ctx, bus.SubjectBuilt(c), built.MsgID(), built); err != nil {
+			if err := settled.Do(ctx, func(ctx context.Context) error {
+				_, err := b.Publish(ctx, bus.SubjectBuilt(c), built.MsgID(), built)
+				return err
+			}); err != nil {
 				done <- fmt.Errorf("build %d: publish built: %w", i, err)
 				return
 			}
@@ -282,20 +296,24 @@ func TestBuildWritesOnClusterSurviveNodeLoss(t *testing.T) {
 	// The checks read right after the last restart: a read may meet a
 	// replica a write behind (a lost write never converges) or a leader
 	// still moving (repeated, as the services' reads are).
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		st, _, err := s.State.GetBuild(ctx, c)
-		if err != nil {
+		if err != nil && !bus.IsTransient(err) {
 			t.Fatal(err)
 		}
-		if st.Fence == commits.Load() && commits.Load() > 0 {
+		if err == nil && st.Fence == commits.Load() && commits.Load() > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("state at fence %d after %d commits", st.Fence, commits.Load())
+			t.Fatalf("state at fence %d after %d commits (%v)", st.Fence, commits.Load(), err)
 		}
 	}
 	for _, name := range names {
-		r, err := bus.RetryValue(ctx, func(ctx context.Context) ([]byte, error) { return b.Objects.GetBytes(ctx, name) })
+		var r []byte
+		err := settled.Do(ctx, func(ctx context.Context) (err error) {
+			r, err = b.Objects.GetBytes(ctx, name)
+			return err
+		})
 		if err != nil {
 			t.Fatalf("object %s: %v", name, err)
 		}
